@@ -1,0 +1,403 @@
+"""Model registry: the bundled digits CNNs, torchvision ImageNet models, and user TorchScript uploads.
+
+Every model certlib hands out takes pixels in [0, 1] (normalisation lives inside the model), so randomized
+smoothing always adds its noise in pixel space. ImageNet weights are never downloaded implicitly: a model whose
+weights are not on disk is listed as unavailable with one sentence saying how to get them.
+
+    python -m certlib.models list              # what is available here, and why not
+    python -m certlib.models download resnet18 # torchvision's own download (needs network)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import operator
+import os
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from certlib.digits_cnn import CAM_LAYER as DIGITS_CAM_LAYER
+from certlib.digits_cnn import NUM_CLASSES as DIGITS_CLASSES
+from certlib.digits_cnn import DigitsCNN
+from certlib.errors import ModelError, ModelUnavailableError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DIGITS_META = ASSETS / "digits_cnn.json"
+WEIGHTS_DIR_ENV = "CERTEXPLORER_WEIGHTS_DIR"
+MAX_TORCHSCRIPT_BYTES = 600 * 1024 * 1024
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is and what it takes; cheap to build (no weights are read)."""
+
+    key: str
+    label: str
+    family: str                       # "digits" | "imagenet" | "user"
+    arch: str                         # "cnn" | "resnet" | "vgg" | "vit" | "torchscript" (picks LRP canonizers)
+    in_channels: int
+    input_size: tuple[int, int]
+    flexible_size: bool               # fully convolutional: multiples of input_size pass unchanged
+    resize_size: int | None
+    class_names: tuple[str, ...]
+    cam_layer: str | None             # module whose activations the CAM family explains; None: not applicable
+    description: str = ""
+    weights_path: Path | None = None
+    available: bool = True
+    unavailable_reason: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """An eval-mode module in [0,1] pixel space plus what caches and pages need to know about it."""
+
+    spec: ModelSpec
+    module: nn.Module
+    weights_sha256: str
+    device: str = "cpu"
+    notes: tuple[str, ...] = ()
+    # Attribution libraries (zennit composites, captum LRP hooks) modify the module during a call and a cached
+    # model is shared by all app sessions: hold this lock around every attribution call.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities [B, num_classes] for x [B,C,H,W] in [0,1]."""
+        with self.lock:
+            return torch.softmax(self.module(x.to(self.device)).float(), dim=1).cpu()
+
+
+def validate_target(target: int, num_classes: int) -> int:
+    """Check a class index; raises ValueError naming it when out of range."""
+    if isinstance(target, bool):
+        raise ModelError(f"target class must be an integer, got {target!r}")
+    try:
+        t = operator.index(target)
+    except TypeError:
+        raise ModelError(f"target class must be an integer, got {target!r}") from None
+    if not 0 <= t < num_classes:
+        raise ModelError(f"target class {t} is out of range: this model has classes 0..{num_classes - 1}")
+    return t
+
+
+# --------------------------------------------------------------------------------------------- bundled digits
+
+@lru_cache(maxsize=1)
+def digits_metadata() -> dict:
+    """Training metadata of the shipped checkpoints (accuracies, hashes), written by certlib.train_digits."""
+    try:
+        return json.loads(DIGITS_META.read_text())
+    except FileNotFoundError:
+        return {"checkpoints": []}
+
+
+def _digits_specs() -> list[ModelSpec]:
+    specs = []
+    for ckpt in digits_metadata()["checkpoints"]:
+        s = ckpt["sigma_train"]
+        acc = ckpt["held_out_accuracy"]
+        desc = ("held-out accuracy: clean {:.1%}, under noise σ=0.25 {:.1%}, σ=0.5 {:.1%}"
+                .format(acc["0.00"], acc["0.25"], acc["0.50"]))
+        path = ASSETS / ckpt["file"]
+        specs.append(ModelSpec(
+            key=f"digits_sigma{s:.2f}", label=f"Digits CNN (bundled, trained with noise σ={s:g})",
+            family="digits", arch="cnn", in_channels=1, input_size=(32, 32), flexible_size=True, resize_size=None,
+            class_names=tuple(str(i) for i in range(DIGITS_CLASSES)), cam_layer=DIGITS_CAM_LAYER,
+            description=desc, weights_path=path, available=path.is_file(),
+            unavailable_reason="" if path.is_file() else
+            f"{path.name} is missing from assets/; run `python -m certlib.train_digits` to rebuild it.",
+        ))
+    return specs
+
+
+def _load_digits(spec: ModelSpec) -> nn.Module:
+    model = DigitsCNN()
+    model.load_state_dict(torch.load(spec.weights_path, map_location="cpu", weights_only=True))
+    return model
+
+
+# ------------------------------------------------------------------------------------------- torchvision models
+
+# key -> (builder name in torchvision.models, weights enum name, arch, CAM layer inside the torchvision model)
+IMAGENET_MODELS: dict[str, tuple[str, str, str, str | None]] = {
+    "resnet18": ("resnet18", "ResNet18_Weights", "resnet", "layer4"),
+    "resnet50": ("resnet50", "ResNet50_Weights", "resnet", "layer4"),
+    "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights", "resnet", "layer4"),
+    "resnet152": ("resnet152", "ResNet152_Weights", "resnet", "layer4"),
+    "vgg11": ("vgg11", "VGG11_Weights", "vgg", "features.19"),
+    "vit_b_16": ("vit_b_16", "ViT_B_16_Weights", "vit", None),
+}
+
+
+class PixelSpaceModel(nn.Module):
+    """Wraps a network trained on normalised inputs so that it takes [0, 1] pixels."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _weights_enum(key: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, IMAGENET_MODELS[key][1]).IMAGENET1K_V1
+
+
+def weight_search_dirs() -> list[Path]:
+    """Where ImageNet weights are looked for: $CERTEXPLORER_WEIGHTS_DIR, then torch hub's checkpoint cache."""
+    dirs = []
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
+    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
+    return dirs
+
+
+def imagenet_weights_file(key: str) -> str:
+    """torchvision's file name for the weights (e.g. resnet18-f37072fd.pth, the hash prefix is in the name)."""
+    return _weights_enum(key).url.rsplit("/", 1)[-1]
+
+
+def find_imagenet_weights(key: str) -> Path | None:
+    names = (imagenet_weights_file(key), f"{key}.pth")
+    for d in weight_search_dirs():
+        for name in names:
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def _imagenet_spec(key: str) -> ModelSpec:
+    weights = _weights_enum(key)
+    preset = weights.transforms()
+    path = find_imagenet_weights(key)
+    arch, cam_layer = IMAGENET_MODELS[key][2], IMAGENET_MODELS[key][3]
+    acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
+    how = (f"weights not found: on a machine with network run `python -m certlib.models download {key}`, "
+           f"or put {imagenet_weights_file(key)} (from {weights.url}) in ${WEIGHTS_DIR_ENV} "
+           f"or {weight_search_dirs()[-1]}.")
+    return ModelSpec(
+        key=key, label=f"{key} (torchvision, ImageNet)", family="imagenet", arch=arch, in_channels=3,
+        input_size=(preset.crop_size[0], preset.crop_size[0]), flexible_size=False,
+        resize_size=preset.resize_size[0], class_names=tuple(weights.meta["categories"]),
+        cam_layer=None if cam_layer is None else f"net.{cam_layer}",
+        description=f"ImageNet top-1 {acc:.1f}% (torchvision IMAGENET1K_V1)" if acc else "",
+        weights_path=path, available=path is not None, unavailable_reason="" if path else how,
+    )
+
+
+def _load_imagenet(spec: ModelSpec) -> nn.Module:
+    import torchvision.models as tvm
+
+    net = getattr(tvm, IMAGENET_MODELS[spec.key][0])(weights=None)
+    try:
+        state = torch.load(spec.weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt or non-state_dict file
+        raise ModelError(f"{spec.weights_path} is not a readable weights file for {spec.key}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ModelError(f"{spec.weights_path} holds a {type(state).__name__}, not a state_dict for {spec.key}")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"{spec.weights_path} does not match {spec.key}'s architecture: {first}") from exc
+    return PixelSpaceModel(net, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def download_imagenet_weights(key: str) -> Path:
+    """torchvision's real download into torch hub's cache (hash-checked). Needs network access."""
+    if key not in IMAGENET_MODELS:
+        raise ModelError(f"unknown ImageNet model {key!r}; choose one of {sorted(IMAGENET_MODELS)}")
+    _weights_enum(key).get_state_dict(progress=True, check_hash=True)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / imagenet_weights_file(key)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+def list_models() -> list[ModelSpec]:
+    """All registered models (bundled first), available or not; re-checks the weight directories."""
+    return _digits_specs() + [_imagenet_spec(k) for k in IMAGENET_MODELS]
+
+
+def default_model_key() -> str:
+    return "digits_sigma0.25"
+
+
+def get_spec(key: str) -> ModelSpec:
+    for spec in list_models():
+        if spec.key == key:
+            return spec
+    raise ModelError(f"unknown model {key!r}; registered: {[s.key for s in list_models()]}")
+
+
+def resolve_device(device: str | None) -> str:
+    """'cuda' when available and asked for (or None), else 'cpu'; asking for an absent GPU is an error."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch finds no CUDA GPU on this machine")
+    return device
+
+
+def load_model(key: str, device: str | None = "cpu") -> LoadedModel:
+    """Load a registered model in eval mode on `device`. Unavailable weights raise ModelUnavailableError."""
+    spec = get_spec(key)
+    if not spec.available:
+        raise ModelUnavailableError(f"{spec.key}: {spec.unavailable_reason}")
+    dev = resolve_device(device)
+    loaders: dict[str, Callable[[ModelSpec], nn.Module]] = {"digits": _load_digits, "imagenet": _load_imagenet}
+    module = loaders[spec.family](spec).eval().to(dev)
+    for p in module.parameters():
+        p.requires_grad_(False)  # attributions need input gradients only
+    notes = _weights_notes(spec)
+    return LoadedModel(spec=spec, module=module, weights_sha256=_sha256_path(spec.weights_path), device=dev,
+                       notes=notes)
+
+
+def _weights_notes(spec: ModelSpec) -> tuple[str, ...]:
+    if spec.family != "imagenet":
+        return ()
+    expected = imagenet_weights_file(spec.key).rsplit("-", 1)[-1].split(".")[0]
+    actual = _sha256_path(spec.weights_path)
+    if not actual.startswith(expected):
+        return (f"{spec.weights_path.name}'s sha256 does not start with torchvision's published prefix "
+                f"{expected}: these are not the official {spec.key} weights.",)
+    return ()
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_path(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime)
+
+
+# ------------------------------------------------------------------------------------------- user TorchScript
+
+def _check_torchscript_archive(data: bytes) -> None:
+    """Refuse anything that is not a TorchScript zip *before* torch sees it: no pickle is ever unpickled here."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ModelError("the uploaded file is not a TorchScript archive (not a zip file); "
+                         "export with torch.jit.script(model) or torch.jit.trace(model, x), then .save(path)")
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    if not any("/code/" in n for n in names) or not any(n.endswith("constants.pkl") for n in names):
+        raise ModelError("the uploaded file is a torch.save() checkpoint, not TorchScript: certexplorer never "
+                         "unpickles arbitrary files; export with torch.jit.script(model).save(path)")
+
+
+def load_torchscript(data: bytes, in_channels: int, height: int, width: int, name: str = "uploaded model",
+                     class_names: tuple[str, ...] | None = None, device: str | None = "cpu") -> LoadedModel:
+    """Load a user TorchScript classifier taking [B,C,H,W] in [0,1] and returning logits [B,num_classes]."""
+    if len(data) == 0:
+        raise ModelError("the uploaded model file is empty")
+    if len(data) > MAX_TORCHSCRIPT_BYTES:
+        raise ModelError(f"the uploaded model is {len(data) / 2**20:.0f} MiB; the limit is "
+                         f"{MAX_TORCHSCRIPT_BYTES / 2**20:.0f} MiB")
+    if in_channels not in (1, 3):
+        raise ModelError(f"in_channels must be 1 or 3, got {in_channels}")
+    for what, v in (("height", height), ("width", width)):
+        if not 8 <= v <= 1024:
+            raise ModelError(f"input {what} must be between 8 and 1024 pixels, got {v}")
+    _check_torchscript_archive(data)
+    try:
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:
+        raise ModelError(f"torch.jit.load could not read the uploaded file: {str(exc).splitlines()[0]}") from exc
+    module.eval()
+    num_classes = _probe_output(module, in_channels, height, width)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ModelError(f"{len(class_names)} class names given but the model returns {num_classes} scores")
+    digest = hashlib.sha256(data).hexdigest()
+    spec = ModelSpec(
+        key=f"user:{digest[:12]}", label=f"{name} (uploaded TorchScript)", family="user", arch="torchscript",
+        in_channels=in_channels, input_size=(height, width), flexible_size=False, resize_size=min(height, width),
+        class_names=class_names or tuple(f"class {i}" for i in range(num_classes)), cam_layer=None,
+        description=f"TorchScript, input [B,{in_channels},{height},{width}] in [0,1], {num_classes} classes",
+    )
+    dev = resolve_device(device)
+    return LoadedModel(spec=spec, module=module.to(dev), weights_sha256=digest, device=dev,
+                       notes=_gradient_note(module, in_channels, height, width))
+
+
+def _probe_output(module: nn.Module, c: int, h: int, w: int) -> int:
+    """Run the model on [1,C,H,W] and [2,C,H,W] in [0,1]; return the number of classes or explain the mismatch."""
+    outs = []
+    for batch in (1, 2):
+        x = torch.rand(batch, c, h, w, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                out = module(x)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()
+            raise ModelError(f"the model raised on an input of shape {list(x.shape)} in [0,1]: "
+                             f"{msg[-1] if msg else type(exc).__name__}") from exc
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(f"the model must return one tensor of logits, it returned {type(out).__name__}")
+        if out.dim() != 2 or out.shape[0] != batch or out.shape[1] < 2:
+            raise ModelError(f"on input {list(x.shape)} the model returned shape {list(out.shape)}; "
+                             f"expected [{batch}, num_classes] with num_classes >= 2")
+        if not torch.isfinite(out).all():
+            raise ModelError(f"the model returned non-finite scores on an input of shape {list(x.shape)}")
+        outs.append(out)
+    return int(outs[0].shape[1])
+
+
+def _gradient_note(module: nn.Module, c: int, h: int, w: int) -> tuple[str, ...]:
+    x = torch.rand(1, c, h, w, requires_grad=True)
+    try:
+        module(x).sum().backward()
+        ok = x.grad is not None and bool(torch.isfinite(x.grad).all())
+    except Exception:
+        ok = False
+    return () if ok else ("the model gives no finite input gradient: gradient-based methods will fail",)
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m certlib.models", description="list or download models")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="registered models and their availability")
+    dl = sub.add_parser("download", help="download torchvision ImageNet weights (needs network)")
+    dl.add_argument("keys", nargs="+", choices=sorted(IMAGENET_MODELS))
+    args = parser.parse_args(argv)
+    if args.cmd == "list":
+        for spec in list_models():
+            status = "available" if spec.available else f"unavailable: {spec.unavailable_reason}"
+            print(f"{spec.key:18s} {status}")
+    else:
+        for key in args.keys:
+            print(f"{key}: {download_imagenet_weights(key)}")
+
+
+if __name__ == "__main__":
+    main()

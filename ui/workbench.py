@@ -1,0 +1,243 @@
+"""The shared sidebar ("workbench"): model, image, target class, attribution method, device.
+
+Rendered by app.py on every run, before the page, so its keyed widgets keep their state across pages. Errors are
+shown in the sidebar and never discard what the user had chosen before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+
+from certlib import attributions, images, models
+from certlib.errors import CertlibError
+from certlib.viz import top_k_classes
+from ui import cache
+
+IMAGE_SOURCES = {"digit": "Digits (held-out)", "grid": "2×2 digit grids", "photo": "Photos (scikit-image)",
+                 "upload": "Upload"}
+
+
+@dataclass
+class Workbench:
+    """Everything a page needs about the current selection."""
+
+    model: models.LoadedModel
+    image: images.ImageEntry
+    x: torch.Tensor          # [1,C,H,W] in [0,1], preprocessed for the model
+    probs: np.ndarray        # [num_classes]
+    target: int
+    method: str
+    device: str
+
+    @property
+    def prediction(self) -> int:
+        return int(np.argmax(self.probs))
+
+
+def current() -> Workbench:
+    """The workbench of this run; stops the page with a pointer to the sidebar if it is not usable."""
+    wb = st.session_state.get("workbench")
+    if wb is None:
+        st.info("Choose a model and an image in the sidebar to start.")
+        st.stop()
+    return wb
+
+
+def render_sidebar() -> Workbench | None:
+    st.session_state["workbench"] = None
+    with st.sidebar:
+        st.header("Workbench")
+        device = _device_picker()
+        model = _model_picker(device)
+        if model is None:
+            return None
+        image = _image_picker(model.spec)
+        if image is None:
+            return None
+        try:
+            x = images.prepare_image(image.pixels, model.spec.in_channels, model.spec.input_size,
+                                     model.spec.flexible_size, model.spec.resize_size)
+        except CertlibError as exc:
+            st.error(f"This image cannot be fed to {model.spec.key}: {exc}")
+            return None
+        probs = cache.class_probabilities(model, f"{model.weights_sha256}:{model.device}",
+                                          f"{image.sha256}:{tuple(x.shape)}", x)
+        target = _target_picker(model.spec, image, probs)
+        method = _method_picker(model.spec)
+    wb = Workbench(model=model, image=image, x=x, probs=probs, target=target, method=method, device=device)
+    st.session_state["workbench"] = wb
+    return wb
+
+
+# ---------------------------------------------------------------------------------------------------- device
+
+def _device_picker() -> str:
+    options = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+    labels = {"cpu": "CPU", "cuda": f"GPU ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""}
+    device = st.radio("Device", options, key="device", horizontal=True, format_func=labels.get)
+    if not torch.cuda.is_available():
+        st.caption("No CUDA GPU found: everything runs on the CPU.")
+    return device
+
+
+# ----------------------------------------------------------------------------------------------------- model
+
+def _model_picker(device: str) -> models.LoadedModel | None:
+    specs = models.list_models()
+    user_models: dict[str, models.LoadedModel] = st.session_state.setdefault("user_models", {})
+    labels = {s.key: s.label for s in specs if s.available}
+    labels.update({k: m.spec.label for k, m in user_models.items()})
+    if st.session_state.get("model_key") not in labels:
+        st.session_state["model_key"] = (models.default_model_key() if models.default_model_key() in labels
+                                         else next(iter(labels)))
+    key = st.selectbox("Model", list(labels), key="model_key", format_func=labels.get)
+    unavailable = [s for s in specs if not s.available]
+    if unavailable:
+        with st.expander(f"Unavailable models ({len(unavailable)})"):
+            for s in unavailable:
+                st.markdown(f"**{s.key}** — {s.unavailable_reason}")
+    _torchscript_uploader()
+    try:
+        model = user_models[key] if key in user_models else _registry_model(key, device)
+    except CertlibError as exc:
+        st.error(str(exc))
+        return None
+    if model.device != device and key in user_models:
+        model = _move_user_model(key, device)
+    if model.spec.description:
+        st.caption(model.spec.description)
+    for note in model.notes:
+        st.warning(note)
+    return model
+
+
+def _registry_model(key: str, device: str) -> models.LoadedModel:
+    spec = models.get_spec(key)
+    stat = spec.weights_path.stat() if spec.weights_path else None
+    token = f"{spec.weights_path}:{stat.st_size}:{stat.st_mtime}" if stat else ""
+    return cache.registry_model(key, device, token)
+
+
+def _move_user_model(key: str, device: str) -> models.LoadedModel:
+    m = st.session_state["user_models"][key]
+    m.module.to(device)
+    m.device = device
+    return m
+
+
+def _torchscript_uploader() -> None:
+    with st.expander("Upload a TorchScript model"):
+        st.caption("A `torch.jit.script`/`trace` export taking [B,C,H,W] pixels in [0,1] (normalise inside) and "
+                   "returning logits [B,num_classes]. Plain `torch.save` pickles are refused, never unpickled.")
+        st.file_uploader("TorchScript file", key="model_upload")
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("channels", min_value=1, max_value=3, value=3, step=2, key="model_upload_c")
+        c2.number_input("height", min_value=8, max_value=1024, value=224, key="model_upload_h")
+        c3.number_input("width", min_value=8, max_value=1024, value=224, key="model_upload_w")
+        st.button("Load model", key="model_upload_go", on_click=_load_uploaded_model)
+        if st.session_state.get("model_upload_error"):
+            st.error(st.session_state["model_upload_error"])
+
+
+def _load_uploaded_model() -> None:
+    """Button callback: runs before the script, so it may select the new model in the model picker."""
+    st.session_state["model_upload_error"] = ""
+    f = st.session_state.get("model_upload")
+    if f is None:
+        st.session_state["model_upload_error"] = "Choose a TorchScript file first."
+        return
+    try:
+        m = models.load_torchscript(f.getvalue(), int(st.session_state["model_upload_c"]),
+                                    int(st.session_state["model_upload_h"]), int(st.session_state["model_upload_w"]),
+                                    name=f.name, device=st.session_state.get("device", "cpu"))
+    except CertlibError as exc:
+        st.session_state["model_upload_error"] = f"{f.name}: {exc}"
+        return
+    st.session_state["user_models"][m.spec.key] = m
+    st.session_state["model_key"] = m.spec.key
+
+
+# ----------------------------------------------------------------------------------------------------- image
+
+def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
+    # A new model family switches the gallery to the images it was made for (digits vs photos).
+    family_default = "digit" if spec.family == "digits" else "photo"
+    if st.session_state.get("_image_family") != spec.family:
+        st.session_state["_image_family"] = spec.family
+        if st.session_state.get("image_source") != "upload":
+            st.session_state["image_source"] = family_default
+    source = st.selectbox("Image set", list(IMAGE_SOURCES), key="image_source", format_func=IMAGE_SOURCES.get)
+    if source == "upload":
+        entry = _uploaded_image()
+    else:
+        entries = {"digit": images.digit_gallery, "grid": images.grid_gallery,
+                   "photo": images.photo_gallery}[source]()
+        by_key = {e.key: e for e in entries}
+        if st.session_state.get(f"image_{source}") not in by_key:
+            st.session_state[f"image_{source}"] = entries[0].key
+        key = st.selectbox("Image", list(by_key), key=f"image_{source}", format_func=lambda k: by_key[k].label)
+        entry = by_key[key]
+    if entry is None:
+        return None
+    st.image(images.to_display_rgb(entry.pixels), width=160, caption=entry.label)
+    if entry.meant_for not in ("any", spec.family):
+        st.caption(f"This image is meant for {entry.meant_for} models; it is converted to what "
+                   f"{spec.key} takes ({spec.in_channels} channel(s), {spec.input_size[0]}×{spec.input_size[1]}).")
+    return entry
+
+
+def _uploaded_image() -> images.ImageEntry | None:
+    st.file_uploader("PNG, JPEG or WebP", key="image_upload", on_change=_read_uploaded_image)
+    if st.session_state.get("image_upload_error"):
+        st.error(st.session_state["image_upload_error"])
+    entry = st.session_state.get("uploaded_image")
+    if entry is None:
+        st.info("Upload an image to explain it.")
+    return entry
+
+
+def _read_uploaded_image() -> None:
+    """Uploader callback: a bad file shows its error and keeps the last good upload."""
+    st.session_state["image_upload_error"] = ""
+    f = st.session_state.get("image_upload")
+    if f is None:
+        return
+    try:
+        st.session_state["uploaded_image"] = images.load_upload(f.getvalue(), f.name)
+    except CertlibError as exc:
+        st.session_state["image_upload_error"] = f"{f.name}: {exc}"
+
+
+# ------------------------------------------------------------------------------------------- target, method
+
+def _target_picker(spec: models.ModelSpec, image: images.ImageEntry, probs: np.ndarray) -> int:
+    # The target defaults to the prediction and follows it when the model or the image changes.
+    pair = (spec.key, image.key, image.sha256)
+    if st.session_state.get("_target_for") != pair or st.session_state.get("target") is None \
+            or st.session_state["target"] >= spec.num_classes:
+        st.session_state["_target_for"] = pair
+        st.session_state["target"] = int(np.argmax(probs))
+    names = spec.class_names
+    target = st.selectbox("Target class", range(spec.num_classes), key="target",
+                          format_func=lambda i: f"{i}: {names[i]} ({probs[i]:.1%})")
+    top = top_k_classes(probs, 5)
+    st.caption("Top-5: " + " · ".join(f"**{names[i]}** {p:.1%}" for i, p in top))
+    return models.validate_target(target, spec.num_classes)
+
+
+def _method_picker(spec: models.ModelSpec) -> str:
+    usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, spec) is None]
+    if st.session_state.get("method") not in usable:
+        st.session_state["method"] = attributions.DEFAULT_METHOD
+    method = st.selectbox("Attribution method", usable, key="method",
+                          format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
+    st.caption(attributions.METHODS[method].summary)
+    blocked = [(k, attributions.unavailable_reason(k, spec)) for k in attributions.METHODS if k not in usable]
+    if blocked:
+        with st.expander(f"Methods not applicable here ({len(blocked)})"):
+            for k, why in blocked:
+                st.markdown(f"**{attributions.METHODS[k].label}** — {why}")
+    return method

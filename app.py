@@ -1,9 +1,9 @@
-"""certexplorer: `streamlit run app.py`. Navigation over pages/ and the shared workbench sidebar."""
+"""certexplorer: `streamlit run app.py`. Navigation over pages/; each page draws the shared workbench sidebar."""
+from pathlib import Path
+
 import streamlit as st
 
-from ui.workbench import render_sidebar
-
-st.set_page_config(page_title="certexplorer", page_icon="assets/logo.png", layout="wide")
+st.set_page_config(page_title="certexplorer", page_icon=str(Path(__file__).parent / "assets" / "logo.png"), layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -14,6 +14,4 @@ PAGES = [
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ]
 
-page = st.navigation(PAGES)
-render_sidebar()
-page.run()
+st.navigation(PAGES).run()

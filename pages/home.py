@@ -17,7 +17,7 @@ wb = current()
 left, right = st.columns([1, 2])
 with left:
     st.image(images.to_display_rgb(wb.x[0].numpy()), caption=f"{wb.image.label} — as the model sees it "
-             f"({wb.x.shape[-2]}×{wb.x.shape[-1]})", use_container_width=True)
+             f"({wb.x.shape[-2]}×{wb.x.shape[-1]})", width="stretch")
 with right:
     name = wb.model.spec.class_names
     st.markdown(f"**{wb.model.spec.label}** predicts **{name[wb.prediction]}** "
@@ -28,7 +28,7 @@ with right:
     if wb.image.cell_labels is not None:
         st.caption("Grid cells (top-left, top-right, bottom-left, bottom-right): "
                    + ", ".join(str(c) for c in wb.image.cell_labels))
-    st.plotly_chart(probability_bar(wb.probs, name, k=5, highlight=wb.target), use_container_width=True,
+    st.plotly_chart(probability_bar(wb.probs, name, k=5, highlight=wb.target), width="stretch",
                     key="home_top5")
 
 st.header("Three certificates")

@@ -1,5 +1,6 @@
 """The real app through Streamlit's AppTest: workbench selections, page switches, bad uploads."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from certlib import images, models
 
 TIMEOUT = 120
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/certified_pixels.py", "pages/uniform_smoothing.py", "pages/sparsified_smoothgrad.py",
          "pages/metrics.py", "pages/learn.py", "pages/home.py"]
 
@@ -18,7 +20,7 @@ PAGES = ["pages/certified_pixels.py", "pages/uniform_smoothing.py", "pages/spars
 def at():
     st.cache_resource.clear()
     st.cache_data.clear()
-    app = AppTest.from_file("app.py", default_timeout=TIMEOUT)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.run()
     assert not app.exception, app.exception
     return app

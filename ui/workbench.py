@@ -1,7 +1,8 @@
 """The shared sidebar ("workbench"): model, image, target class, attribution method, device.
 
-Rendered by app.py on every run, before the page, so its keyed widgets keep their state across pages. Errors are
-shown in the sidebar and never discard what the user had chosen before.
+Every page renders it first (`current()` or `render_sidebar()`); its widget values are re-bound to session state at
+the start of each run so they survive page switches (Streamlit drops the state of widgets that a run did not draw).
+Errors are shown in the sidebar and never discard what the user had chosen before.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from certlib.errors import CertlibError
 from certlib.viz import top_k_classes
 from ui import cache
 
+PERSISTENT_KEYS = ("device", "model_key", "image_source", "image_digit", "image_grid", "image_photo", "target",
+                   "method", "model_upload_c", "model_upload_h", "model_upload_w")
 IMAGE_SOURCES = {"digit": "Digits (held-out)", "grid": "2×2 digit grids", "photo": "Photos (scikit-image)",
                  "upload": "Upload"}
 
@@ -38,8 +41,8 @@ class Workbench:
 
 
 def current() -> Workbench:
-    """The workbench of this run; stops the page with a pointer to the sidebar if it is not usable."""
-    wb = st.session_state.get("workbench")
+    """Render the sidebar and return its workbench; stops the page with a pointer to the sidebar if unusable."""
+    wb = render_sidebar()
     if wb is None:
         st.info("Choose a model and an image in the sidebar to start.")
         st.stop()
@@ -47,6 +50,9 @@ def current() -> Workbench:
 
 
 def render_sidebar() -> Workbench | None:
+    for key in PERSISTENT_KEYS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
     st.session_state["workbench"] = None
     with st.sidebar:
         st.header("Workbench")

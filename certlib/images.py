@@ -1,0 +1,489 @@
+"""Images to explain: bundled galleries, checked uploads, and preprocessing to what a model takes.
+
+Every image is an `ImageEntry` whose pixels are float32 [C,H,W] in [0,1] with C = 1 or 3. Models get
+the pixels through `prepare_image`, which only changes channels and size: smoothing noise is always
+added later in this same [0,1] pixel space, so nothing here normalises.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
+
+from certlib import digits_data
+from certlib.errors import ImageError
+
+ImageKind = Literal["digit", "grid", "photo", "upload"]
+MeantFor = Literal["digits", "imagenet", "any"]
+KINDS = ("digit", "grid", "photo", "upload")
+MEANT_FOR = ("digits", "imagenet", "any")
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 8
+# Decoded format (PIL's name) -> the name users know. Extensions are not trusted: the bytes decide.
+ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+
+DEFAULT_GRIDS = 40
+MAX_GRID_INDEX = 10_000  # keys are user-visible strings; a huge index must not build a huge gallery
+GRID_CELLS = 4
+
+# ITU-R BT.601 luma weights, the usual RGB -> gray conversion (also PIL's "L" conversion).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+# ------------------------------------------------------------------------------------------------ entries
+
+@dataclass(frozen=True, eq=False)
+class ImageEntry:
+    """One image with its provenance. `pixels` is a read-only float32 [C,H,W] copy in [0,1].
+
+    `sha256` hashes the pixels together with their shape and dtype, so it is a content key for caches:
+    two images that differ in one pixel, or only in shape, get different hashes.
+    """
+
+    key: str
+    label: str
+    kind: ImageKind
+    pixels: np.ndarray = field(repr=False)
+    true_label: int | None = None
+    cell_labels: tuple[int, int, int, int] | None = None
+    meant_for: MeantFor = "any"
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ImageError(f"image kind must be one of {KINDS}, got {self.kind!r}")
+        if self.meant_for not in MEANT_FOR:
+            raise ImageError(f"meant_for must be one of {MEANT_FOR}, got {self.meant_for!r}")
+        pixels = _checked_pixels(self.pixels)
+        # Entries are shared (galleries are cached), so the pixels must be a private read-only array.
+        # An array that owns its float32 data and is already read-only is that; anything else is copied.
+        if not (pixels.dtype == np.float32 and pixels.flags.c_contiguous and pixels.flags.owndata
+                and not pixels.flags.writeable):
+            pixels = np.array(pixels, dtype=np.float32, order="C", copy=True)
+            pixels.setflags(write=False)
+        object.__setattr__(self, "pixels", pixels)
+        object.__setattr__(self, "sha256", pixel_sha256(pixels))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.pixels.shape)  # type: ignore[return-value]
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    """Hex sha256 of an array's shape, dtype and bytes (C order)."""
+    arr = np.ascontiguousarray(pixels)
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _checked_pixels(pixels: np.ndarray) -> np.ndarray:
+    arr = np.asarray(pixels)
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise ImageError(f"pixels must be [C,H,W] with C = 1 or 3, got shape {arr.shape}")
+    if arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise ImageError(f"pixels must not be empty, got shape {arr.shape}")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ImageError("pixels contain NaN or infinite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ImageError(f"pixels must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------- galleries
+
+@lru_cache(maxsize=1)
+def _digit_tuple() -> tuple[ImageEntry, ...]:
+    images, labels = digits_data.load_split("held_out")
+    sources = digits_data.held_out_source_indices()
+    return tuple(
+        ImageEntry(key=f"digit:{int(src)}", label=f"digit {int(y)} (held-out #{int(src)})", kind="digit",
+                   pixels=img, true_label=int(y), meant_for="digits")
+        for img, y, src in zip(images, labels, sources)
+    )
+
+
+def digit_gallery() -> list[ImageEntry]:
+    """Every held-out digit, 1×32×32. The key's number is the digit's index into sklearn's load_digits."""
+    return list(_digit_tuple())
+
+
+def _grid_key(index: int, seed: int) -> str:
+    # The default seed gets the short key the app shows; other seeds carry theirs so keys never collide.
+    return f"grid:{index}" if seed == 0 else f"grid:{seed}:{index}"
+
+
+@lru_cache(maxsize=8)
+def _grid_tuple(n: int, seed: int) -> tuple[ImageEntry, ...]:
+    images, labels = digits_data.load_split("held_out")
+    by_class = [np.flatnonzero(labels == c) for c in range(10)]
+    rng = np.random.default_rng(seed)
+    entries = []
+    # Grids are drawn one after another from one stream, so grid i is the same for every n > i.
+    for i in range(n):
+        classes = rng.choice(10, size=GRID_CELLS, replace=False)
+        picks = [int(rng.choice(by_class[c])) for c in classes]
+        cells = [images[p] for p in picks]  # each [1,32,32]
+        pixels = np.concatenate([np.concatenate(cells[:2], axis=2), np.concatenate(cells[2:], axis=2)], axis=1)
+        cl = tuple(int(c) for c in classes)
+        entries.append(ImageEntry(key=_grid_key(i, seed), label=f"grid {i}: {cl[0]} {cl[1]} / {cl[2]} {cl[3]}",
+                                  kind="grid", pixels=pixels, cell_labels=cl, meant_for="digits"))  # type: ignore[arg-type]
+    return tuple(entries)
+
+
+def grid_gallery(n: int = DEFAULT_GRIDS, seed: int = 0) -> list[ImageEntry]:
+    """`n` seeded 2×2 grids (1×64×64) of four held-out digits of four distinct classes.
+
+    `cell_labels` lists the classes top-left, top-right, bottom-left, bottom-right; there is no single
+    true label. The same (seed) gives the same grids, and a larger n only appends grids.
+    """
+    if not isinstance(n, int) or not 0 <= n <= MAX_GRID_INDEX:
+        raise ImageError(f"number of grids must be an int in [0, {MAX_GRID_INDEX}], got {n!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ImageError(f"grid seed must be a non-negative int, got {seed!r}")
+    return list(_grid_tuple(n, seed))
+
+
+def _skimage_photos() -> list[tuple[str, str, Callable[[], np.ndarray]]]:
+    # Only photos whose files ship inside the scikit-image wheel: these load offline without pooch.
+    # (Others, e.g. eagle, need a download.) Imported lazily: scikit-image is slow to import.
+    from skimage import data
+
+    return [
+        ("astronaut", "astronaut (Eileen Collins)", data.astronaut),
+        ("chelsea", "cat (Chelsea the tabby)", data.chelsea),
+        ("coffee", "cup of coffee", data.coffee),
+        ("rocket", "rocket on its launch pad", data.rocket),
+        ("camera", "cameraman (grayscale)", data.camera),
+        ("coins", "coins (grayscale)", data.coins),
+    ]
+
+
+@lru_cache(maxsize=1)
+def _photo_tuple() -> tuple[ImageEntry, ...]:
+    entries = []
+    for name, description, load in _skimage_photos():
+        arr = np.asarray(load())
+        pixels = _uint8_hwc_to_chw(arr)
+        entries.append(ImageEntry(key=f"photo:{name}", label=f"{description} — scikit-image sample",
+                                  kind="photo", pixels=pixels, meant_for="imagenet"))
+    return tuple(entries)
+
+
+def _uint8_hwc_to_chw(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 photo, got dtype {arr.dtype}")
+    scaled = arr.astype(np.float32) / 255.0
+    return scaled[None] if scaled.ndim == 2 else np.moveaxis(scaled[..., :3], -1, 0)
+
+
+def photo_gallery() -> list[ImageEntry]:
+    """scikit-image's bundled sample photos: RGB ones as 3×H×W, gray ones as 1×H×W; meant for ImageNet."""
+    return list(_photo_tuple())
+
+
+# ------------------------------------------------------------------------------------------------- lookup
+
+_GRID_KEY = re.compile(r"grid:(?:(\d+):)?(\d+)")
+
+
+def get_image(key: str) -> ImageEntry:
+    """The bundled image with this key ("digit:17", "grid:3", "grid:<seed>:<i>", "photo:astronaut")."""
+    if not isinstance(key, str):
+        raise ImageError(f"image key must be a string, got {key!r}")
+    if key.startswith("upload:"):
+        raise ImageError(f"image key {key!r} names an upload; uploads are not stored, upload the file again")
+    grid = _GRID_KEY.fullmatch(key)
+    if grid:
+        return _grid_by_index(key, int(grid.group(1) or 0), int(grid.group(2)))
+    # Dispatch on the prefix so that a digit lookup never pays for loading the photos.
+    table = _photos_by_key() if key.startswith("photo:") else _digits_by_key()
+    entry = table.get(key)
+    if entry is None:
+        raise ImageError(f"unknown image key {key!r}: expected 'digit:<held-out index>', 'grid:<i>' "
+                         f"or 'photo:<name>'")
+    return entry
+
+
+def _grid_by_index(key: str, seed: int, index: int) -> ImageEntry:
+    if index >= MAX_GRID_INDEX:
+        raise ImageError(f"unknown image key {key!r}: grid index must be below {MAX_GRID_INDEX}")
+    # Grids form a prefix-stable sequence, so building enough of them finds grid `index`.
+    return _grid_tuple(max(DEFAULT_GRIDS, index + 1), seed)[index]
+
+
+@lru_cache(maxsize=1)
+def _digits_by_key() -> dict[str, ImageEntry]:
+    return {e.key: e for e in _digit_tuple()}
+
+
+@lru_cache(maxsize=1)
+def _photos_by_key() -> dict[str, ImageEntry]:
+    return {e.key: e for e in _photo_tuple()}
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+
+def load_upload(data: bytes, filename: str | None = None) -> ImageEntry:
+    """Decode an uploaded PNG, JPEG or WebP into an ImageEntry (kind "upload", meant_for "any").
+
+    Checks run cheapest first and before decoding: size in bytes, format, then width × height from the
+    header. EXIF orientation is applied. Gray and 16-bit images give 1 channel, colour gives 3.
+    Transparency is composited over white and then dropped (models take no alpha; white matches
+    how a browser shows a transparent image on a light page). Animated files give their first frame.
+    """
+    data = _checked_bytes(data)
+    img = _open_header(data)
+    try:
+        _check_format(img)
+        _check_dimensions(*img.size)
+        _decode(img)
+        pixels = _pixels_from_pil(_apply_exif_orientation(img))
+    finally:
+        img.close()
+    entry_hash = pixel_sha256(pixels)
+    name = _display_name(filename)
+    h, w = pixels.shape[1:]
+    return ImageEntry(key=f"upload:{entry_hash[:12]}", label=f"{name} ({w}×{h})", kind="upload",
+                      pixels=pixels, meant_for="any")
+
+
+def _checked_bytes(data: bytes) -> bytes:
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise ImageError(f"an upload must be bytes, got {type(data).__name__}")
+    if not data:
+        raise ImageError("the file is empty (0 bytes)")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(f"the file is {_mib(len(data))} ({len(data):,} bytes); "
+                         f"the limit is {_mib(MAX_UPLOAD_BYTES)} ({MAX_UPLOAD_BYTES:,} bytes)")
+    return data
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _accepted_names() -> str:
+    return ", ".join(ACCEPTED_FORMATS.values())
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """Image.open reads only the header; PIL's own decompression-bomb guard fires here."""
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (and does not refuse) between its two limits; both are far above MAX_PIXELS.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(_too_many_pixels_message(data, exc)) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"the file is not an image in a readable format; accepted formats are "
+                         f"{_accepted_names()}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+        # The format was recognised but its header is broken (e.g. a WebP cut short).
+        raise ImageError(f"the image data is corrupt or truncated ({exc})") from None
+
+
+def _too_many_pixels_message(data: bytes, exc: Exception) -> str:
+    size = _header_size(data)
+    if size is not None:
+        return _pixel_limit_message(*size)
+    # A format we would refuse anyway: PIL's message still tells how many pixels it claims.
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    claimed = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return f"the image header claims {claimed} (a possible decompression bomb); the limit is {MAX_PIXELS:,} pixels"
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    # The plugin classes parse only the header and skip Image.open's bomb check, which already refused.
+    for plugin in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile, WebPImagePlugin.WebPImageFile):
+        try:
+            with plugin(io.BytesIO(data)) as im:
+                return im.size
+        except Exception:  # not this format: try the next one
+            continue
+    return None
+
+
+def _pixel_limit_message(width: int, height: int) -> str:
+    return (f"the image is {width}×{height} = {width * height:,} pixels (a possible decompression bomb); "
+            f"the limit is {MAX_PIXELS:,} pixels")
+
+
+def _check_format(img: Image.Image) -> None:
+    if img.format not in ACCEPTED_FORMATS:
+        raise ImageError(f"unsupported image format {img.format}; accepted formats are {_accepted_names()}")
+
+
+def _check_dimensions(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(_pixel_limit_message(width, height))
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"the image is {width}×{height} pixels; each side must be at least {MIN_SIDE} pixels")
+
+
+def _decode(img: Image.Image) -> None:
+    # PIL raises on truncated data as long as ImageFile.LOAD_TRUNCATED_IMAGES stays False (its default);
+    # certlib never turns it on, because a half-decoded image would be explained as if it were whole.
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+        raise ImageError(f"the {ACCEPTED_FORMATS[img.format]} data is corrupt or truncated ({exc})") from None
+
+
+def _apply_exif_orientation(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:
+        # A broken EXIF block should not cost the user a well-formed picture: keep it unrotated.
+        return img
+
+
+def _pixels_from_pil(img: Image.Image) -> np.ndarray:
+    """A decoded PIL image -> float32 [C,H,W] in [0,1]."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return _chw(np.asarray(img).astype(np.float32) / 65535.0)
+    if mode == "I":
+        # Among the accepted formats only 16-bit PNGs decode to mode "I", so 65535 is white.
+        return _chw(np.clip(np.asarray(img).astype(np.float32) / 65535.0, 0.0, 1.0))
+    if mode == "F":
+        return _chw(np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0.0, 1.0))
+    if _has_transparency(img):
+        gray = mode in ("1", "L", "LA", "La")
+        return _over_white(np.asarray(img.convert("LA" if gray else "RGBA")))
+    if mode in ("1", "L"):
+        return _chw(np.asarray(img.convert("L")).astype(np.float32) / 255.0)
+    return _chw(np.asarray(img.convert("RGB")).astype(np.float32) / 255.0)
+
+
+def _has_transparency(img: Image.Image) -> bool:
+    return img.mode in ("LA", "La", "RGBA", "RGBa", "PA") or "transparency" in img.info
+
+
+def _over_white(with_alpha: np.ndarray) -> np.ndarray:
+    arr = with_alpha.astype(np.float32) / 255.0
+    colour, alpha = arr[..., :-1], arr[..., -1:]
+    return _chw(colour * alpha + (1.0 - alpha))
+
+
+def _chw(arr: np.ndarray) -> np.ndarray:
+    """[H,W] or [H,W,C] -> a new read-only float32 [C,H,W] in [0,1] (ready to become an entry uncopied)."""
+    out = np.array(arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0), dtype=np.float32, order="C")
+    np.clip(out, 0.0, 1.0, out=out)
+    out.setflags(write=False)
+    return out
+
+
+def _display_name(filename: str | None) -> str:
+    if not filename:
+        return "upload"
+    name = os.path.basename(str(filename).replace("\\", "/")).strip() or "upload"
+    return name if len(name) <= 60 else name[:57] + "..."
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+
+def prepare_image(pixels: np.ndarray, in_channels: int, input_size: tuple[int, int], flexible_size: bool,
+                  resize_size: int | None = None) -> torch.Tensor:
+    """Pixels [C,H,W] in [0,1] -> a model input [1, in_channels, H', W'] float32 in [0,1].
+
+    Channels: equal -> kept; 1 -> 3 by replication; 3 -> 1 by BT.601 luminance.
+    Size: a flexible (fully convolutional) model keeps images whose sides are multiples of input_size
+    and at most 4× it; everything else is resized (antialiased bilinear) so it covers the target —
+    the shorter side to `resize_size` (default: input_size's shorter side) — and center-cropped to
+    input_size. No normalisation: noise is added later in this [0,1] space.
+    """
+    out_h, out_w = _checked_size(input_size)
+    if in_channels not in (1, 3):
+        raise ImageError(f"a model must take 1 or 3 channels, got in_channels={in_channels!r}")
+    x = torch.from_numpy(np.array(_as_chw(pixels), dtype=np.float32))[None]  # a writable copy
+    if not torch.isfinite(x).all():
+        raise ImageError("pixels contain NaN or infinite values")
+    h, w = x.shape[-2:]
+    if not (flexible_size and _fits_flexibly(h, w, out_h, out_w)):
+        short = resize_size if resize_size is not None else min(out_h, out_w)
+        if not isinstance(short, int) or short < 1:
+            raise ImageError(f"resize_size must be a positive int, got {resize_size!r}")
+        x = _center_crop(_resize_to_cover(x, short, out_h, out_w), out_h, out_w)
+    return _convert_channels(x, in_channels).clamp_(0.0, 1.0).contiguous()
+
+
+def _checked_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        h, w = (int(s) for s in input_size)
+    except (TypeError, ValueError):
+        raise ImageError(f"input_size must be (height, width), got {input_size!r}") from None
+    if h < 1 or w < 1:
+        raise ImageError(f"input_size must be positive, got {input_size!r}")
+    return h, w
+
+
+def _as_chw(pixels: np.ndarray) -> np.ndarray:
+    arr = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    if arr.ndim == 2:  # a bare gray image
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise ImageError(f"pixels must be [C,H,W], got shape {arr.shape}")
+    if arr.shape[0] not in (1, 3):
+        raise ImageError(f"an image must have 1 or 3 channels, got {arr.shape[0]} (shape {arr.shape})")
+    return arr
+
+
+def _fits_flexibly(h: int, w: int, out_h: int, out_w: int) -> bool:
+    # Multiples of the training size (up to 4×) keep the CNN's receptive field at the scale it learned,
+    # so 64×64 grids are explained as four digits rather than shrunk into one.
+    return h % out_h == 0 and w % out_w == 0 and h <= 4 * out_h and w <= 4 * out_w
+
+
+def _resize_to_cover(x: torch.Tensor, short: int, out_h: int, out_w: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    # Shorter side to `short`, but never smaller than the crop (a resize_size below input_size).
+    scale = max(short / min(h, w), out_h / h, out_w / w)
+    new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+    if (new_h, new_w) == (h, w):
+        return x
+    return F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _center_crop(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - out_h) // 2, (w - out_w) // 2
+    return x[..., top:top + out_h, left:left + out_w]
+
+
+def _convert_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    c = x.shape[1]
+    if c == in_channels:
+        return x
+    if c == 1:
+        return x.expand(-1, 3, -1, -1).clone()  # a copy, so callers may edit the channels independently
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def to_display_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Pixels [C,H,W] (C = 1 or 3) or [H,W] in [0,1] -> uint8 [H,W,3] for display."""
+    arr = _as_chw(pixels).astype(np.float32)
+    arr = np.nan_to_num(arr, nan=0.0)
+    rgb = np.repeat(arr, 3, axis=0) if arr.shape[0] == 1 else arr
+    return np.ascontiguousarray(np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0))

@@ -190,8 +190,7 @@ def _photo_tuple() -> tuple[ImageEntry, ...]:
 def _uint8_hwc_to_chw(arr: np.ndarray) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise ImageError(f"expected a uint8 photo, got dtype {arr.dtype}")
-    scaled = arr.astype(np.float32) / 255.0
-    return scaled[None] if scaled.ndim == 2 else np.moveaxis(scaled[..., :3], -1, 0)
+    return _chw(arr.astype(np.float32) / 255.0)
 
 
 def photo_gallery() -> list[ImageEntry]:

@@ -1,7 +1,7 @@
 """Landing page: what the three certificates say, with the current image and the model's prediction."""
 import streamlit as st
 
-from certlib import images
+from certlib import attributions, images
 from certlib.viz import probability_bar
 from ui.workbench import current
 
@@ -17,12 +17,12 @@ wb = current()
 left, right = st.columns([1, 2])
 with left:
     st.image(images.to_display_rgb(wb.x[0].numpy()), caption=f"{wb.image.label} — as the model sees it "
-             f"({wb.x.shape[-2]}×{wb.x.shape[-1]})", width="stretch")
+             f"({wb.x.shape[-2]}×{wb.x.shape[-1]})", width=280)
 with right:
     name = wb.model.spec.class_names
     st.markdown(f"**{wb.model.spec.label}** predicts **{name[wb.prediction]}** "
                 f"({wb.probs[wb.prediction]:.1%}); explaining class **{name[wb.target]}** "
-                f"with **{wb.method}** on the **{wb.device.upper()}**.")
+                f"with **{attributions.METHODS[wb.method].label}** on the **{wb.device.upper()}**.")
     if wb.image.true_label is not None:
         st.caption(f"True label: {wb.image.true_label}")
     if wb.image.cell_labels is not None:

@@ -115,7 +115,9 @@ def _digits_specs() -> list[ModelSpec]:
                 .format(acc["0.00"], acc["0.25"], acc["0.50"]))
         path = ASSETS / ckpt["file"]
         specs.append(ModelSpec(
-            key=f"digits_sigma{s:.2f}", label=f"Digits CNN (bundled, trained with noise σ={s:g})",
+            key=f"digits_sigma{s:.2f}",
+            label=f"Digits CNN σ_train={s:g} (clean {acc['0.00']:.1%}, noisy σ=0.25 {acc['0.25']:.1%}, "
+                  f"σ=0.5 {acc['0.50']:.1%})",
             family="digits", arch="cnn", in_channels=1, input_size=(32, 32), flexible_size=True, resize_size=None,
             class_names=tuple(str(i) for i in range(DIGITS_CLASSES)), cam_layer=DIGITS_CAM_LAYER,
             description=desc, weights_path=path, available=path.is_file(),

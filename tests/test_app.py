@@ -121,3 +121,32 @@ def test_torchscript_upload_errors_show_in_the_page(at):
     assert not at.exception
     assert any("not a TorchScript archive" in e.value for e in at.sidebar.error)
     assert _wb(at).model.spec.key == models.default_model_key()  # the previous model is still in use
+
+
+def test_torchscript_upload_becomes_the_selected_model(at):
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4, 5)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(Tiny()), buf)
+    at.file_uploader(key="model_upload").set_value(("tiny.pt", buf.getvalue(), "application/octet-stream"))
+    at.number_input(key="model_upload_h").set_value(48)
+    at.number_input(key="model_upload_w").set_value(48)
+    at.button(key="model_upload_go").click().run()
+    assert not at.exception
+    wb = _wb(at)
+    assert wb.model.spec.family == "user" and wb.model.spec.num_classes == 5
+    assert tuple(wb.x.shape) == (1, 3, 48, 48)  # a gray digit, replicated to RGB and resized
+    assert 0 <= wb.target < 5
+    # CAM methods and LRP are not offered for an opaque TorchScript model
+    offered = at.selectbox(key="method").options
+    assert "Gradient (gradient)" in offered
+    assert not any(o.startswith(("LRP", "CAM", "GradCAM")) for o in offered)

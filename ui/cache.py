@@ -19,3 +19,42 @@ def registry_model(key: str, device: str, weights_token: str) -> LoadedModel:
 def class_probabilities(_model: LoadedModel, model_token: str, image_token: str, _x: torch.Tensor) -> np.ndarray:
     """Softmax of the model on the prepared image, keyed by (model weights hash, device, image content hash)."""
     return _model.predict_proba(_x)[0].numpy()
+
+
+class ResultCache:
+    """A small process-wide LRU for expensive sampling results, keyed by the complete config tuple.
+
+    Unlike st.cache_data it lets the page show a live progress bar while computing (nothing is replayed on a hit),
+    and it is shared by all sessions; the lock keeps concurrent sessions from corrupting it.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        from collections import OrderedDict
+        import threading
+
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+
+    def get(self, key: tuple):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+@st.cache_resource
+def sampling_results() -> ResultCache:
+    return ResultCache()

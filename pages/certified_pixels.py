@@ -1,10 +1,106 @@
-"""Certified pixels (Anani et al. 2025). Coming with issue #3; this page says so plainly."""
+"""Certified pixels (Anani et al. 2025): σ, n, n0 resample; τ, α, K, correction only re-decide from cached counts."""
+import numpy as np
 import streamlit as st
 
-from ui.workbench import render_sidebar
+from certlib import export, images, pixel_cert, stats, viz
+from certlib.pixel_check import check_certificate
+from ui import runs
+from ui.workbench import current
 
-render_sidebar()
+ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
+N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
 
+wb = current()
 st.title("Certified pixels")
-st.warning("Coming: this view is not built yet (tracked in issue #3). Nothing on this page is computed.")
-st.markdown("**What it will show:** σ, τ, α, n and top-K% sliders; the certified / abstain overlay of the attribution, the certified radius R = σ·Φ⁻¹(τ), the share of certified pixels per K, and downloads of the overlay and per-pixel counts.")
+st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% membership is smoothed under Gaussian "
+           "noise and certified for every ℓ2 perturbation of radius R = σ·Φ⁻¹(τ), or the pixel abstains.")
+
+with st.container(border=True):
+    st.markdown("**Sampling** — changing these draws new noisy samples")
+    c1, c2, c3, c4 = st.columns(4)
+    sigma = c1.slider("σ (noise level)", 0.05, 1.0, 0.25, 0.01, key="cp_sigma")
+    n = c2.select_slider("n (estimation samples)", N_CHOICES, value=256, key="cp_n")
+    n0 = c3.select_slider("n0 (selection samples)", [8, 16, 32, 64, 128], value=32, key="cp_n0")
+    seed = int(c4.number_input("seed", 0, 2**31 - 1, 0, key="cp_seed"))
+
+ks_all = runs.SamplingParams(sigma, n0, n, seed).k_percents
+alpha_now = st.session_state.get("cp_alpha", 1e-3)
+levels_now = st.session_state.get("cp_levels", [5.0, 25.0, 50.0]) or [5.0]
+tests = int(np.prod(wb.x.shape[-2:])) * len(levels_now)
+n_min = stats.min_samples_to_certify(st.session_state.get("cp_tau", 0.75), alpha_now, tests)
+if n < n_min:
+    st.warning(f"With n = {n}, no pixel can be certified at α = {alpha_now:g} over {tests} tests: even n votes "
+               f"out of n give a p-value above α/{tests}. Choose n ≥ {n_min} (or a larger α / smaller τ).")
+
+counts = runs.topk_counts(wb, runs.SamplingParams(sigma, n0, n, seed))
+
+
+@st.fragment
+def decision(counts) -> None:
+    st.markdown("**Decision** — re-decided from the cached counts, no resampling")
+    d1, d2, d3, d4 = st.columns([2, 2, 3, 2])
+    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, 0.75, 0.01, key="cp_tau")
+    alpha = d2.select_slider("α (error probability)", ALPHAS, value=1e-3, key="cp_alpha", format_func=lambda a: f"{a:g}")
+    levels = d3.multiselect("top-K% levels", list(counts.k_percents), default=[5.0, 25.0, 50.0], key="cp_levels",
+                            format_func=lambda k: f"top {k:g}%")
+    correction = d4.radio("correction", ["holm", "bonferroni"], key="cp_correction", horizontal=True)
+    if not levels:
+        st.info("Choose at least one top-K% level.")
+        return
+    sub = counts.select_levels(sorted(levels))
+    ks = sub.k_percents
+    cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, tau, alpha, correction)
+    st.metric("certified radius R = σ·Φ⁻¹(τ)", f"{cert.radius:.3f}",
+              help="ℓ2 norm in [0,1] pixel space; every certified pixel keeps its class for all ‖δ‖₂ ≤ R "
+                   f"with probability ≥ 1 − α (Holm/Bonferroni over {cert.classes.size} tests).")
+    base = images.to_display_rgb(wb.x[0].cpu().numpy())
+    overlay = viz.certified_overlay(base, cert.classes, ks)
+    left, mid, right = st.columns(3)
+    with left:
+        st.plotly_chart(viz.attribution_figure(counts.clean_attr, "clean attribution"), key="cp_attr")
+    with mid:
+        st.plotly_chart(viz.overlay_figure(overlay, sub.top_frequency, ks,
+                                           viz.certified_levels(cert.classes, ks)), key="cp_overlay")
+        st.markdown(_legend(ks), unsafe_allow_html=True)
+    with right:
+        st.plotly_chart(viz.certificate_bars(ks, cert.fractions), key="cp_bars")
+    config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
+              "image_sha256": wb.image.sha256, "target": wb.target, "method": wb.method, "sigma": counts.sigma,
+              "n0": counts.n0, "n": counts.n, "seed": counts.seed, "tau": tau, "alpha": alpha,
+              "correction": correction, "k_percents": ks, "scale_s": counts.scale}
+    summary = {"radius": cert.radius, **{name: dict(zip(map(str, ks), np.round(v, 5).tolist()))
+                                         for name, v in cert.fractions.items()}}
+    b1, b2, b3 = st.columns(3)
+    b1.download_button("overlay PNG", export.png_bytes(overlay, upscale=8 if overlay.shape[0] < 128 else 1),
+                       "certified_overlay.png", "image/png", key="cp_dl_png")
+    b2.download_button("per-pixel CSV", export.pixel_csv(sub.clean_attr, ks, cert.classes, sub.votes_for_mode,
+                                                         sub.top_frequency, cert.pvalues, sub.n),
+                       "certified_pixels.csv", "text/csv", key="cp_dl_csv")
+    b3.download_button("config + summary JSON", export.summary_json(config, summary), "certificate.json",
+                       "application/json", key="cp_dl_json")
+    st.session_state["cp_last_certificate"] = (cert, sub)
+
+
+def _legend(ks) -> str:
+    order = np.argsort(ks)
+    chips = [(viz.LEVEL_RGB[r % len(viz.LEVEL_RGB)], f"certified top {ks[i]:g}%") for r, i in enumerate(order)]
+    chips += [(viz.ABSTAIN_RGB, "abstain"), ((255, 255, 255), "certified not top (transparent)")]
+    return " ".join(f"<span style='display:inline-block;width:12px;height:12px;background:rgb{c};"
+                    f"border:1px solid #888;margin:0 4px 0 10px'></span>{label}" for c, label in chips)
+
+
+with st.container(border=True):
+    decision(counts)
+
+with st.expander("Check it: perturb by exactly R and re-estimate"):
+    st.caption("Draws three random directions and one gradient-guided direction of norm R, samples the smoothed "
+               "classes again at x + δ with fresh noise, and counts certified pixels whose class changed. "
+               "The certificate says: none (up to α and sampling error).")
+    if st.button("Run the check", key="cp_check"):
+        cert, sub = st.session_state["cp_last_certificate"]
+        bar = st.progress(0.0, text="Checking…")
+        checks = check_certificate(runs.attribution_fn(wb, counts.seed), runs.logit_fn(wb), wb.x.to(wb.model.device),
+                                   sub, cert.classes, cert.radius, alpha=st.session_state.get("cp_alpha", 1e-3),
+                                   progress=lambda d, t: bar.progress(min(1.0, d / t), text=f"Checking: {d}/{t}"))
+        bar.empty()
+        st.dataframe([c.__dict__ for c in checks], hide_index=True)

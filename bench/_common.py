@@ -1,0 +1,47 @@
+"""Shared helpers for bench scripts: timing with warm-up and repeats, machine info, JSON results."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
+    """Median and spread of `repeats` wall-clock runs after `warmup` runs; raw timings kept."""
+    for _ in range(warmup):
+        fn()
+    raw = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        raw.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(raw), "min_s": min(raw), "max_s": max(raw), "raw_s": raw}
+
+
+def machine() -> dict:
+    import captum
+    import zennit  # noqa: F401
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "captum": captum.__version__,
+            "zennit": version("zennit"), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    return path

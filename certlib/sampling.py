@@ -1,0 +1,128 @@
+"""The expensive stage of the pixel certificate: stream n0 + n noisy attributions into per-pixel counts.
+
+For each noisy copy x + N(0, σ²I) the attribution is post-processed (DESIGN §3.1) into one binary top-K% mask per K
+of a fixed ladder, and only the counts of "in the top K%" are kept: memory O(|K|·H·W), never O(n·H·W). Counts are
+accumulated on the model's device. What depends on τ, α or the correction is decided later from these counts
+(`certlib.pixel_cert`), so moving those sliders never resamples.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from certlib.errors import CertlibError
+from certlib.noise import ESTIMATION, SELECTION, NoiseStream, check_sigma, gaussian_copies
+from certlib.pixel_cert import clean_scale, top_k_masks
+
+DEFAULT_K_PERCENTS = (1.0, 5.0, 10.0, 25.0, 50.0)
+AttributionFn = Callable[[torch.Tensor], torch.Tensor]   # [B,C,H,W] -> [B,H,W]
+ProgressFn = Callable[[int, int], None]                   # (samples done, samples total)
+
+
+@dataclass(frozen=True)
+class TopKCounts:
+    """Per-pixel counts of h^K_i = 1 among the selection (n0) and estimation (n) samples, for each K."""
+
+    k_percents: tuple[float, ...]
+    sigma: float
+    n0: int
+    n: int
+    seed: int
+    scale: float                      # s: 99.5th percentile of the clean map (§3.1)
+    clean_attr: np.ndarray            # [H,W] float32, the attribution of the clean input
+    clean_masks: np.ndarray           # [K,H,W] bool, h^K(x) of the clean input
+    selection_ones: np.ndarray        # [K,H,W] int32, among n0 samples
+    estimation_ones: np.ndarray       # [K,H,W] int32, among n samples
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def modes(self) -> np.ndarray:
+        """ĉ_i per K: the majority class among the n0 selection samples (a tie counts as 0, 'not in top-K')."""
+        return (2 * self.selection_ones > self.n0).astype(np.int8)
+
+    @property
+    def votes_for_mode(self) -> np.ndarray:
+        """k_i: how many of the n estimation samples agree with ĉ_i."""
+        return np.where(self.modes == 1, self.estimation_ones, self.n - self.estimation_ones).astype(np.int64)
+
+    def select_levels(self, ks: Sequence[float]) -> "TopKCounts":
+        """The same counts restricted to the K levels `ks` (in that order); they must have been sampled."""
+        missing = [k for k in ks if float(k) not in self.k_percents]
+        if missing:
+            raise CertlibError(f"K levels {missing} were not sampled; sampled: {list(self.k_percents)}")
+        idx = [self.k_percents.index(float(k)) for k in ks]
+        return replace(self, k_percents=tuple(float(k) for k in ks), clean_masks=self.clean_masks[idx],
+                       selection_ones=self.selection_ones[idx], estimation_ones=self.estimation_ones[idx])
+
+    @property
+    def top_frequency(self) -> np.ndarray:
+        """Fraction of estimation samples in which each pixel is in the top K% ([K,H,W], for hover maps)."""
+        return self.estimation_ones / float(self.n)
+
+
+def auto_batch_size(x: torch.Tensor, device: str) -> int:
+    """Noisy copies per attribution call, from the input size and free memory (bounded, a power of two)."""
+    pixels = int(np.prod(x.shape[1:]))
+    if device == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        # ~1 KiB of activations per input value of a ResNet-50 forward+backward is a safe over-estimate.
+        budget = max(1, int(0.5 * free // (pixels * 1024)))
+    else:
+        budget = max(1, (16 * 3 * 224 * 224) // pixels)
+    return int(min(256, 2 ** int(math.log2(budget))))
+
+
+def check_counts_config(sigma: float, n0: int, n: int, k_percents: Sequence[float]) -> tuple[float, ...]:
+    check_sigma(sigma)
+    for name, v in (("n0", n0), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise CertlibError(f"{name} must be a positive integer, got {v!r}")
+    ks = tuple(float(k) for k in k_percents)
+    if not ks or any(not 0 < k <= 100 for k in ks):
+        raise CertlibError(f"k_percents must be in (0, 100], got {list(k_percents)!r}")
+    return ks
+
+
+@torch.no_grad()
+def _count_stage(attribute: AttributionFn, x: torch.Tensor, sigma: float, stream: NoiseStream, total: int,
+                 ks: tuple[float, ...], scale: float, batch_size: int, done: int, grand_total: int,
+                 progress: ProgressFn | None) -> torch.Tensor:
+    counts = torch.zeros((len(ks), *x.shape[-2:]), dtype=torch.int32, device=x.device)
+    for start in range(0, total, batch_size):
+        stop = min(total, start + batch_size)
+        noisy = gaussian_copies(x, sigma, stream, start, stop)
+        with torch.enable_grad():  # gradient methods need autograd; the counting below does not
+            attr = attribute(noisy)
+        counts += top_k_masks(attr.detach(), ks, scale).sum(dim=1, dtype=torch.int32)
+        if progress is not None:
+            progress(done + stop, grand_total)
+    return counts
+
+
+def sample_topk_counts(attribute: AttributionFn, x: torch.Tensor, sigma: float, n0: int = 32, n: int = 256,
+                       k_percents: Sequence[float] = DEFAULT_K_PERCENTS, seed: int = 0,
+                       batch_size: int | None = None, progress: ProgressFn | None = None) -> TopKCounts:
+    """Draw n0 selection and n estimation copies of x [1,C,H,W] (on its device) and count top-K% membership."""
+    ks = check_counts_config(sigma, n0, n, k_percents)
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise CertlibError(f"x must be one image [1,C,H,W], got shape {tuple(x.shape)}")
+    bs = batch_size or auto_batch_size(x, x.device.type)
+    with torch.enable_grad():
+        clean = attribute(x).detach()
+    if clean.shape != (1, *x.shape[-2:]):
+        raise CertlibError(f"the attribution returned shape {tuple(clean.shape)}, expected {(1, *x.shape[-2:])}")
+    scale = clean_scale(clean[0])
+    shape = tuple(x.shape[1:])
+    sel = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, SELECTION, x.device, x.dtype), n0, ks, scale,
+                       bs, 0, n0 + n, progress)
+    est = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, ESTIMATION, x.device, x.dtype), n, ks, scale,
+                       bs, n0, n0 + n, progress)
+    return TopKCounts(
+        k_percents=ks, sigma=float(sigma), n0=int(n0), n=int(n), seed=int(seed), scale=float(scale),
+        clean_attr=clean[0].float().cpu().numpy(), clean_masks=top_k_masks(clean, ks, scale)[:, 0].cpu().numpy(),
+        selection_ones=sel.cpu().numpy(), estimation_ones=est.cpu().numpy(), extra={"batch_size": bs},
+    )

@@ -1,0 +1,72 @@
+"""The certified-pixels page through AppTest: sampling sliders resample, decision sliders only re-decide."""
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from scipy.stats import norm
+from streamlit.testing.v1 import AppTest
+
+from certlib import sampling
+from ui import cache
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def page(monkeypatch):
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    calls = []
+    real = sampling.sample_topk_counts
+
+    def counting(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs["sigma"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_topk_counts", counting)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["cp_n"] = 100  # keep the page quick on 2 cores
+    at.run()
+    at.switch_page("pages/certified_pixels.py").run()
+    assert not at.exception, at.exception
+    return at, calls
+
+
+def _radius(at) -> float:
+    return float(next(m for m in at.metric if "certified radius" in m.label).value)
+
+
+def test_page_certifies_and_shows_the_radius(page):
+    at, calls = page
+    assert calls == [0.25]
+    assert _radius(at) == pytest.approx(0.25 * norm.ppf(0.75), abs=1e-3)
+    assert len(at.get("plotly_chart")) >= 3
+    assert {b.proto.label for b in at.get("download_button")} >= {"overlay PNG", "per-pixel CSV",
+                                                                   "config + summary JSON"}
+
+
+def test_decision_sliders_never_resample(page):
+    at, calls = page
+    at.slider(key="cp_tau").set_value(0.9).run()
+    at.select_slider(key="cp_alpha").set_value(0.01).run()
+    at.radio(key="cp_correction").set_value("bonferroni").run()
+    at.multiselect(key="cp_levels").set_value([1.0, 50.0]).run()
+    assert not at.exception
+    assert calls == [0.25]
+    assert _radius(at) == pytest.approx(0.25 * norm.ppf(0.9), abs=1e-3)
+
+
+def test_sigma_resamples_once_and_is_cached(page):
+    at, calls = page
+    at.slider(key="cp_sigma").set_value(0.5).run()
+    assert calls == [0.25, 0.5]
+    at.slider(key="cp_sigma").set_value(0.25).run()
+    assert calls == [0.25, 0.5]  # back to a sampled config: served from the cache
+
+
+def test_too_small_n_is_announced_before_sampling(page):
+    at, calls = page
+    at.select_slider(key="cp_n").set_value(32)
+    at.select_slider(key="cp_alpha").set_value(1e-6).run()
+    at.run()
+    assert any("no pixel can be certified" in w.value for w in at.warning)

@@ -1,0 +1,59 @@
+"""Glue between the workbench and certlib's expensive stages: cache keys, progress bars, model locks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+import torch
+
+from certlib import attributions, sampling
+from certlib.sampling import TopKCounts
+from ui import cache
+from ui.workbench import Workbench
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    sigma: float
+    n0: int
+    n: int
+    seed: int
+    k_percents: tuple[float, ...] = sampling.DEFAULT_K_PERCENTS
+
+
+def attribution_fn(wb: Workbench, seed: int):
+    """x [B,C,H,W] -> [B,H,W] for the workbench's model, method and target (the method holds the model lock)."""
+    method = attributions.make_attribution(wb.method, wb.model, seed=seed)
+    return lambda xb: method.attribute(xb, wb.target)
+
+
+def logit_fn(wb: Workbench):
+    def logit(xb: torch.Tensor) -> torch.Tensor:
+        with wb.model.lock:
+            return wb.model.module(xb)[:, wb.target]
+    return logit
+
+
+def run_key(wb: Workbench, kind: str, params) -> tuple:
+    """Everything the result depends on: weights, device, image content, target, method, sampling parameters."""
+    return (kind, wb.model.weights_sha256, wb.model.device, wb.image.sha256, tuple(wb.x.shape), wb.target,
+            wb.method, params)
+
+
+def topk_counts(wb: Workbench, params: SamplingParams) -> TopKCounts:
+    """Cached sampling stage; computes with a progress bar only when this exact config was never sampled."""
+    results = cache.sampling_results()
+    key = run_key(wb, "topk_counts", params)
+    hit = results.get(key)
+    if hit is not None:
+        return hit
+    bar = st.progress(0.0, text=f"Sampling {params.n0 + params.n} noisy attributions…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Sampling noisy attributions: {done}/{total}")
+
+    counts = sampling.sample_topk_counts(attribution_fn(wb, params.seed), wb.x.to(wb.model.device), params.sigma,
+                                         params.n0, params.n, params.k_percents, seed=params.seed, progress=progress)
+    bar.empty()
+    results.put(key, counts)
+    return counts

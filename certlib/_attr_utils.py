@@ -200,7 +200,7 @@ def _build_tail(module: nn.Module, layer_name: str) -> fx.GraphModule | None:
 
 # ------------------------------------------------------------------------------------------------------ RISE masks
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)  # 1000 masks at 224x224 are 200 MB: keep the current image size and one more
 def rise_masks(n_masks: int, grid: int, p_keep: float, height: int, width: int, seed: int,
                device: str) -> torch.Tensor:
     """RISE masks [N,H,W] in [0,1] (Petsiuk et al. 2018, §3.2), a pure function of its arguments.

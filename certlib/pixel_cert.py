@@ -70,7 +70,8 @@ def _is_percent(k: object) -> bool:
 
 
 def _check_k_percents(k_percents: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(k_percents) if isinstance(k_percents, (list, tuple, np.ndarray)) else ()
+    is_sequence = isinstance(k_percents, (Sequence, np.ndarray)) and not isinstance(k_percents, str)
+    values = tuple(k_percents) if is_sequence else ()
     if not values or not all(_is_percent(k) for k in values):
         raise CertlibError(f"k_percents must be a non-empty sequence of numbers in (0, 100], got {k_percents!r}")
     return tuple(float(k) for k in values)

@@ -70,3 +70,18 @@ def test_too_small_n_is_announced_before_sampling(page):
     at.select_slider(key="cp_alpha").set_value(1e-6).run()
     at.run()
     assert any("no pixel can be certified" in w.value for w in at.warning)
+
+
+def test_every_method_certifies_on_the_bundled_model(page):
+    """The page runs end to end with each of the 12 methods (small n to keep the suite fast)."""
+    at, calls = page
+    at.select_slider(key="cp_n").set_value(32)
+    at.select_slider(key="cp_n0").set_value(8)
+    at.select_slider(key="cp_alpha").set_value(0.1).run()
+    from certlib.attributions import METHODS
+    for key in METHODS:
+        at.selectbox(key="method").set_value(key).run()
+        assert not at.exception, (key, at.exception)
+        assert at.session_state["workbench"].method == key
+        assert any("certified radius" in m.label for m in at.metric), key
+    assert len(calls) == 1 + len(METHODS)

@@ -9,6 +9,10 @@ from ui.workbench import current
 
 ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
+# Measured per noisy copy on the bundled 32x32 model, 2-core CPU (see bench/); the gradient methods take ~1-5 ms.
+SLOW_ON_CPU = {"rise": "RISE (500 masks per copy)", "occlusion": "Occlusion (225 windows per copy)",
+               "integrated_gradients": "Integrated Gradients (20 steps per copy)"}
+SLOW_ON_CPU_MS = {"rise": 330, "occlusion": 150, "integrated_gradients": 30}
 
 wb = current()
 st.title("Certified pixels")
@@ -32,6 +36,9 @@ if n < n_min:
     st.warning(f"With n = {n}, no pixel can be certified at α = {alpha_now:g} over {tests} tests: even n votes "
                f"out of n give a p-value above α/{tests}. Choose n ≥ {n_min} (or a larger α / smaller τ).")
 
+if wb.method in SLOW_ON_CPU and wb.device == "cpu":
+    st.info(f"{SLOW_ON_CPU[wb.method]} is slow on the CPU: expect about {SLOW_ON_CPU_MS[wb.method] * (n + n0) / 1000:.0f} s "
+            f"for n0 + n = {n0 + n} samples on the bundled model (more on ImageNet models). Results are cached.")
 counts = runs.topk_counts(wb, runs.SamplingParams(sigma, n0, n, seed))
 
 

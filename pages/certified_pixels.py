@@ -5,7 +5,7 @@ import streamlit as st
 from certlib import export, images, pixel_cert, stats, viz
 from certlib.pixel_check import check_certificate
 from ui import runs
-from ui.workbench import current
+from ui.workbench import current, remember
 
 ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
@@ -15,6 +15,8 @@ SLOW_ON_CPU = {"rise": "RISE (500 masks per copy)", "occlusion": "Occlusion (225
 SLOW_ON_CPU_MS = {"rise": 330, "occlusion": 150, "integrated_gradients": 30}
 
 wb = current()
+remember(cp_sigma=0.25, cp_n=256, cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3, cp_levels=[5.0, 25.0, 50.0],
+         cp_correction="holm")
 st.title("Certified pixels")
 st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% membership is smoothed under Gaussian "
            "noise and certified for every ℓ2 perturbation of radius R = σ·Φ⁻¹(τ), or the pixel abstains.")
@@ -22,16 +24,16 @@ st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% memb
 with st.container(border=True):
     st.markdown("**Sampling** — changing these draws new noisy samples")
     c1, c2, c3, c4 = st.columns(4)
-    sigma = c1.slider("σ (noise level)", 0.05, 1.0, 0.25, 0.01, key="cp_sigma")
-    n = c2.select_slider("n (estimation samples)", N_CHOICES, value=256, key="cp_n")
-    n0 = c3.select_slider("n0 (selection samples)", [8, 16, 32, 64, 128], value=32, key="cp_n0")
-    seed = int(c4.number_input("seed", 0, 2**31 - 1, 0, key="cp_seed"))
+    sigma = c1.slider("σ (noise level)", 0.05, 1.0, step=0.01, key="cp_sigma")
+    n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n")
+    n0 = c3.select_slider("n0 (selection samples)", [8, 16, 32, 64, 128], key="cp_n0")
+    seed = int(c4.number_input("seed", 0, 2**31 - 1, key="cp_seed"))
 
 ks_all = runs.SamplingParams(sigma, n0, n, seed).k_percents
-alpha_now = st.session_state.get("cp_alpha", 1e-3)
-levels_now = st.session_state.get("cp_levels", [5.0, 25.0, 50.0]) or [5.0]
+alpha_now = st.session_state["cp_alpha"]
+levels_now = st.session_state["cp_levels"] or [5.0]
 tests = int(np.prod(wb.x.shape[-2:])) * len(levels_now)
-n_min = stats.min_samples_to_certify(st.session_state.get("cp_tau", 0.75), alpha_now, tests)
+n_min = stats.min_samples_to_certify(st.session_state["cp_tau"], alpha_now, tests)
 if n < n_min:
     st.warning(f"With n = {n}, no pixel can be certified at α = {alpha_now:g} over {tests} tests: even n votes "
                f"out of n give a p-value above α/{tests}. Choose n ≥ {n_min} (or a larger α / smaller τ).")
@@ -46,9 +48,9 @@ counts = runs.topk_counts(wb, runs.SamplingParams(sigma, n0, n, seed))
 def decision(counts) -> None:
     st.markdown("**Decision** — re-decided from the cached counts, no resampling")
     d1, d2, d3, d4 = st.columns([2, 2, 3, 2])
-    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, 0.75, 0.01, key="cp_tau")
-    alpha = d2.select_slider("α (error probability)", ALPHAS, value=1e-3, key="cp_alpha", format_func=lambda a: f"{a:g}")
-    levels = d3.multiselect("top-K% levels", list(counts.k_percents), default=[5.0, 25.0, 50.0], key="cp_levels",
+    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cp_tau")
+    alpha = d2.select_slider("α (error probability)", ALPHAS, key="cp_alpha", format_func=lambda a: f"{a:g}")
+    levels = d3.multiselect("top-K% levels", list(counts.k_percents), key="cp_levels",
                             format_func=lambda k: f"top {k:g}%")
     correction = d4.radio("correction", ["holm", "bonferroni"], key="cp_correction", horizontal=True)
     if not levels:
@@ -64,6 +66,8 @@ def decision(counts) -> None:
     overlay = viz.certified_overlay(base, cert.classes, ks)
     left, mid, right = st.columns(3)
     with left:
+        st.image(base, caption=f"input ({base.shape[1]}×{base.shape[0]}), target {wb.model.spec.class_names[wb.target]}",
+                 width=160)
         st.plotly_chart(viz.attribution_figure(counts.clean_attr, "clean attribution"), key="cp_attr")
     with mid:
         st.plotly_chart(viz.overlay_figure(overlay, sub.top_frequency, ks,
@@ -107,7 +111,7 @@ with st.expander("Check it: perturb by exactly R and re-estimate"):
         cert, sub = st.session_state["cp_last_certificate"]
         bar = st.progress(0.0, text="Checking…")
         checks = check_certificate(runs.attribution_fn(wb, counts.seed), runs.logit_fn(wb), wb.x.to(wb.model.device),
-                                   sub, cert.classes, cert.radius, alpha=st.session_state.get("cp_alpha", 1e-3),
+                                   sub, cert.classes, cert.radius, alpha=st.session_state["cp_alpha"],
                                    progress=lambda d, t: bar.progress(min(1.0, d / t), text=f"Checking: {d}/{t}"))
         bar.empty()
         st.dataframe([c.__dict__ for c in checks], hide_index=True)

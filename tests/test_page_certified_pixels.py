@@ -85,3 +85,13 @@ def test_every_method_certifies_on_the_bundled_model(page):
         assert at.session_state["workbench"].method == key
         assert any("certified radius" in m.label for m in at.metric), key
     assert len(calls) == 1 + len(METHODS)
+
+
+def test_page_settings_survive_a_trip_to_another_page(page):
+    at, calls = page
+    at.slider(key="cp_tau").set_value(0.9).run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/certified_pixels.py").run()
+    assert not at.exception
+    assert at.slider(key="cp_tau").value == 0.9 and at.select_slider(key="cp_n").value == 100
+    assert calls == [0.25]  # coming back is served from the cache

@@ -18,7 +18,7 @@ from certlib.viz import top_k_classes
 from ui import cache
 
 PERSISTENT_KEYS = ("device", "model_key", "image_source", "image_digit", "image_grid", "image_photo", "target",
-                   "method", "model_upload_c", "model_upload_h", "model_upload_w")
+                   "method")
 IMAGE_SOURCES = {"digit": "Digits (held-out)", "grid": "2×2 digit grids", "photo": "Photos (scikit-image)",
                  "upload": "Upload"}
 
@@ -49,10 +49,23 @@ def current() -> Workbench:
     return wb
 
 
-def render_sidebar() -> Workbench | None:
-    for key in PERSISTENT_KEYS:
+def remember(keys=(), rebind_all: bool = False, **defaults) -> None:
+    """Keep widget values across page switches: re-bind each key to session state (Streamlit drops the state of
+    widgets a run did not draw) and seed defaults. Widgets bound this way must be created without `value=`.
+    Keys are recorded, and every page's sidebar re-binds all recorded keys, so a page's settings survive a visit
+    to another page."""
+    known = st.session_state.setdefault("_remembered", set())
+    known.update(keys, defaults)
+    for key, default in defaults.items():
+        st.session_state.setdefault(key, default)
+    # Only the sidebar, which runs before any widget, may re-bind every recorded key; a page re-binds its own.
+    for key in known if rebind_all else (*keys, *defaults):
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
+
+
+def render_sidebar() -> Workbench | None:
+    remember(PERSISTENT_KEYS, rebind_all=True, model_upload_c=3, model_upload_h=224, model_upload_w=224)
     st.session_state["workbench"] = None
     with st.sidebar:
         st.header("Workbench")
@@ -140,9 +153,9 @@ def _torchscript_uploader() -> None:
                    "returning logits [B,num_classes]. Plain `torch.save` pickles are refused, never unpickled.")
         st.file_uploader("TorchScript file", key="model_upload")
         c1, c2, c3 = st.columns(3)
-        c1.number_input("channels", min_value=1, max_value=3, value=3, step=2, key="model_upload_c")
-        c2.number_input("height", min_value=8, max_value=1024, value=224, key="model_upload_h")
-        c3.number_input("width", min_value=8, max_value=1024, value=224, key="model_upload_w")
+        c1.number_input("channels", min_value=1, max_value=3, step=2, key="model_upload_c")
+        c2.number_input("height", min_value=8, max_value=1024, key="model_upload_h")
+        c3.number_input("width", min_value=8, max_value=1024, key="model_upload_w")
         st.button("Load model", key="model_upload_go", on_click=_load_uploaded_model)
         if st.session_state.get("model_upload_error"):
             st.error(st.session_state["model_upload_error"])

@@ -5,7 +5,8 @@
 For Saliency (grad), Input×Gradient and LRP on the bundled digits model (CPU):
 - certlib: `sample_topk_counts` for n0 + n noisy copies (attribution, §3.1 post-processing, counting) + `decide`;
 - floor: a bare loop of the same batched forward+backward passes on the same number of noisy inputs;
-- NoiseTunnel: Captum's SmoothGrad over the same n (it returns only the mean map: no certificate possible);
+- NoiseTunnel: Captum's SmoothGrad over the same n (it returns only the mean map: no certificate possible;
+  for LRP the base is captum's LRP, certlib's is zennit's);
 - per-sample loop: one noisy copy at a time (batch 1), as a naive script would, with the same post-processing.
 Writes bench/results/pixel_cert.json.
 """
@@ -55,9 +56,9 @@ def per_sample_loop(method, x, target, total):
 
 
 def noise_tunnel(model, x, target, n, method_key):
-    from captum.attr import InputXGradient, NoiseTunnel, Saliency
+    from captum.attr import LRP, InputXGradient, NoiseTunnel, Saliency
 
-    base = {"grad": Saliency, "input_x_gradient": InputXGradient}[method_key](model.module)
+    base = {"grad": Saliency, "input_x_gradient": InputXGradient, "lrp": LRP}[method_key](model.module)
     NoiseTunnel(base).attribute(x, nt_type="smoothgrad", nt_samples=n, nt_samples_batch_size=BATCH, stdevs=SIGMA,
                                 target=target)
 
@@ -78,7 +79,7 @@ def main() -> None:
                "certlib": timed(lambda: certlib_run(method, x, target, args.n), args.repeats),
                "floor_fwd_bwd": timed(lambda: floor(model, x, target, total), args.repeats),
                "per_sample_loop": timed(lambda: per_sample_loop(method, x, target, total), max(2, args.repeats // 2))}
-        if key in ("grad", "input_x_gradient"):
+        if key in ("grad", "input_x_gradient", "lrp"):  # lrp: captum's own LRP under NoiseTunnel
             row["captum_noise_tunnel"] = timed(lambda: noise_tunnel(model, x, target, total, key), args.repeats)
         c = row["certlib"]["median_s"]
         row["ratio_vs_floor"] = c / row["floor_fwd_bwd"]["median_s"]

@@ -13,7 +13,7 @@ from certlib import images, models
 TIMEOUT = 120
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/certified_pixels.py", "pages/uniform_smoothing.py", "pages/sparsified_smoothgrad.py",
-         "pages/metrics.py", "pages/learn.py", "pages/home.py"]
+         "pages/metrics.py", "pages/learn.py", "app.py"]
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def test_every_method_certifies_on_the_bundled_model(page):
 def test_page_settings_survive_a_trip_to_another_page(page):
     at, calls = page
     at.slider(key="cp_tau").set_value(0.9).run()
-    at.switch_page("pages/home.py").run()
+    at.switch_page("app.py").run()
     at.switch_page("pages/certified_pixels.py").run()
     assert not at.exception
     assert at.slider(key="cp_tau").value == 0.9 and at.select_slider(key="cp_n").value == 100

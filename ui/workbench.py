@@ -7,6 +7,7 @@ Errors are shown in the sidebar and never discard what the user had chosen befor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -19,6 +20,11 @@ from ui import cache
 
 PERSISTENT_KEYS = ("device", "model_key", "image_source", "image_digit", "image_grid", "image_photo", "target",
                    "method")
+ROOT = Path(__file__).resolve().parent.parent
+NAV = (("app.py", "Home", ":material/home:"), ("pages/certified_pixels.py", "Certified pixels", ":material/grid_on:"),
+       ("pages/uniform_smoothing.py", "Uniform smoothing", ":material/blur_on:"),
+       ("pages/sparsified_smoothgrad.py", "Sparsified SmoothGrad", ":material/filter_center_focus:"),
+       ("pages/metrics.py", "Metrics", ":material/leaderboard:"), ("pages/learn.py", "Learn", ":material/school:"))
 IMAGE_SOURCES = {"digit": "Digits (held-out)", "grid": "2×2 digit grids", "photo": "Photos (scikit-image)",
                  "upload": "Upload"}
 
@@ -64,7 +70,17 @@ def remember(keys=(), rebind_all: bool = False, **defaults) -> None:
             st.session_state[key] = st.session_state[key]
 
 
+def _page_frame() -> None:
+    """Page config and the navigation links; every page calls this first (see app.py on why not st.navigation)."""
+    st.set_page_config(page_title="certexplorer", page_icon=str(ROOT / "assets" / "logo.png"), layout="wide")
+    with st.sidebar:
+        for path, label, icon in NAV:
+            st.page_link(path, label=label, icon=icon)
+        st.divider()
+
+
 def render_sidebar() -> Workbench | None:
+    _page_frame()
     remember(PERSISTENT_KEYS, rebind_all=True, model_upload_c=3, model_upload_h=224, model_upload_w=224)
     st.session_state["workbench"] = None
     with st.sidebar:

@@ -29,7 +29,6 @@ with st.container(border=True):
     n0 = c3.select_slider("n0 (selection samples)", [8, 16, 32, 64, 128], key="cp_n0")
     seed = int(c4.number_input("seed", 0, 2**31 - 1, key="cp_seed"))
 
-ks_all = runs.SamplingParams(sigma, n0, n, seed).k_percents
 alpha_now = st.session_state["cp_alpha"]
 levels_now = st.session_state["cp_levels"] or [5.0]
 tests = int(np.prod(wb.x.shape[-2:])) * len(levels_now)
@@ -59,6 +58,9 @@ def decision(counts) -> None:
     sub = counts.select_levels(sorted(levels))
     ks = sub.k_percents
     cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, tau, alpha, correction)
+    if not cert.certifiable:
+        st.warning(f"At τ = {tau:g} and α = {alpha:g} over {cert.num_tests} tests nothing can be certified with "
+                   f"n = {cert.n}: it needs n ≥ {cert.min_n}. Every pixel abstains.")
     st.metric("certified radius R = σ·Φ⁻¹(τ)", f"{cert.radius:.3f}",
               help="ℓ2 norm in [0,1] pixel space; every certified pixel keeps its class for all ‖δ‖₂ ≤ R "
                    f"with probability ≥ 1 − α (Holm/Bonferroni over {cert.classes.size} tests).")

@@ -2,6 +2,9 @@
 large arrays from a sample, so models and tensors are passed as `_`-prefixed (unhashed) arguments."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import streamlit as st
 import torch
@@ -29,9 +32,6 @@ class ResultCache:
     """
 
     def __init__(self, max_entries: int = 64) -> None:
-        from collections import OrderedDict
-        import threading
-
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self.max_entries = max_entries

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from certlib.errors import CertlibError
-from certlib.noise import ESTIMATION, SELECTION, NoiseStream, check_sigma, gaussian_copies
+from certlib.noise import ESTIMATION, SELECTION, UNIFORM, NoiseStream, check_sigma, gaussian_copies, uniform_ball
 from certlib.pixel_cert import clean_scale, top_k_masks
 
 DEFAULT_K_PERCENTS = (1.0, 5.0, 10.0, 25.0, 50.0)
@@ -126,3 +126,55 @@ def sample_topk_counts(attribute: AttributionFn, x: torch.Tensor, sigma: float, 
         clean_attr=clean[0].float().cpu().numpy(), clean_masks=top_k_masks(clean, ks, scale)[:, 0].cpu().numpy(),
         selection_ones=sel.cpu().numpy(), estimation_ones=est.cpu().numpy(), extra={"batch_size": bs},
     )
+
+
+# ------------------------------------------------------------------------------ uniform-ball smoothing (§4)
+
+BOUND_MODES = ("normalise", "clip")
+
+
+@dataclass(frozen=True)
+class SmoothedMap:
+    """ĥ(x): the mean of n attributions g(x + η), η ~ U(B(0, r)), each bounded to ‖g‖₂ ≤ M."""
+
+    mean: np.ndarray          # [H,W] float64
+    n: int
+    radius: float
+    M: float
+    bound_mode: str           # "normalise": g·M/‖g‖ (every map has norm M); "clip": g·min(1, M/‖g‖)
+    seed: int
+
+    @property
+    def norm(self) -> float:
+        return float(np.linalg.norm(self.mean))
+
+
+def bound_maps(attr: torch.Tensor, M: float, mode: str) -> torch.Tensor:
+    """Enforce ‖g‖₂ ≤ M per map of attr [B,H,W] (the bound's premise); all-zero maps stay zero."""
+    if mode not in BOUND_MODES:
+        raise CertlibError(f"bound_mode must be one of {BOUND_MODES}, got {mode!r}")
+    norms = attr.flatten(1).norm(dim=1).clamp(min=torch.finfo(attr.dtype).tiny).view(-1, 1, 1)
+    factor = M / norms if mode == "normalise" else torch.clamp(M / norms, max=1.0)
+    return attr * factor
+
+
+def sample_uniform_mean(attribute: AttributionFn, x: torch.Tensor, radius: float, n: int, M: float = 1.0,
+                        bound_mode: str = "normalise", seed: int = 0, batch_size: int | None = None,
+                        progress: ProgressFn | None = None) -> SmoothedMap:
+    """Stream n attributions at x + η, η uniform in the l2 ball of `radius` ([0,1] pixel space), into their mean."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise CertlibError(f"n must be a positive integer, got {n!r}")
+    if not (math.isfinite(M) and M > 0):
+        raise CertlibError(f"M must be a positive number, got {M!r}")
+    bs = batch_size or auto_batch_size(x, x.device.type)
+    stream = NoiseStream(tuple(x.shape[1:]), seed, UNIFORM, x.device, x.dtype)
+    total = torch.zeros(x.shape[-2:], dtype=torch.float64, device=x.device)
+    for start in range(0, n, bs):
+        stop = min(n, start + bs)
+        with torch.enable_grad():
+            attr = attribute(x + uniform_ball(stream, start, stop, radius)).detach()
+        total += bound_maps(attr, M, bound_mode).sum(0, dtype=torch.float64)
+        if progress is not None:
+            progress(stop, n)
+    return SmoothedMap(mean=(total / n).cpu().numpy(), n=int(n), radius=float(radius), M=float(M),
+                       bound_mode=bound_mode, seed=int(seed))

@@ -102,3 +102,16 @@ def min_smoothing_radius(h_norm: float, M: float, d: int, eps: float, T: float, 
         if hi > 1e12 * eps:
             raise CertlibError(f"no radius reaches T={T} for eps={eps}: ‖h‖={h_norm} is too small against M={M}")
     return brentq(gap, lo, hi, xtol=1e-12 * eps, rtol=1e-12)
+
+
+def h_norm_lower_confidence(h_hat_norm: float, M: float, n: int, delta: float) -> float:
+    """With probability ≥ 1 − δ, ‖h(x)‖ ≥ ‖ĥ(x)‖ − t, where ĥ is the mean of n i.i.d. maps with ‖g‖ ≤ M and
+    t = M/√n + M·sqrt(2 ln(1/δ)/n): E‖ĥ − h‖ ≤ M/√n (variance of the mean), and ‖ĥ − h‖ changes by at most 2M/n
+    when one sample changes, so McDiarmid's inequality adds the deviation term. Clipped at 0."""
+    h_hat, M = _positive("h_hat_norm", h_hat_norm, allow_zero=True), _positive("M", M)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CertlibError(f"n must be a positive integer, got {n!r}")
+    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+        raise CertlibError(f"delta must be in (0, 1), got {delta!r}")
+    t = M / math.sqrt(n) + M * math.sqrt(2 * math.log(1 / delta) / n)
+    return max(0.0, h_hat - t)

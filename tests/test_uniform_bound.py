@@ -108,3 +108,47 @@ def test_unreachable_target_gives_zero_eps():
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(CertlibError, match=message):
         call()
+
+
+def test_norm_confidence_bound_covers_the_truth():
+    """Falsification: i.i.d. vectors with ‖g‖ = M and a known mean; the lower bound must hold in ≥ 1 − δ of runs."""
+    rng = np.random.default_rng(0)
+    M, n, delta, dim, runs = 1.0, 50, 0.1, 30, 400
+    true_norm = 0.1  # each coordinate is ±1/sqrt(dim) with P(+) = 0.55: mean 0.1/sqrt(dim), norm 0.1
+    misses = 0
+    for _ in range(runs):
+        g = rng.choice([-1.0, 1.0], size=(n, dim), p=[0.45, 0.55]) / np.sqrt(dim)
+        lower = ub.h_norm_lower_confidence(float(np.linalg.norm(g.mean(0))), M, n, delta)
+        misses += lower > true_norm
+    assert misses / runs <= delta
+    t = 1e-3 + math.sqrt(2 * math.log(100)) * 1e-3
+    assert ub.h_norm_lower_confidence(0.5, 1.0, 10**6, 0.01) == pytest.approx(0.5 - t)
+
+
+def test_uniform_sampler_mean_of_a_linear_map():
+    """g(x) = x (one channel): h(x) = x exactly since E[η] = 0; the estimate is within its standard error."""
+    import torch
+
+    from certlib.sampling import sample_uniform_mean
+
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    r, n, d = 0.8, 4000, 64
+    est = sample_uniform_mean(lambda xb: xb[:, 0], x, r, n, M=1e6, bound_mode="clip", seed=1, batch_size=256)
+    se = r / math.sqrt((d + 2) * n)  # per-coordinate sd of a uniform-ball sample is r / sqrt(d + 2)
+    assert np.abs(est.mean - x[0, 0].numpy()).max() < 5 * se
+    again = sample_uniform_mean(lambda xb: xb[:, 0], x, r, n, M=1e6, bound_mode="clip", seed=1, batch_size=100)
+    assert np.allclose(again.mean, est.mean, rtol=0, atol=1e-12)  # batch size does not change the draws
+
+
+def test_bound_modes_enforce_the_norm():
+    import torch
+
+    from certlib.sampling import bound_maps
+
+    attr = torch.randn(5, 6, 6) * torch.tensor([0.1, 1, 10, 100, 0.0]).view(5, 1, 1)
+    norms = bound_maps(attr, 2.0, "normalise").flatten(1).norm(dim=1)
+    assert torch.allclose(norms[:4], torch.full((4,), 2.0)) and norms[4] == 0
+    clipped = bound_maps(attr, 2.0, "clip").flatten(1).norm(dim=1)
+    assert torch.all(clipped <= 2.0 + 1e-5) and torch.isclose(clipped[0], attr[0].norm())
+    with pytest.raises(CertlibError, match="bound_mode must be one of"):
+        bound_maps(attr, 1.0, "squash")

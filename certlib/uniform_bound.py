@@ -8,8 +8,11 @@ directly as I_{(ε/2r)²}(1/2, (d+1)/2) so that tiny non-overlaps in d ~ 10⁵ k
 
 Two cosine bounds from a:
 - "paper": T = ‖h‖ / sqrt(‖h‖² + a²), the published form (exact when the change is orthogonal to h);
-- "strict": sqrt(1 − (a/‖h‖)²) for a < ‖h‖, else 0 — the worst case over every change of norm ≤ a.
-The strict one is never larger; issue #4 settles in public whether the published one holds.
+- "strict": sqrt(1 − (a/‖h‖)²) for a < ‖h‖ — the worst case over every change of norm ≤ a. For a > ‖h‖ the moved
+  map can point anywhere (h + Δ = −t·h is reachable), so the only true bound is −1; it is returned as such rather
+  than clamped to 0, which would claim "never opposite" without proof (a = ‖h‖ exactly gives 0).
+The strict one is never larger. The published one is *not* a valid bound: docs/uniform_bound.md constructs bounded
+g for which cos(h(x), h(x+δ)) falls below it, in every dimension.
 """
 from __future__ import annotations
 
@@ -63,13 +66,16 @@ def difference_bound(M: float, d: int, r: float, eps: float) -> float:
 
 
 def cosine_lower_bound(h_norm: float, M: float, d: int, r: float, eps: float, bound: str = "paper") -> float:
-    """Lower bound T ∈ [0, 1] on cos(h(x), h(x+δ)) for every ‖δ‖₂ ≤ ε."""
+    """Lower bound T on cos(h(x), h(x+δ)) for every ‖δ‖₂ ≤ ε: in (0, 1] for "paper", in [−1, 1] for "strict"
+    (−1 = nothing certified)."""
     h = _positive("h_norm", h_norm)
     a = difference_bound(M, d, r, eps)
     if bound == "paper":
         return h / math.hypot(h, a)
     if bound == "strict":
-        return math.sqrt(max(0.0, 1.0 - (a / h) ** 2)) if a < h else 0.0
+        if a > h:
+            return -1.0
+        return math.sqrt(max(0.0, 1.0 - (a / h) ** 2))
     raise CertlibError(f"bound must be one of {BOUNDS}, got {bound!r}")
 
 

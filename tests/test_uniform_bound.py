@@ -93,8 +93,23 @@ def test_inverses_round_trip(bound, d):
     assert r_min == pytest.approx(r, rel=1e-6)
 
 
-def test_unreachable_target_gives_zero_eps():
-    assert ub.max_certified_eps(0.01, 1.0, 10, 0.1, 0.999999, "strict") >= 0.0
+def test_a_small_h_certifies_only_a_tiny_eps():
+    # ‖h‖ = 0.01 against M = 1: ε → 0 still certifies (a → 0), but only a tiny ε reaches T = 0.999999.
+    e = ub.max_certified_eps(0.01, 1.0, 10, 0.1, 0.999999, "strict")
+    assert 0 < e < 1e-4
+    assert ub.cosine_lower_bound(0.01, 1.0, 10, 0.1, e, "strict") == pytest.approx(0.999999, abs=1e-9)
+
+
+def test_strict_bound_is_minus_one_once_the_change_can_exceed_h():
+    """With a > ‖h‖ the moved map h + Δ can be −t·h: cos = −1 is reachable, so no bound above −1 is valid."""
+    h, M, d, r = 0.3, 1.0, 2, 1.0
+    eps = 0.5
+    a = ub.difference_bound(M, d, r, eps)
+    assert a > h
+    hv, moved = np.array([h, 0.0]), np.array([h - a, 0.0])
+    assert hv @ moved / (h * np.linalg.norm(moved)) == -1.0
+    assert ub.cosine_lower_bound(h, M, d, r, eps, "strict") == -1.0
+    assert ub.cosine_lower_bound(h, M, d, r, eps, "paper") > 0  # the published form still claims a positive cosine
 
 
 @pytest.mark.parametrize("call, message", [

@@ -45,3 +45,23 @@ def _plain(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------ metrics (§6)
+
+def metrics_csv(rows: list[dict]) -> bytes:
+    """The metric rows of certlib.sweep (one per run and K level) as CSV; columns in first-seen order, NaN and
+    None as empty cells."""
+    import csv
+    import math
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
+                         else _plain(row[c]) if isinstance(row[c], np.generic) else row[c] for c in columns})
+    return buf.getvalue().encode()

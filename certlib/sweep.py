@@ -1,0 +1,259 @@
+"""Methods × images × σ sweeps for the metrics dashboard: plan the runs, sample the missing ones into the store,
+and turn stored runs into metric rows for any decision (τ, α, K levels, correction).
+
+Shared by the batch runner (`python -m certlib run`, certlib/cli.py) and the metrics page (ui/metrics_runs.py):
+the same configs give the same store keys, so what one computed the other shows.
+
+Targets: a 2×2 grid is explained once per cell, for that cell's class (localization needs it); any other image is
+explained for `target` when given, else for the model's prediction.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from certlib import attributions, images, metrics, pixel_cert, sampling
+from certlib.errors import CertlibError
+from certlib.images import ImageEntry
+from certlib.models import LoadedModel
+from certlib.store import RunConfig, Store, StoredRun
+
+IMAGE_SETS = ("digits", "grids")
+DEFAULT_LEVELS = (5.0, 25.0, 50.0)
+SweepProgress = Callable[[int, int, "PlannedRun"], None]     # (samples done, samples total, run being sampled)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (image, target, method, σ) run: its store config and the prepared input it samples around."""
+
+    config: RunConfig
+    x: torch.Tensor            # [1,C,H,W] on the CPU
+    image_label: str
+
+    @property
+    def samples(self) -> int:
+        return self.config.n0 + self.config.n
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The cheap stage: how stored counts are decided and which replacement faithfulness uses."""
+
+    tau: float = 0.75
+    alpha: float = 1e-3
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    correction: str = "holm"
+    replacement: str = "blur"
+
+    def as_dict(self) -> dict:
+        return {"tau": self.tau, "alpha": self.alpha, "levels": list(self.levels), "correction": self.correction,
+                "replacement": self.replacement}
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+def image_set(name: str, limit: int | None = None) -> list[ImageEntry]:
+    """The bundled "digits" (held-out) or "grids" (2×2, four distinct classes), the first `limit` of them."""
+    if name not in IMAGE_SETS:
+        raise CertlibError(f"image set must be one of {IMAGE_SETS}, got {name!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise CertlibError(f"limit must be a positive integer, got {limit!r}")
+    if name == "grids":
+        return images.grid_gallery(max(images.DEFAULT_GRIDS, limit or 0))[:limit]
+    return images.digit_gallery()[:limit]
+
+
+def method_params(method: str) -> tuple[tuple[str, object], ...]:
+    """The method's parameters as used (its defaults), for the store key."""
+    return tuple(sorted((k, v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+                        for k, v in attributions.method_params(method).items()))
+
+
+def prepared_input(model: LoadedModel, entry: ImageEntry) -> torch.Tensor:
+    spec = model.spec
+    return images.prepare_image(entry.pixels, spec.in_channels, spec.input_size, spec.flexible_size,
+                                spec.resize_size)
+
+
+def _targets(model: LoadedModel, entry: ImageEntry, x: torch.Tensor, target: int | None) -> list[tuple[int, int | None]]:
+    if entry.cell_labels is not None:
+        return [(int(c), cell) for cell, c in enumerate(entry.cell_labels)]
+    if target is None:
+        target = int(model.predict_proba(x)[0].argmax())
+    return [(int(target), None)]
+
+
+def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[str], sigmas: Sequence[float],
+         n: int, n0: int = 32, seed: int = 0, k_percents: Sequence[float] = sampling.DEFAULT_K_PERCENTS,
+         target: int | None = None) -> list[PlannedRun]:
+    """Every run of the sweep, method-major (all images of one method, then the next)."""
+    ks = sampling.check_counts_config(float(sigmas[0]) if sigmas else 1.0, n0, n, k_percents)
+    if not sigmas or not methods or not entries:
+        raise CertlibError("a sweep needs at least one method, one image and one σ")
+    for m in methods:
+        reason = attributions.unavailable_reason(m, model.spec)
+        if reason is not None:
+            raise CertlibError(f"method {m!r}: {reason}")
+    inputs = [(entry, prepared_input(model, entry)) for entry in entries]
+    targets = [_targets(model, entry, x, target) for entry, x in inputs]
+    runs = []
+    for method in methods:
+        params = method_params(method)
+        for sigma in sigmas:
+            for (entry, x), pairs in zip(inputs, targets):
+                x_sha = images.pixel_sha256(x.numpy())
+                for t, cell in pairs:
+                    config = RunConfig(model.spec.key, model.weights_sha256, entry.key, x_sha, t, method, params,
+                                       float(sigma), int(n), int(n0), int(seed), ks, model.device, cell=cell)
+                    runs.append(PlannedRun(config, x, entry.label))
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+
+def attribution_fn(model: LoadedModel, method: str, target: int, seed: int):
+    explainer = attributions.make_attribution(method, model, seed=seed)
+    return lambda xb: explainer.attribute(xb, target)
+
+
+def seconds_per_copy(model: LoadedModel, method: str, x: torch.Tensor, target: int, batch_size: int = 16) -> float:
+    """Wall time of one attribution per noisy copy, from one timed batch (after a warm-up call)."""
+    fn = attribution_fn(model, method, target, 0)
+    xb = x.to(model.device)
+    fn(xb)                                            # warm-up: lazy imports, RISE's masks, hooks
+    batch = xb.repeat(max(1, batch_size), 1, 1, 1)
+    start = time.perf_counter()
+    fn(batch)
+    if model.device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / batch.shape[0]
+
+
+def estimate_seconds(model: LoadedModel, runs: Sequence[PlannedRun], batch_size: int = 16) -> tuple[float, dict]:
+    """(total seconds, {method: seconds per copy}) for sampling `runs`, timing one batch per method."""
+    per_copy: dict[str, float] = {}
+    total = 0.0
+    for r in runs:
+        m = r.config.method
+        if m not in per_copy:
+            per_copy[m] = seconds_per_copy(model, m, r.x, r.config.target, min(batch_size, 32))
+        total += per_copy[m] * (r.samples + 1)
+    return total, per_copy
+
+
+def sample_run(model: LoadedModel, run: PlannedRun, batch_size: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> sampling.TopKCounts:
+    c = run.config
+    fn = attribution_fn(model, c.method, c.target, c.seed)
+    # Through the module attribute, so tests can count sampler calls.
+    return sampling.sample_topk_counts(fn, run.x.to(model.device), c.sigma, c.n0, c.n, c.k_percents, seed=c.seed,
+                                       batch_size=batch_size, progress=progress)
+
+
+def run_missing(store: Store, model: LoadedModel, runs: Sequence[PlannedRun], batch_size: int | None = None,
+                progress: SweepProgress | None = None) -> int:
+    """Sample every run not yet in the store, committing each as soon as it is done; returns how many ran.
+    Interrupting (KeyboardInterrupt, a Streamlit rerun) loses only the run in flight."""
+    todo = _missing(store, runs)
+    total = sum(r.samples for r in todo)
+    done = 0
+    for r in todo:
+        start = time.perf_counter()
+        counts = sample_run(model, r, batch_size,
+                            None if progress is None else (lambda d, t, r=r, base=done: progress(base + d, total, r)))
+        store.put(r.config, counts, r.x.numpy(), time.perf_counter() - start)
+        done += r.samples
+    return len(todo)
+
+
+def _missing(store: Store, runs: Sequence[PlannedRun]) -> list[PlannedRun]:
+    stored = store.stored_keys([r.config for r in runs])
+    return [r for r in runs if r.config.key not in stored]
+
+
+def missing(store: Store, runs: Sequence[PlannedRun]) -> list[PlannedRun]:
+    """The runs of the plan that are not in the store yet."""
+    return _missing(store, runs)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+@dataclass(frozen=True)
+class RunMetrics:
+    rows: list[dict]           # one per K level
+    curves: list[dict]         # deletion and insertion curves (budget, probability) of this run
+
+
+def _faithfulness(store: Store, config: RunConfig, stored: StoredRun, classes: np.ndarray, levels: tuple,
+                  decision: Decision, prob_fn: metrics.ProbabilityFn | None) -> dict | None:
+    params = {"metric": "faithfulness", **decision.as_dict()}
+    cached = store.get_derived(config, params)
+    if cached is not None or prob_fn is None:
+        return cached
+    x = torch.from_numpy(stored.x)
+    value = {}
+    for kind in ("deletion", "insertion"):
+        curve = metrics.faithfulness_curve(prob_fn, x, config.target, classes, levels, kind, decision.replacement)
+        value[kind] = {"budget": curve.budget.tolist(), "probability": curve.probability.tolist(),
+                       "changed_fraction": curve.changed_fraction.tolist(), "auc": curve.auc}
+    store.put_derived(config, params, value)
+    return value
+
+
+def run_metrics(store: Store, config: RunConfig, stored: StoredRun, decision: Decision,
+                prob_fn: metrics.ProbabilityFn | None = None) -> RunMetrics:
+    """All metrics of one stored run at `decision`. Without prob_fn, faithfulness comes from the store's cache
+    or is left empty (NaN)."""
+    levels = tuple(sorted(float(k) for k in decision.levels))
+    sub = stored.counts.select_levels(levels)
+    cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, decision.tau, decision.alpha,
+                             decision.correction)
+    robust = metrics.certified_robustness(cert.classes, levels)
+    local = metrics.certified_gridpg(cert.classes, levels, config.cell) if config.cell is not None else None
+    plain = metrics.gridpg(stored.counts.clean_attr, config.cell) if config.cell is not None else math.nan
+    faith = _faithfulness(store, config, stored, cert.classes, levels, decision, prob_fn)
+    info = attributions.METHODS[config.method]
+    base = {"model": config.model_key, "method": config.method, "method_label": info.label, "family": info.family,
+            "image": config.image_key, "target": config.target, "cell": config.cell, "sigma": config.sigma,
+            "n": config.n, "n0": config.n0, "seed": config.seed, "tau": decision.tau, "alpha": decision.alpha,
+            "correction": decision.correction, "radius": cert.radius, "certifiable": cert.certifiable,
+            "gridpg_clean": plain, "replacement": decision.replacement,
+            "deletion_auc": faith["deletion"]["auc"] if faith else math.nan,
+            "insertion_auc": faith["insertion"]["auc"] if faith else math.nan, "run_key": config.key}
+    rows = [{**base, "k_percent": k, "certified_top": float(robust.certified_top[i]),
+             "certified_not_top": float(robust.certified_not_top[i]), "abstain": float(robust.abstain[i]),
+             "certified": float(robust.certified[i]),
+             "certified_gridpg": float(local.score[i]) if local is not None else math.nan}
+            for i, k in enumerate(levels)]
+    curves = [] if faith is None else [
+        {"method": config.method, "family": info.family, "sigma": config.sigma, "image": config.image_key,
+         "target": config.target, "kind": kind, "budget": faith[kind]["budget"],
+         "probability": faith[kind]["probability"]} for kind in ("deletion", "insertion")]
+    return RunMetrics(rows, curves)
+
+
+def model_prob_fn(model: LoadedModel) -> metrics.ProbabilityFn:
+    return lambda xb: model.predict_proba(xb)
+
+
+def collect_metrics(store: Store, runs: Sequence[PlannedRun], decision: Decision,
+                    prob_fn: metrics.ProbabilityFn | None = None) -> tuple[list[dict], list[dict], int]:
+    """(rows, curves, number of runs not in the store) for the planned runs that are stored."""
+    rows: list[dict] = []
+    curves: list[dict] = []
+    absent = 0
+    for r in runs:
+        stored = store.get(r.config)
+        if stored is None:
+            absent += 1
+            continue
+        m = run_metrics(store, r.config, stored, decision, prob_fn)
+        rows += m.rows
+        curves += m.curves
+    return rows, curves, absent

@@ -1,10 +1,120 @@
-"""Uniform smoothing (Wang & Kong 2024). Coming with issue #4; this page says so plainly."""
+"""Uniform smoothing (Wang & Kong 2024): r, n, M and the seed resample ĥ(x); ε, T and the confidence only re-bound."""
+import numpy as np
 import streamlit as st
 
-from ui.workbench import render_sidebar
+from certlib import uniform_cert, uniform_viz, viz
+from certlib.uniform_cert import KINDS
+from ui import uniform_runs
+from ui.uniform_runs import UniformParams
+from ui.workbench import current, remember
 
-render_sidebar()
+N_CHOICES = [64, 128, 256, 512, 1000, 2000, 5000]
+CONFIDENCES = [0.05, 0.01, 1e-3, 1e-4, 1e-6]
 
-st.title("Uniform smoothing")
-st.warning("Coming: this view is not built yet (tracked in issue #4). Nothing on this page is computed.")
-st.markdown("**What it will show:** ball radius r, ε and n sliders; the raw and the uniformly smoothed attribution, the certified lower bound on the cosine similarity against ε, and the cosine measured under random and adversarial perturbations.")
+wb = current()
+remember(us_radius=4.0, us_n=512, us_mode="normalise", us_mfactor=1.5, us_seed=0, us_eps_frac=0.05, us_T=0.9,
+         us_delta=1e-3, us_kind="strict")
+st.title("Uniformly smoothed attributions")
+st.caption("Wang & Kong (2024): h(x) = E[g(x + η)] with η uniform in the ℓ2 ball of radius r and ‖g‖₂ ≤ M. "
+           "Moving x by δ only exchanges the parts of the ball the shifted ball does not share, which bounds how far "
+           "h can move — and so how low the cosine between h(x) and h(x + δ) can fall, for every ‖δ‖₂ ≤ ε.")
+
+with st.container(border=True):
+    st.markdown("**Sampling** — changing these draws new samples")
+    c1, c2, c3, c4 = st.columns([3, 3, 3, 2])
+    radius = c1.slider("r (ball radius, ℓ2 in [0,1] pixel units)", 0.25, 16.0, step=0.25, key="us_radius")
+    n = c2.select_slider("n (samples)", N_CHOICES, key="us_n")
+    mode = c3.radio("bound ‖g‖ ≤ M by", ["normalise", "clip"], key="us_mode", horizontal=True,
+                    help="normalise: every sampled map is rescaled to norm M = 1 (only directions count). "
+                         "clip: maps longer than M are shortened to M; M is set relative to the clean map's norm.")
+    seed = int(c4.number_input("seed", 0, 2**31 - 1, key="us_seed"))
+    clean = uniform_runs.clean_map(wb, seed)
+    if mode == "clip":
+        factor = c3.slider("M / ‖g(x)‖", 0.5, 4.0, step=0.1, key="us_mfactor")
+        M = float(factor * np.linalg.norm(clean)) or 1.0
+    else:
+        M = 1.0
+
+params = UniformParams(radius, n, M, mode, seed)
+smoothed = uniform_runs.smoothed_map(wb, params)
+d = int(wb.x[0].numel())
+
+left, right = st.columns(2)
+left.plotly_chart(viz.attribution_figure(clean, "raw attribution g(x)"), key="us_raw")
+right.plotly_chart(viz.attribution_figure(smoothed.mean, f"smoothed ĥ(x), n = {n}, r = {radius:g}"), key="us_smooth")
+
+eps_axis = uniform_cert.eps_axis(d, radius)
+grid = tuple(float(e) for e in uniform_cert.empirical_eps_grid(d, radius))
+
+
+@st.fragment
+def certificate() -> None:
+    st.markdown("**Certificate** — recomputed from the cached ĥ(x), no resampling")
+    e1, e2, e3, e4 = st.columns([3, 2, 2, 3])
+    eps_frac = e1.slider("ε as a fraction of the plotted range", 0.0, 1.0, step=0.01, key="us_eps_frac")
+    eps = float(eps_frac * eps_axis[-1])
+    T = e2.slider("target cosine T", 0.5, 0.99, step=0.01, key="us_T")
+    delta = e3.select_slider("δ_conf (sampling error)", CONFIDENCES, key="us_delta", format_func=lambda a: f"{a:g}")
+    kind = e4.radio("headline bound", list(KINDS), key="us_kind", format_func=lambda k: KINDS[k])
+    cert = uniform_cert.certify_uniform(smoothed, d, delta)
+    m1, m2, m3, m4, m5, m6 = st.columns(6)
+    m1.metric("ε", f"{eps:.4g}")
+    m2.metric(f"T(ε), {kind}", f"{cert.bound(eps, kind):.4f}")
+    m3.metric("‖ĥ(x)‖ → lower bound on ‖h(x)‖", f"{cert.h_norm_lower:.3f}", delta=f"{cert.h_hat_norm:.3f} sampled",
+              delta_color="off", help=f"McDiarmid: ‖h‖ ≥ ‖ĥ‖ − M/√n − M·√(2 ln(1/δ)/n) with probability ≥ 1 − δ")
+    m4.metric("M (bound on ‖g‖)", f"{M:.4g}", help=f"mode: {mode}; d = {d} input dimensions")
+    m5.metric(f"max certified ε for T = {T:g}", f"{cert.max_eps(T, kind):.4g}")
+    m6.metric(f"min r for ε and T (at this ‖h‖)", _min_radius_text(cert, eps, T, kind))
+    st.info(uniform_cert.guarantee_sentence(cert, eps, kind))
+    points = uniform_runs.cached_points(wb, params, grid) or []
+    curves = {k: cert.curve(eps_axis, k) for k in KINDS}
+    st.plotly_chart(uniform_viz.bound_figure(eps_axis, curves, points, marked_eps=eps), key="us_curves")
+    _verdict(cert, points)
+    b1, b2 = st.columns(2)
+    b1.download_button("plot PNG", uniform_viz.bound_png(eps_axis, curves, points), "uniform_bound.png",
+                       "image/png", key="us_dl_png")
+    b2.download_button("curves + points CSV", uniform_viz.curves_csv(eps_axis, curves, points),
+                       "uniform_bound.csv", "text/csv", key="us_dl_csv")
+
+
+def _min_radius_text(cert, eps: float, T: float, kind: str) -> str:
+    if eps <= 0 or not cert.certifies_anything:
+        return "—"
+    return f"{cert.min_radius(eps, T, kind):.4g}"
+
+
+def _verdict(cert, points) -> None:
+    if not points:
+        st.caption("No measured points yet: run the measurement below to set real cosines beside the bounds.")
+        return
+    for kind in KINDS:
+        below = [p for p in points if p.cosine < cert.bound(p.eps, kind) - 1e-9]
+        if below and kind == "strict":
+            st.error(f"{len(below)} measured cosine(s) fall below the proven bound: this should not happen up to "
+                     f"the δ_conf = {cert.delta:g} sampling risk. Please report it with the CSV.")
+        elif below:
+            st.warning(f"{len(below)} measured cosine(s) fall below the published bound ({KINDS[kind]}): it is not "
+                       "a valid lower bound here (see docs/uniform_bound.md).")
+    margin = min(p.cosine - cert.bound(p.eps, "strict") for p in points)
+    st.caption(f"Smallest margin measured − proven bound over {len(points)} points: {margin:.4f}. Label kept at "
+               f"{sum(p.label_kept for p in points)}/{len(points)} perturbed points.")
+
+
+with st.container(border=True):
+    certificate()
+
+with st.container(border=True):
+    st.markdown("**Measured cosines** — random directions and an attribution attack at "
+                + ", ".join(f"{e:.3g}" for e in grid))
+    st.caption("For each ε: two random directions of norm ε, and ℓ2 PGD (10 steps, 2 restarts) that drives the base "
+               "attribution's cosine down while keeping the predicted class; then ĥ(x+δ) is re-estimated with the "
+               "same noise draws. Gradient, Input×Gradient and IG are attacked through a Softplus twin of the "
+               "model; other methods by transfer from its gradient map.")
+    if uniform_runs.cached_points(wb, params, grid) is None:
+        if st.button("Measure", key="us_measure"):
+            uniform_runs.measure_points(wb, params, smoothed, grid)
+            st.rerun()
+    else:
+        st.dataframe([{"ε": p.eps, "kind": p.kind, "cos(ĥ(x), ĥ(x+δ))": p.cosine, "base map cosine": p.base_cosine,
+                       "label kept": p.label_kept, "how": p.how}
+                      for p in uniform_runs.cached_points(wb, params, grid)], hide_index=True)

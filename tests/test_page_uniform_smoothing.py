@@ -1,0 +1,75 @@
+"""The uniform-smoothing page through AppTest: r/n resample once, ε/T/δ/headline never resample, measured points
+appear on request and never fall below the proven bound."""
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from certlib import sampling
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def page(monkeypatch):
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    calls = []
+    real = sampling.sample_uniform_mean
+
+    def counting(*args, **kwargs):
+        calls.append((args[2], args[3]))          # (radius, n)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_uniform_mean", counting)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["us_n"] = 64
+    at.run()
+    at.switch_page("pages/uniform_smoothing.py").run()
+    assert not at.exception, at.exception
+    return at, calls
+
+
+def _metric(at, start: str) -> str:
+    return next(m for m in at.metric if m.label.startswith(start)).value
+
+
+def test_page_shows_maps_bounds_and_a_sentence(page):
+    at, calls = page
+    assert calls == [(4.0, 64)]
+    assert len(at.get("plotly_chart")) >= 3
+    assert any("cosine similarity at least" in i.value or "Nothing is guaranteed" in i.value for i in at.info)
+    assert {b.proto.label for b in at.get("download_button")} >= {"plot PNG", "curves + points CSV"}
+
+
+def test_certificate_controls_never_resample(page):
+    at, calls = page
+    before = _metric(at, "T(ε)")
+    at.slider(key="us_eps_frac").set_value(0.01).run()
+    assert float(_metric(at, "T(ε)")) > float(before)      # smaller ε, higher bound
+    at.slider(key="us_T").set_value(0.7).run()
+    at.select_slider(key="us_delta").set_value(0.05).run()
+    at.radio(key="us_kind").set_value("paper").run()
+    assert not at.exception
+    assert calls == [(4.0, 64)]
+
+
+def test_radius_resamples_once_and_is_cached(page):
+    at, calls = page
+    at.slider(key="us_radius").set_value(2.0).run()
+    at.slider(key="us_radius").set_value(4.0).run()
+    at.slider(key="us_radius").set_value(2.0).run()
+    assert calls == [(4.0, 64), (2.0, 64)]
+
+
+def test_measured_points_respect_the_proven_bound(page):
+    at, calls = page
+    at.button(key="us_measure").click().run()
+    assert not at.exception
+    assert not at.error                                     # the page's alarm for a point below the proven bound
+    assert any("Smallest margin measured − proven bound" in c.value for c in at.caption)
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 18
+    n_after_measure = len(calls)
+    at.slider(key="us_eps_frac").set_value(0.3).run()       # points are reused, not recomputed
+    assert len(calls) == n_after_measure

@@ -168,6 +168,13 @@ def smooth_on_plane(classifier: PlaneClassifier, x: Sequence[float], sigma: floa
     return PlaneSmoothing(point, s, samples, labels, counts, top_class, n, tau, alpha)
 
 
+def base_class_grid(classifier: PlaneClassifier, resolution: int = 201,
+                    limit: float = PLANE_LIMIT) -> tuple[np.ndarray, np.ndarray]:
+    """(axis [resolution], class [resolution, resolution]) of the base classifier f on a grid; rows are y."""
+    axis = np.linspace(-limit, limit, _count("resolution", resolution, 2))
+    return axis, classifier.predict(np.stack(np.meshgrid(axis, axis), axis=-1))
+
+
 def smoothed_class_grid(classifier: PlaneClassifier, sigma: float, resolution: int = 61, samples: int = 400,
                         seed: int = 0, limit: float = PLANE_LIMIT) -> tuple[np.ndarray, np.ndarray]:
     """(axis [resolution], class [resolution, resolution]) of the smoothed classifier g on a grid, each cell's
@@ -236,6 +243,10 @@ class PixelToyCertificate:
     @property
     def classes(self) -> np.ndarray:
         return np.where(self.certified, self.mode.astype(np.int64), -1)
+
+    @property
+    def vote_fraction(self) -> np.ndarray:
+        return self.votes / self.n
 
 
 def _noisy_memberships(clean_top: np.ndarray, flip_prob: np.ndarray, draws: int, rng: np.random.Generator):
@@ -366,6 +377,13 @@ def topk_toy_certificate(eps: float, sigma: float, k: int, half_width: float = 0
     top = np.zeros(g.size, dtype=bool)
     top[np.argsort(-g.ravel(), kind="stable")[:k]] = True
     return TopKToy(g, lower, upper, low_after, high_after, top.reshape(g.shape), (rivals < k).reshape(g.shape), k)
+
+
+def toy_eps_axis(sigma: float, eps_now: float = 0.0, points: int = 121) -> np.ndarray:
+    """ε from 0 to past where the toy's overlap reaches 0: a pixel's certified ε is at most
+    σ·(Φ⁻¹(0.98) − Φ⁻¹(0.02))/2 ≈ 2.05σ for values in [0.02, 0.98]."""
+    top = max(2.1 * _positive("sigma", sigma), _non_negative("eps_now", eps_now))
+    return np.linspace(0.0, top, _count("points", points, 2))
 
 
 def topk_overlap_curve(eps_values: Sequence[float], sigma: float, k: int, half_width: float = 0.0,

@@ -26,12 +26,14 @@ from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from certlib.errors import CertlibError
-from certlib.sampling import TopKCounts
+
+if TYPE_CHECKING:   # imported lazily: a process that only reads or writes blobs needs no torch
+    from certlib.sampling import TopKCounts
 
 DATA_DIR_ENV = "CERTEXPLORER_DATA_DIR"
 DB_NAME = "metrics.sqlite3"
@@ -108,7 +110,7 @@ class RunConfig:
 _ARRAYS = ("clean_attr", "clean_masks", "selection_ones", "estimation_ones")
 
 
-def counts_to_bytes(counts: TopKCounts, x: np.ndarray) -> bytes:
+def counts_to_bytes(counts: "TopKCounts", x: np.ndarray) -> bytes:
     buf = io.BytesIO()
     meta = {"k_percents": counts.k_percents, "sigma": counts.sigma, "n0": counts.n0, "n": counts.n,
             "seed": counts.seed, "scale": counts.scale, "extra": counts.extra}
@@ -117,7 +119,9 @@ def counts_to_bytes(counts: TopKCounts, x: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def counts_from_bytes(blob: bytes) -> tuple[TopKCounts, np.ndarray]:
+def counts_from_bytes(blob: bytes) -> tuple["TopKCounts", np.ndarray]:
+    from certlib.sampling import TopKCounts
+
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         counts = TopKCounts(k_percents=tuple(meta["k_percents"]), sigma=meta["sigma"], n0=meta["n0"], n=meta["n"],
@@ -141,7 +145,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 @dataclass(frozen=True)
 class StoredRun:
     config: dict
-    counts: TopKCounts
+    counts: "TopKCounts"
     x: np.ndarray               # the prepared input [1,C,H,W] float32
     seconds: float
 
@@ -184,7 +188,7 @@ class Store:
 
     # -------------------------------------------------------------------------------------------- runs
 
-    def put(self, config: RunConfig, counts: TopKCounts, x: np.ndarray, seconds: float = float("nan")) -> None:
+    def put(self, config: RunConfig, counts: "TopKCounts", x: np.ndarray, seconds: float = float("nan")) -> None:
         """Store one sampled run (committed at once). A run already stored under this key is kept."""
         if tuple(counts.k_percents) != tuple(config.k_percents) or counts.n != config.n or counts.n0 != config.n0 \
                 or counts.sigma != config.sigma or counts.seed != config.seed:

@@ -65,3 +65,40 @@ def metrics_csv(rows: list[dict]) -> bytes:
         writer.writerow({c: "" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
                          else _plain(row[c]) if isinstance(row[c], np.generic) else row[c] for c in columns})
     return buf.getvalue().encode()
+
+
+# --------------------------------------------------------------------------------- sparsified SmoothGrad (§5)
+
+def smoothgrad_pixel_csv(smoothgrad: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                         top_mask: np.ndarray, certified_mask: np.ndarray, radii: np.ndarray) -> bytes:
+    """One row per pixel: position, plain SmoothGrad, the smoothed sparsified value ĝ with its simultaneous bounds,
+    whether it is in the estimated top K and certified at the chosen ε, and its certified radius ε_j (empty when
+    it is not certified even at ε = 0)."""
+    h, w = np.shape(mean)
+    rows, cols = np.mgrid[0:h, 0:w]
+    radius = np.where(np.asarray(radii) > 0, radii, np.nan).ravel()
+    columns = [("row", rows.ravel(), "%d"), ("col", cols.ravel(), "%d"),
+               ("smoothgrad", np.ravel(smoothgrad), "%.6g"), ("g_hat", np.ravel(mean), "%.6g"),
+               ("lower", np.ravel(lower), "%.6g"), ("upper", np.ravel(upper), "%.6g"),
+               ("in_top_k", np.ravel(top_mask).astype(int), "%d"),
+               ("certified", np.ravel(certified_mask).astype(int), "%d"), ("certified_eps", radius, "%.6g")]
+    buf = io.StringIO()
+    buf.write(",".join(name for name, _, _ in columns) + "\n")
+    for i in range(h * w):
+        buf.write(",".join("" if isinstance(v[i], float) and np.isnan(v[i]) else fmt % v[i]
+                           for _, v, fmt in columns) + "\n")
+    return buf.getvalue().encode()
+
+
+def overlap_curve_csv(curves: list[tuple[str, np.ndarray, np.ndarray]],
+                      points: list[tuple[str, str, float, float, float]]) -> bytes:
+    """The certified-overlap curves (label, ε, certified overlap) and the empirical points (label, kind, ε,
+    empirical overlap, certified overlap at that ε) in one long table."""
+    buf = io.StringIO()
+    buf.write("series,label,eps,overlap,certified_at_eps\n")
+    for label, eps, certified in curves:
+        for e, c in zip(np.ravel(eps), np.ravel(certified)):
+            buf.write(f"certified,{label},{e:.6g},{c:.6g},{c:.6g}\n")
+    for label, kind, e, empirical, certified in points:
+        buf.write(f"{kind},{label},{e:.6g},{empirical:.6g},{certified:.6g}\n")
+    return buf.getvalue().encode()

@@ -1,0 +1,96 @@
+"""Figures for Sparsified SmoothGrad (DESIGN §5): pure functions from numpy arrays to images and plotly figures."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+CERTIFIED_RGB = (44, 160, 44)        # green: provably stays in the top K for every ‖δ‖ ≤ ε
+UNCERTIFIED_RGB = (214, 39, 40)      # red: in the estimated top K, no guarantee at this ε
+POINT_STYLE = {"random": ("circle", "#1f77b4"), "attack": ("x", "#d62728")}
+CURVE_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def topk_certified_overlay(base_rgb: np.ndarray, top_mask: np.ndarray, certified_mask: np.ndarray,
+                           alpha: float = 0.75) -> np.ndarray:
+    """uint8 [H,W,3]: the image with its top-K pixels in green (certified) or red (not certified); others untouched."""
+    top = np.asarray(top_mask, dtype=bool)
+    certified = np.asarray(certified_mask, dtype=bool) & top
+    colour = np.zeros((*top.shape, 3), dtype=np.float32)
+    colour[certified] = CERTIFIED_RGB
+    colour[top & ~certified] = UNCERTIFIED_RGB
+    weight = np.where(top, alpha, 0.0).astype(np.float32)[..., None]
+    out = base_rgb.astype(np.float32) * (1 - weight) + colour * weight
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def topk_overlay_figure(overlay_rgb: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                        radii: np.ndarray, top_mask: np.ndarray) -> go.Figure:
+    """The overlay as an image; hover shows ĝ, its confidence interval and the pixel's certified radius ε_j."""
+    status = np.where(~np.asarray(top_mask, dtype=bool), "not in the top K",
+                      np.where(radii > 0, "top K", "top K, never certified"))
+    radius_text = np.where(np.isfinite(radii) & (radii > 0), np.char.mod("%.4f", np.maximum(radii, 0)), "–")
+    custom = np.stack([status, np.char.mod("%.3f", mean), np.char.mod("%.3f", lower), np.char.mod("%.3f", upper),
+                       radius_text], axis=-1)
+    hover = ("row %{y}, col %{x}<br>%{customdata[0]}<br>ĝ = %{customdata[1]} in [%{customdata[2]}, "
+             "%{customdata[3]}]<br>certified while ε < %{customdata[4]}<extra></extra>")
+    fig = go.Figure(go.Image(z=overlay_rgb, customdata=custom, hovertemplate=hover))
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=380, title="top-K pixels at ε")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def unit_map_figure(values: np.ndarray, title: str = "") -> go.Figure:
+    """A map with values in [0, 1] (the smoothed sparsified map) on a fixed sequential colour scale."""
+    fig = go.Figure(go.Heatmap(z=values, colorscale="Viridis", zmin=0.0, zmax=1.0,
+                               hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title, height=380, margin=dict(l=0, r=0, t=30 if title else 0, b=0))
+    fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x")
+    fig.update_xaxes(visible=False)
+    return fig
+
+
+@dataclass(frozen=True)
+class OverlapCurve:
+    label: str
+    eps: np.ndarray
+    certified: np.ndarray
+
+
+@dataclass(frozen=True)
+class OverlapPoint:
+    kind: str            # "random" | "attack"
+    eps: float
+    empirical: float
+    label: str           # legend group, e.g. "σ = 0.25"
+    note: str = ""
+
+
+def overlap_curve_figure(curves: list[OverlapCurve], points: list[OverlapPoint],
+                         eps_marker: float | None = None) -> go.Figure:
+    """Certified top-K overlap against ε (step curves, one per σ) with the empirical overlaps of perturbed inputs
+    as markers (circles random, crosses attacked; colour = the curve of the same label)."""
+    colours = {c.label: CURVE_COLOURS[i % len(CURVE_COLOURS)] for i, c in enumerate(curves)}
+    fig = go.Figure()
+    for c in curves:
+        fig.add_trace(go.Scatter(x=c.eps, y=c.certified, mode="lines", line=dict(shape="hv", color=colours[c.label]),
+                                 name=f"certified, {c.label}",
+                                 hovertemplate="ε %{x:.4f}: certified %{y:.1%}<extra></extra>"))
+    for kind in ("random", "attack"):
+        for label in dict.fromkeys(p.label for p in points if p.kind == kind):
+            chosen = [p for p in points if p.kind == kind and p.label == label]
+            symbol, default = POINT_STYLE[kind]
+            fig.add_trace(go.Scatter(
+                x=[p.eps for p in chosen], y=[p.empirical for p in chosen], mode="markers",
+                marker=dict(symbol=symbol, size=10, color=colours.get(label, default),
+                            line=dict(width=1, color=default)),
+                name=f"{kind} δ, {label}", customdata=[p.note for p in chosen],
+                hovertemplate="ε %{x:.4f}: empirical %{y:.1%}<br>%{customdata}<extra></extra>"))
+    if eps_marker is not None:
+        fig.add_vline(x=eps_marker, line_dash="dot", line_color="#7f7f7f", annotation_text="ε")
+    fig.update_layout(xaxis_title="ε (ℓ2 norm of the perturbation, [0,1] pixel space)",
+                      yaxis=dict(title="top-K overlap", range=[-0.02, 1.02], tickformat=".0%"), height=420,
+                      margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections import defaultdict
 from typing import Sequence
 
 from certlib import attributions, models, sweep
@@ -129,7 +128,7 @@ def cmd_run(args) -> int:
         return INTERRUPTED
     bar.close()
     rows, _, _ = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))
-    print(format_table(summarise(rows)))
+    print(format_table(sweep.summarise(rows)))
     return 0
 
 
@@ -140,7 +139,7 @@ def cmd_table(args) -> int:
     rows, _, absent = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))
     if absent:
         print(f"{absent} of {len(runs)} runs are not stored yet (python -m certlib run … with the same options)")
-    print(format_table(summarise(rows)))
+    print(format_table(sweep.summarise(rows)))
     return 0
 
 
@@ -201,23 +200,8 @@ def write_parquet(rows: list[dict], path: str) -> None:
 SUMMARY_COLUMNS = ("certified", "certified_top", "certified_gridpg", "gridpg_clean", "deletion_auc", "insertion_auc")
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean of each metric per (method, σ, K) over images and targets (NaNs skipped), method order kept."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["method"], r["sigma"], r["k_percent"])].append(r)
-    out = []
-    for (method, sigma, k), members in groups.items():
-        entry = {"method": method, "sigma": sigma, "k_percent": k, "runs": len(members)}
-        for col in SUMMARY_COLUMNS:
-            values = [m[col] for m in members if not math.isnan(m[col])]
-            entry[col] = sum(values) / len(values) if values else math.nan
-        out.append(entry)
-    return out
-
-
 def format_table(summary: list[dict]) -> str:
-    """A markdown table of `summarise`'s output."""
+    """A markdown table of `sweep.summarise`'s output (means over images and targets)."""
     head = "| method | σ | K% | runs | certified | cert. top-K | cert. GridPG | GridPG (clean) | deletion AUC | insertion AUC |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in summary:

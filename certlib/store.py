@@ -222,6 +222,14 @@ class Store:
         stored = self.stored_keys(configs)
         return [c for c in configs if c.key not in stored]
 
+    def seconds_per_sample(self, model_key: str, method: str) -> float | None:
+        """Median wall time per noisy copy of the stored runs of this model and method (None if none was timed)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT seconds / (n + n0) FROM runs WHERE model_key = ? AND method = ? "
+                               "AND seconds IS NOT NULL", (model_key, method)).fetchall()
+        values = [r[0] for r in rows if r[0] is not None and r[0] == r[0]]
+        return float(np.median(values)) if values else None
+
     def __len__(self) -> int:
         with self._connect() as con:
             return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]

@@ -257,3 +257,62 @@ def collect_metrics(store: Store, runs: Sequence[PlannedRun], decision: Decision
         rows += m.rows
         curves += m.curves
     return rows, curves, absent
+
+
+# ------------------------------------------------------------------------------------------------ summaries
+
+SUMMARY_METRICS = ("certified", "certified_top", "abstain", "certified_gridpg", "gridpg_clean", "deletion_auc",
+                   "insertion_auc")
+
+
+def _mean_sem(values: list[float]) -> tuple[float, float, int]:
+    v = np.array([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    return float(v.mean()), sem, int(v.size)
+
+
+def summarise(rows: Sequence[dict]) -> list[dict]:
+    """Per (method, σ, K): mean, standard error and count of each metric over images and targets (NaN skipped:
+    localization exists only on grids, faithfulness only where computed). Methods keep their first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["sigma"], r["k_percent"]), []).append(r)
+    out = []
+    for (method, sigma, k), members in groups.items():
+        entry = {"method": method, "method_label": members[0]["method_label"], "family": members[0]["family"],
+                 "sigma": sigma, "k_percent": k, "runs": len(members)}
+        for metric in SUMMARY_METRICS:
+            entry[metric], entry[f"{metric}_sem"], entry[f"{metric}_count"] = _mean_sem([m[metric] for m in members])
+        out.append(entry)
+    return out
+
+
+def mean_curves(curves: Sequence[dict]) -> list[dict]:
+    """Per (method, σ, kind): the mean faithfulness curve over runs (all curves of a sweep share their budgets)."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in curves:
+        groups.setdefault((c["method"], c["sigma"], c["kind"]), []).append(c)
+    return [{"method": m, "family": members[0]["family"], "sigma": s, "kind": kind,
+             "budget": members[0]["budget"], "runs": len(members),
+             "probability": np.mean([c["probability"] for c in members], axis=0).tolist()}
+            for (m, s, kind), members in groups.items()]
+
+
+# Direction of "better" for the ranking: robustness, localization and insertion up, deletion down.
+RANKED_METRICS = {"certified": 1, "certified_top": 1, "certified_gridpg": 1, "deletion_auc": -1, "insertion_auc": 1}
+
+
+def method_scores(summary: Sequence[dict], sigma: float) -> dict[str, dict[str, float]]:
+    """{method: {metric: mean over the decided K levels}} at one σ, for the ranking heatmap."""
+    scores: dict[str, dict[str, list[float]]] = {}
+    for s in summary:
+        if s["sigma"] != sigma:
+            continue
+        per = scores.setdefault(s["method"], {m: [] for m in RANKED_METRICS})
+        for m in RANKED_METRICS:
+            if not math.isnan(s[m]):
+                per[m].append(s[m])
+    return {method: {m: float(np.mean(v)) if v else math.nan for m, v in per.items()}
+            for method, per in scores.items()}

@@ -1,10 +1,161 @@
-"""Metrics (Anani et al. 2025, §6 of DESIGN.md). Coming with issue #6; this page says so plainly."""
+"""Metrics (Anani et al. 2025, DESIGN §6): certified robustness, certified localization and faithfulness of several
+methods, sampled once into the on-disk store (shared with `python -m certlib run`) and re-decided for any τ, α, K."""
 import streamlit as st
 
-from ui.workbench import render_sidebar
+from certlib import attributions, export, sweep, viz
+from certlib.errors import CertlibError
+from ui import metrics_runs
+from ui.workbench import current, remember
 
-render_sidebar()
+SIGMAS = [0.12, 0.15, 0.25, 0.33, 0.5, 0.75, 1.0]
+N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000]
+ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
+RANKED = {"certified": "certified pixels", "certified_top": "certified top-K", "certified_gridpg": "certified GridPG",
+          "deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC"}
+
+wb = current()
+usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, wb.model.spec) is None]
+remember(mx_methods=[m for m in ("grad", "input_x_gradient", "gradcam", "layercam") if m in usable],
+         mx_images="grids", mx_limit=4, mx_sigmas=[0.25], mx_n=100, mx_n0=32, mx_seed=0, mx_tau=0.75,
+         mx_alpha=1e-3, mx_levels=[5.0, 25.0, 50.0], mx_correction="holm", mx_replacement="blur",
+         mx_view_sigma=0.25, mx_line_k=25.0)
+st.session_state["mx_methods"] = [m for m in st.session_state["mx_methods"] if m in usable]
 
 st.title("Metrics")
-st.warning("Coming: this view is not built yet (tracked in issue #6). Nothing on this page is computed.")
-st.markdown("**What it will show:** certified robustness, certified localization on 2×2 grids and faithfulness for several methods, computed in batches, stored, and shown as comparable charts.")
+st.caption("Anani et al. (ICML 2025) compare attribution methods on three certified metrics: how many pixels are "
+           "certified (robustness), whether the certified top pixels fall on the explained cell of a 2×2 grid "
+           "(localization), and how fast the target probability drops when they are removed (faithfulness). "
+           "Samples are stored on disk and never drawn twice; τ, α and K only re-decide.")
+
+with st.container(border=True):
+    st.markdown("**Sweep** — methods × images × σ; each run is sampled once and stored")
+    c1, c2, c3 = st.columns([3, 2, 2])
+    methods = c1.multiselect("methods", usable, key="mx_methods",
+                             format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
+    image_set = c2.radio("images", list(metrics_runs.IMAGE_SETS), key="mx_images",
+                         format_func=metrics_runs.IMAGE_SETS.get)
+    limit = c3.slider("how many images", 1, 40, key="mx_limit", disabled=image_set == "current")
+    c4, c5, c6, c7 = st.columns([3, 2, 2, 1])
+    sigmas = c4.multiselect("σ (noise levels)", SIGMAS, key="mx_sigmas")
+    n = c5.select_slider("n (estimation samples)", N_CHOICES, key="mx_n")
+    n0 = c6.select_slider("n0 (selection samples)", [8, 16, 32, 64], key="mx_n0")
+    seed = int(c7.number_input("seed", 0, 2**31 - 1, key="mx_seed"))
+    st.caption("On the CPU, RISE (about 330 ms per noisy copy on the bundled model), Occlusion (about 150 ms) and "
+               "Integrated Gradients (about 30 ms) are slow; the other gradient and CAM methods take a few ms. A "
+               "grid has four times the pixels of a digit and is explained once per cell (four targets).")
+
+slow = [attributions.METHODS[m].label for m in methods if m in metrics_runs.SLOW_ON_CPU]
+if slow and wb.device == "cpu":
+    st.info(f"{', '.join(slow)}: slow on the CPU — expect minutes per image. Results are stored, so this is paid once.")
+if not methods or not sigmas:
+    st.info("Choose at least one method and one σ.")
+    st.stop()
+
+choice = metrics_runs.SweepChoice(tuple(methods), image_set, int(limit), tuple(sorted(sigmas)), int(n), int(n0), seed)
+try:
+    runs = metrics_runs.plan(wb, choice)
+except CertlibError as exc:
+    st.error(str(exc))
+    st.stop()
+store = metrics_runs.open_store()
+todo = sweep.missing(store, runs)
+
+if st.session_state.pop("_mx_running", False) and todo:
+    st.warning("Sampling was interrupted. Every run finished before that is stored; compute again to continue.")
+status = st.empty()
+status.markdown(f"**{len(runs) - len(todo)} of {len(runs)} runs** are in the store (`{store.path}`).")
+if todo:
+    b1, b2 = st.columns([3, 1])
+    estimate = metrics_runs.estimate_seconds(store, wb, todo)
+    if b1.button(f"Compute the {len(todo)} missing runs (roughly {estimate / 60:.1f} min on {wb.device})",
+                 key="mx_compute", type="primary"):
+        b2.button("Cancel", key="mx_cancel", help="Stops after the current noisy batch; finished runs stay stored.")
+        st.session_state["_mx_running"] = True
+        try:
+            metrics_runs.compute_missing(store, wb, runs)
+        except CertlibError as exc:
+            st.error(str(exc))
+        st.session_state["_mx_running"] = False
+        todo = sweep.missing(store, runs)
+        status.markdown(f"**{len(runs) - len(todo)} of {len(runs)} runs** are in the store (`{store.path}`).")
+
+
+@st.fragment
+def results(runs) -> None:
+    st.markdown("**Decision** — re-decided from the stored counts, no resampling")
+    d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
+    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="mx_tau")
+    alpha = d2.select_slider("α (error probability)", ALPHAS, key="mx_alpha", format_func=lambda a: f"{a:g}")
+    levels = d3.multiselect("top-K% levels", list(runs[0].config.k_percents), key="mx_levels",
+                            format_func=lambda k: f"top {k:g}%")
+    correction = d4.radio("correction", ["holm", "bonferroni"], key="mx_correction", horizontal=True)
+    replacement = d5.radio("deleted pixels become", ["blur", "zero", "mean"], key="mx_replacement", horizontal=True,
+                           help="blur: the image blurred with σ = 1/16 of its side (default); zero: black; "
+                                "mean: the image's mean colour")
+    if not levels:
+        st.info("Choose at least one top-K% level.")
+        return
+    decision = sweep.Decision(tau, alpha, tuple(sorted(levels)), correction, replacement)
+    try:
+        rows, curves, absent = metrics_runs.collect(store, wb, runs, decision)
+    except CertlibError as exc:
+        st.error(str(exc))
+        return
+    if not rows:
+        st.info("Nothing of this selection is stored yet: press *Compute* above (or run `python -m certlib run`).")
+        return
+    if absent:
+        st.caption(f"{absent} of {len(runs)} runs are not computed yet; the charts show the stored ones.")
+    if not all(r["certifiable"] for r in rows):
+        st.warning(f"With n = {rows[0]['n']} nothing can be certified at α = {alpha:g} over this many tests: every "
+                   "pixel abstains. Choose a larger n (or α).")
+    summary = sweep.summarise(rows)
+    stored_sigmas = sorted({s["sigma"] for s in summary})
+    if st.session_state.get("mx_view_sigma") not in stored_sigmas:
+        st.session_state["mx_view_sigma"] = stored_sigmas[0]
+    if st.session_state.get("mx_line_k") not in decision.levels:
+        st.session_state["mx_line_k"] = decision.levels[-1]
+    v1, v2 = st.columns(2)
+    view_sigma = v1.selectbox("σ shown in the bars, curves and ranking", stored_sigmas, key="mx_view_sigma")
+    line_k = v2.selectbox("top-K% of the robustness-vs-σ chart", list(decision.levels), key="mx_line_k",
+                          format_func=lambda k: f"top {k:g}%")
+    at_sigma = [s for s in summary if s["sigma"] == view_sigma]
+    labels = {s["method"]: s["method_label"] for s in summary}
+    families = {s["method"]: s["family"] for s in summary}
+
+    st.subheader("Certified robustness")
+    r1, r2 = st.columns(2)
+    r1.plotly_chart(viz.metric_bars(at_sigma, "certified", "certified pixels (top-K or not top-K)"), key="mx_rob")
+    r2.plotly_chart(viz.sigma_lines(summary, "certified", line_k, f"certified pixels at top {line_k:g}% vs σ"),
+                    key="mx_sigma")
+    st.subheader("Certified localization")
+    if any(r["cell"] is not None for r in rows):
+        l1, l2 = st.columns(2)
+        l1.plotly_chart(viz.metric_bars(at_sigma, "certified_gridpg", "certified GridPG (random = 25%)"),
+                        key="mx_loc")
+        l2.plotly_chart(viz.metric_bars(at_sigma, "gridpg_clean", "plain GridPG of the clean map", per_k=False),
+                        key="mx_gridpg")
+    else:
+        st.caption("Localization needs 2×2 grids: choose the grid image set.")
+    st.subheader("Faithfulness")
+    if image_set == "grids":
+        st.caption("On grids the target is a cell's class, to which the model often gives a low probability; "
+                   "the deletion and insertion curves say most on single digits.")
+    mean = [c for c in sweep.mean_curves(curves) if c["sigma"] == view_sigma]
+    f1, f2 = st.columns(2)
+    f1.plotly_chart(viz.faithfulness_figure(mean, "deletion", families, labels), key="mx_del")
+    f2.plotly_chart(viz.faithfulness_figure(mean, "insertion", families, labels), key="mx_ins")
+    a1, a2 = st.columns(2)
+    a1.plotly_chart(viz.metric_bars(at_sigma, "deletion_auc", "deletion AUC (lower = more faithful)", per_k=False,
+                                    percent=False), key="mx_del_auc")
+    a2.plotly_chart(viz.metric_bars(at_sigma, "insertion_auc", "insertion AUC (higher = more faithful)",
+                                    per_k=False, percent=False), key="mx_ins_auc")
+    st.subheader("Ranking")
+    st.plotly_chart(viz.ranking_heatmap(sweep.method_scores(summary, view_sigma), RANKED, sweep.RANKED_METRICS,
+                                        labels), key="mx_rank")
+    st.download_button("metrics CSV (one row per run and K)", export.metrics_csv(rows), "certified_metrics.csv",
+                       "text/csv", key="mx_dl_csv")
+
+
+with st.container(border=True):
+    results(runs)

@@ -1,0 +1,86 @@
+"""Glue for the metrics page: the sweep of the page's selection, the on-disk store, progress bars and the metric
+tables. The sampled counts live in certlib.store (shared with `python -m certlib run`), so a second visit, another
+session or a CLI sweep never samples a stored config again; τ, α, K and the replacement only re-decide."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from certlib import sweep
+from certlib.store import Store
+from ui.workbench import Workbench
+
+IMAGE_SETS = {"grids": "2×2 digit grids (all three metrics)", "digits": "held-out digits",
+              "current": "the workbench's current image"}
+# Per noisy copy on the bundled 32×32 model, 2-core CPU (bench/ and the README); used until the store has timings.
+CPU_MS_PER_COPY_32PX = {"rise": 330, "occlusion": 150, "integrated_gradients": 30, "lrp": 12, "ablationcam": 8}
+DEFAULT_MS_PER_COPY_32PX = 4
+SLOW_ON_CPU = ("rise", "occlusion", "integrated_gradients")
+
+
+@dataclass(frozen=True)
+class SweepChoice:
+    methods: tuple[str, ...]
+    image_set: str
+    limit: int
+    sigmas: tuple[float, ...]
+    n: int
+    n0: int
+    seed: int = 0
+
+
+def open_store() -> Store:
+    """The store at $CERTEXPLORER_DATA_DIR (default ~/.local/share/certexplorer); cheap, opened per run."""
+    return Store()
+
+
+def plan(wb: Workbench, choice: SweepChoice) -> list[sweep.PlannedRun]:
+    """The runs of this selection; memoised per session (it prepares every image and predicts digit targets)."""
+    current = choice.image_set == "current"
+    token = (wb.model.weights_sha256, wb.model.spec.key, wb.model.device, choice,
+             (wb.image.sha256, wb.target) if current else None)
+    memo = st.session_state.setdefault("_mx_plans", {})
+    if token not in memo:
+        entries = [wb.image] if current else sweep.image_set(choice.image_set, choice.limit)
+        memo.clear()   # one selection at a time is enough; plans hold the prepared inputs
+        memo[token] = sweep.plan(wb.model, entries, choice.methods, choice.sigmas, choice.n, choice.n0,
+                                 choice.seed, target=wb.target if current else None)
+    return memo[token]
+
+
+def estimate_seconds(store: Store, wb: Workbench, runs: list[sweep.PlannedRun]) -> float:
+    """Rough time to sample `runs`: this store's past timings of each method (per copy), else the bundled-model
+    table scaled by the number of pixels."""
+    rates: dict[str, tuple[float, bool]] = {}
+    total = 0.0
+    for r in runs:
+        m = r.config.method
+        if m not in rates:
+            past = store.seconds_per_sample(wb.model.spec.key, m)
+            rates[m] = (past, True) if past is not None else \
+                (CPU_MS_PER_COPY_32PX.get(m, DEFAULT_MS_PER_COPY_32PX) / 1000, False)
+        rate, measured = rates[m]
+        total += rate * (1.0 if measured else r.x.shape[-1] * r.x.shape[-2] / 1024) * r.samples
+    return total
+
+
+def compute_missing(store: Store, wb: Workbench, runs: list[sweep.PlannedRun]) -> int:
+    """Sample the missing runs with a progress bar; each finished run is committed, so a cancel (which reruns the
+    page and interrupts this loop) keeps everything done so far."""
+    todo = sweep.missing(store, runs)
+    bar = st.progress(0.0, text=f"Sampling {len(todo)} runs…")
+
+    def progress(done: int, total: int, run: sweep.PlannedRun) -> None:
+        c = run.config
+        bar.progress(min(1.0, done / total), text=f"{c.method}, σ = {c.sigma:g}, {run.image_label}, target "
+                                                   f"{c.target}: {done}/{total} noisy attributions")
+
+    count = sweep.run_missing(store, wb.model, todo, progress=progress)
+    bar.empty()
+    return count
+
+
+def collect(store: Store, wb: Workbench, runs: list[sweep.PlannedRun], decision: sweep.Decision):
+    """(rows, curves, runs not stored) at `decision`; faithfulness curves are computed once and kept in the store."""
+    return sweep.collect_metrics(store, runs, decision, sweep.model_prob_fn(wb.model))

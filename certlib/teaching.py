@@ -372,14 +372,19 @@ def topk_toy_certificate(eps: float, sigma: float, k: int, half_width: float = 0
     w = _non_negative("half_width", half_width)
     lower, upper = np.clip(g - w, 0.0, 1.0), np.clip(g + w, 0.0, 1.0)
     low_after, high_after = value_interval(lower, upper, eps, sigma)
-    low, high = low_after.ravel(), high_after.ravel()
-    rivals = (high[None, :] >= low[:, None]).sum(1) - (high >= low)        # drop i = j from each row
     top = np.zeros(g.size, dtype=bool)
     top[np.argsort(-g.ravel(), kind="stable")[:k]] = True
-    return TopKToy(g, lower, upper, low_after, high_after, top.reshape(g.shape), (rivals < k).reshape(g.shape), k)
+    certified = _stays_in_top_k(low_after.ravel(), high_after.ravel(), k)
+    return TopKToy(g, lower, upper, low_after, high_after, top.reshape(g.shape), certified.reshape(g.shape), k)
 
 
-def toy_eps_axis(sigma: float, eps_now: float = 0.0, points: int = 121) -> np.ndarray:
+def _stays_in_top_k(low: np.ndarray, high: np.ndarray, k: int) -> np.ndarray:
+    """bool [..., N]: fewer than k other pixels i have high_i ≥ low_j (pairwise over the last axis)."""
+    rivals = (high[..., None, :] >= low[..., :, None]).sum(-1) - (high >= low)   # drop i = j from each row
+    return rivals < k
+
+
+def toy_eps_axis(sigma: float, eps_now: float = 0.0, points: int = 81) -> np.ndarray:
     """ε from 0 to past where the toy's overlap reaches 0: a pixel's certified ε is at most
     σ·(Φ⁻¹(0.98) − Φ⁻¹(0.02))/2 ≈ 2.05σ for values in [0.02, 0.98]."""
     top = max(2.1 * _positive("sigma", sigma), _non_negative("eps_now", eps_now))
@@ -388,5 +393,10 @@ def toy_eps_axis(sigma: float, eps_now: float = 0.0, points: int = 121) -> np.nd
 
 def topk_overlap_curve(eps_values: Sequence[float], sigma: float, k: int, half_width: float = 0.0,
                        values: np.ndarray | None = None) -> np.ndarray:
-    """Certified top-K overlap of the toy at each ε."""
-    return np.array([topk_toy_certificate(float(e), sigma, k, half_width, values).overlap for e in eps_values])
+    """Certified top-K overlap of the toy at each ε (all ε at once: the page redraws this on every slider move)."""
+    toy = topk_toy_certificate(0.0, sigma, k, half_width, values)             # validates the arguments
+    eps = np.array([_non_negative("eps", float(e)) for e in eps_values])[:, None]
+    shift = eps / _positive("sigma", sigma)
+    low = norm.cdf(norm.ppf(toy.lower.ravel()) - shift)                       # [E, N]
+    high = norm.cdf(norm.ppf(toy.upper.ravel()) + shift)
+    return _stays_in_top_k(low, high, toy.k).sum(-1) / toy.k

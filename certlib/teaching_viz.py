@@ -38,9 +38,9 @@ def plane_figure(classifier: teaching.PlaneClassifier, result: teaching.PlaneSmo
                  background: np.ndarray, background_name: str, max_points: int = 1000) -> go.Figure:
     """The plane: `background` class regions (of f or of g), the noisy samples coloured by f, the point x, and the
     certified discs (solid: Cohen et al., dashed: τ-threshold form), when not abstaining."""
+    # No per-cell hover text: 40 000 strings would dominate the page's rerun time; the regions are labelled.
     fig = go.Figure(_categorical_heatmap(background, CLASS_FILL[:classifier.num_classes], x=axis, y=axis,
-                                         customdata=np.asarray(classifier.names, dtype=object)[background],
-                                         hovertemplate=f"{background_name}: %{{customdata}}<extra></extra>"))
+                                         hoverinfo="skip"))
     shown = slice(0, min(max_points, result.n))
     for c, name in enumerate(classifier.names):
         pts = result.samples[shown][result.labels[shown] == c]
@@ -52,11 +52,15 @@ def plane_figure(classifier: teaching.PlaneClassifier, result: teaching.PlaneSmo
         fig.add_trace(_circle(result.x, result.tau_radius, "#444", "dash", "τ-form disc σ·Φ⁻¹(τ)"))
     fig.add_trace(go.Scatter(x=[result.x[0]], y=[result.x[1]], mode="markers", name="x",
                              marker=dict(symbol="x", size=14, color="black", line=dict(width=1, color="white"))))
+    anchors = [*classifier.centres, *([classifier.island_centre] if classifier.island_centre is not None else [])]
+    for (ax, ay), name in zip(anchors, classifier.names):
+        fig.add_annotation(x=ax, y=ay, text=f"<b>{name}</b>", showarrow=False, font=dict(size=14, color="#333"))
     lim = float(axis[-1])
     fig.update_layout(xaxis=dict(range=[-lim, lim], constrain="domain"),
                       yaxis=dict(range=[-lim, lim], scaleanchor="x", scaleratio=1),
-                      height=520, margin=MARGIN, legend=dict(orientation="h", y=-0.05),
-                      title=f"regions: {background_name}")
+                      height=520, margin=MARGIN, legend=dict(orientation="h", y=-0.08),
+                      title=f"regions: {background_name}; samples coloured by f"
+                            + (f" (first {max_points} of {result.n} shown)" if result.n > max_points else ""))
     return fig
 
 

@@ -37,9 +37,10 @@ def _smoothed_regions(sigma: float) -> tuple[np.ndarray, np.ndarray]:
 
 def smoothing_lesson() -> None:
     st.markdown("A base classifier *f* splits the plane into regions. Randomized smoothing predicts, at *x*, the "
-                "class *f* gives most often to *x + noise*; if that class wins with probability p_A, no ℓ2 "
-                "perturbation smaller than σ·Φ⁻¹(p_A) can change the smoothed prediction. From samples we only know a "
-                "lower confidence bound on p_A, so the certified disc uses that bound, or the point abstains.")
+                "class *f* gives most often to *x + noise*; if that class wins with probability $p_A > 1/2$, no "
+                "ℓ2 perturbation smaller than $\\sigma\\,\\Phi^{-1}(p_A)$ can change the smoothed prediction. From "
+                "samples we only know a lower confidence bound on $p_A$, so the certified disc uses that bound, or the "
+                "point abstains.")
     st.latex(r"g(x)=\arg\max_c \Pr_{z\sim\mathcal N(0,I)}[f(x+\sigma z)=c],\qquad "
              r"R=\sigma\,\Phi^{-1}(\underline{p_A}),\qquad "
              r"R_\tau=\sigma\,\Phi^{-1}(\tau)\ \text{if}\ \Pr[\mathrm{Bin}(n,\tau)\ge k_A]\le\alpha")
@@ -70,8 +71,8 @@ def smoothing_lesson() -> None:
     st.plotly_chart(tv.plane_figure(teaching.TOY_CLASSIFIER, result, axis, background, regions), key="learn_plane")
     st.caption("The τ-form is the one the certified-pixels page uses for every pixel: it certifies the fixed radius "
                "σ·Φ⁻¹(τ) whenever the votes beat τ, so a larger τ buys a larger radius at the price of more "
-               "abstentions. Put x on the island (x = (1.2, 1.2)) and raise σ past about 0.4: the smoothed classifier no "
-               "longer sees it.")
+               "abstentions. Put x on the island (x = (1.2, 1.2)) and raise σ past about 0.4: the smoothed "
+               "classifier no longer sees it.")
 
 
 def pixel_lesson() -> None:

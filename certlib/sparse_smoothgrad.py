@@ -357,3 +357,51 @@ def estimated_topk(mean: np.ndarray, tie_break: np.ndarray, k: int) -> np.ndarra
     out = np.zeros(m.size, dtype=bool)
     out[order[:k]] = True
     return out.reshape(np.shape(mean))
+
+
+# ---------------------------------------------------------------------------------------------- decision bundle
+
+@dataclass(frozen=True, eq=False)
+class TopKCertificate:
+    """Everything the page shows for one (variant, τ, K, ε, α) from cached sums; maps are [H,W]."""
+
+    variant: str
+    level: float
+    k: int
+    eps: float
+    sigma: float
+    alpha: float
+    bound: str                  # "clopper-pearson", "bernstein" or "hoeffding"
+    mean: np.ndarray            # ĝ(x)
+    lower: np.ndarray
+    upper: np.ndarray
+    radii: np.ndarray           # ε_j: pixel j certified for every ε < ε_j
+    top_mask: np.ndarray        # the estimated top k (ties broken by |plain SmoothGrad|)
+    certified_mask: np.ndarray  # certified at eps (a subset of top_mask)
+
+    @property
+    def overlap(self) -> float:
+        return float(self.certified_mask.sum()) / self.k
+
+    def overlap_at(self, eps_values: Sequence[float]) -> np.ndarray:
+        return certified_overlap_curve(self.lower, self.upper, self.k, eps_values, self.sigma)
+
+    def max_eps(self, overlap: float) -> float:
+        return max_certified_eps(self.lower, self.upper, self.k, self.sigma, overlap)
+
+    def eps_axis(self, points: int = 101) -> np.ndarray:
+        return eps_axis(self.lower, self.upper, self.k, self.sigma, points)
+
+
+def certify_topk(samples: SmoothGradSamples, variant: str, level: float, k_percent: float, eps: float,
+                 alpha: float, scaled_bound: str = "bernstein") -> TopKCertificate:
+    """Bound ĝ(x), pick the top K% and certify them at ε — the cheap stage, rerun on every slider move."""
+    lower, upper = confidence_bounds(samples, variant, level, alpha, scaled_bound)
+    k = k_from_percent(k_percent, lower.size)
+    mean = samples.mean(variant, level)
+    return TopKCertificate(
+        variant=variant, level=float(level), k=k, eps=_check_eps(eps), sigma=samples.sigma, alpha=float(alpha),
+        bound="clopper-pearson" if variant == "sparsified" else scaled_bound, mean=mean, lower=lower, upper=upper,
+        radii=pixel_certified_eps(lower, upper, k, samples.sigma), top_mask=estimated_topk(mean, samples.smoothgrad, k),
+        certified_mask=certified_topk_mask(lower, upper, k, eps, samples.sigma),
+    )

@@ -1,10 +1,140 @@
-"""Sparsified SmoothGrad (Levine, Singla & Feizi 2019). Coming with issue #5; this page says so plainly."""
+"""Sparsified SmoothGrad (Levine, Singla & Feizi 2019): σ, n and the seed resample; the variant, τ, K, ε and α only
+re-decide from the cached sums."""
 import streamlit as st
 
-from ui.workbench import render_sidebar
+from certlib import export, images
+from certlib import smoothgrad_viz as sv
+from certlib import sparse_smoothgrad as S
+from certlib import viz
+from certlib.errors import CertlibError
+from ui import smoothgrad_runs as runs
+from ui.workbench import current, remember
 
-render_sidebar()
+ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
+N_CHOICES = [32, 64, 128, 256, 500, 1000, 2000, 4000]
+SIGMA_CHOICES = [0.12, 0.25, 0.5, 0.75, 1.0]
 
+wb = current()
+remember(sg_sigma=0.25, sg_n=500, sg_seed=0, sg_compare=[], sg_variant="sparsified", sg_level=20.0, sg_k=10.0,
+         sg_eps=0.02, sg_alpha=1e-3, sg_bound="bernstein", sg_target=0.5)
 st.title("Sparsified SmoothGrad")
-st.warning("Coming: this view is not built yet (tracked in issue #5). Nothing on this page is computed.")
-st.markdown("**What it will show:** σ, n, K and ε sliders; plain vs sparsified SmoothGrad, the top-K pixels coloured certified / not certified, and the certified top-K overlap against ε with the empirical overlap under attack.")
+st.caption("Levine, Singla & Feizi (2019): each noisy gradient map keeps only its top τ% pixels, mapped into [0, 1]; "
+           "averaged under Gaussian noise, every pixel's value can move only a bounded amount under an ℓ2 "
+           "perturbation of size ε, so part of the top K% provably stays in the top K%.")
+
+with st.container(border=True):
+    st.markdown("**Sampling** — changing these draws new noisy samples")
+    c1, c2, c3, c4 = st.columns([3, 3, 2, 3])
+    sigma = c1.select_slider("σ (noise level)", SIGMA_CHOICES, key="sg_sigma")
+    n = c2.select_slider("n (noisy samples)", N_CHOICES, key="sg_n")
+    seed = int(c3.number_input("seed", 0, 2**31 - 1, key="sg_seed"))
+    compare = c4.multiselect("also plot σ", [s for s in SIGMA_CHOICES if s != sigma], key="sg_compare",
+                             help="Samples these σ too (cached) and adds their curves and random points.")
+
+params = runs.SmoothGradParams(float(sigma), int(n), seed)
+try:
+    samples = runs.samples(wb, params)
+    randoms = runs.random_runs(wb, params)
+    others = [(p, runs.samples(wb, p), runs.random_runs(wb, p))
+              for p in (runs.SmoothGradParams(float(s), int(n), seed) for s in sorted(compare))]
+except CertlibError as exc:
+    st.error(f"Sampling failed: {exc}")
+    st.stop()
+
+with st.expander("Attack: try to push the top-K pixels out (PGD on the base attribution)"):
+    st.caption(f"For each ε in {', '.join(f'{e:g}' for e in params.eps_values)} an ℓ2 PGD attack "
+               f"({runs.ATTACK_STEPS} steps, {runs.ATTACK_RESTARTS} restarts, label kept) drives the top "
+               f"{st.session_state['sg_k']:g}% of the plain attribution away; the smoothed map is then re-sampled "
+               "at the attacked input. The certificate says no attacked point can fall below the curve.")
+    if st.button("Run the attack", key="sg_attack"):
+        try:
+            runs.run_attacks(wb, params, float(st.session_state["sg_k"]))
+        except CertlibError as exc:
+            st.error(f"Attack failed: {exc}")
+
+
+def _points(cert: S.TopKCertificate, base: S.SmoothGradSamples, perturbed, label: str):
+    """(plot points, table rows) of the empirical overlaps of perturbed runs under the current decision."""
+    points, rows = [], []
+    for run in perturbed:
+        empirical = S.empirical_topk_overlap(base.mean(cert.variant, cert.level),
+                                             run.samples.mean(cert.variant, cert.level), cert.k)
+        certified = S.certified_topk_overlap(cert.lower, cert.upper, cert.k, run.eps, base.sigma)
+        points.append(sv.OverlapPoint(run.kind, run.eps, empirical, label, run.note))
+        rows.append((label, run.kind, run.eps, empirical, certified))
+    return points, rows
+
+
+@st.fragment
+def decision() -> None:
+    st.markdown("**Decision** — from the cached sums, no resampling")
+    d1, d2, d3, d4, d5 = st.columns([3, 2, 2, 2, 2])
+    variant = d1.radio("variant", S.VARIANTS, key="sg_variant", format_func=S.VARIANT_LABELS.get)
+    level = d2.select_slider("τ: % kept per noisy map", list(samples.levels), key="sg_level",
+                             format_func=lambda v: f"{v:g}%")
+    k_percent = d3.slider("K: top-K% pixels", 1.0, 50.0, step=1.0, key="sg_k")
+    eps = d4.slider("ε (ℓ2 radius)", 0.0, 1.0, step=0.005, key="sg_eps", format="%.3f")
+    alpha = d5.select_slider("α (error probability)", ALPHAS, key="sg_alpha", format_func=lambda a: f"{a:g}")
+    e1, e2 = st.columns([3, 4])
+    bound = e1.radio("bound for the scaled variant", S.SCALED_BOUNDS, key="sg_bound", horizontal=True,
+                     disabled=variant != "scaled", help="Clopper–Pearson is used for the binary variant.")
+    target = e2.slider("certify at least this overlap", 0.05, 1.0, step=0.05, key="sg_target")
+    try:
+        cert = S.certify_topk(samples, variant, level, k_percent, eps, alpha, bound)
+        more = [(p, S.certify_topk(s, variant, level, k_percent, eps, alpha, bound), s, r) for p, s, r in others]
+    except CertlibError as exc:
+        st.error(str(exc))
+        return
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"certified top-{k_percent:g}% overlap at ε = {eps:g}", f"{cert.overlap:.1%}",
+              help=f"{int(cert.certified_mask.sum())} of the top {cert.k} pixels stay in the top {cert.k} for every "
+                   f"‖δ‖₂ ≤ ε, with probability ≥ 1 − α ({cert.bound} bounds, Bonferroni over {cert.mean.size} "
+                   "pixels).")
+    m2.metric(f"largest ε certifying ≥ {target:.0%}", f"{cert.max_eps(target):.4f}",
+              help="Certified for every ε strictly below this value; 0 means not even at ε = 0.")
+    m3.metric("certified at ε = 0", f"{cert.overlap_at([0.0])[0]:.1%}",
+              help="Below 100% when the top-K intervals overlap the others' (ties, too few samples).")
+
+    base = images.to_display_rgb(wb.x[0].cpu().numpy())
+    overlay = sv.topk_certified_overlay(base, cert.top_mask, cert.certified_mask)
+    left, mid, right = st.columns(3)
+    left.plotly_chart(viz.attribution_figure(samples.smoothgrad, f"plain SmoothGrad (mean of {samples.n} maps)"),
+                      key="sg_plain")
+    mid.plotly_chart(sv.unit_map_figure(cert.mean, f"{variant} SmoothGrad ĝ, τ = {level:g}%"), key="sg_sparse")
+    right.plotly_chart(sv.topk_overlay_figure(overlay, cert.mean, cert.lower, cert.upper, cert.radii, cert.top_mask),
+                       key="sg_overlay")
+    right.markdown(f"<span style='color:rgb{sv.CERTIFIED_RGB}'>■</span> certified at ε &nbsp; "
+                   f"<span style='color:rgb{sv.UNCERTIFIED_RGB}'>■</span> top-K, not certified", unsafe_allow_html=True)
+
+    attacked = runs.attack_runs(wb, params)
+    curves, points, rows = [], [], []
+    for p, c, s, r in [(params, cert, samples, randoms + [a for v in attacked.values() for a in v])] + more:
+        label = f"σ = {p.sigma:g}"
+        grid = c.eps_axis()
+        curves.append(sv.OverlapCurve(label, grid, c.overlap_at(grid)))
+        pts, rs = _points(c, s, r, label)
+        points += pts
+        rows += rs
+    st.plotly_chart(sv.overlap_curve_figure(curves, points, eps), key="sg_curve")
+    below = [r for r in rows if r[3] < r[4]]
+    if below:
+        st.error(f"{len(below)} empirical overlap(s) fall below the certified one: "
+                 + "; ".join(f"{lab} {kind} ε = {e:g}: {emp:.1%} < {cer:.1%}" for lab, kind, e, emp, cer in below))
+    else:
+        st.caption(f"All {len(rows)} empirical overlaps lie on or above the certified curve of their σ "
+                   f"(random directions{'; attacks' if attacked else '; run the attack above for attacked points'}).")
+
+    b1, b2, b3 = st.columns(3)
+    b1.download_button("overlay PNG", export.png_bytes(overlay, upscale=8 if overlay.shape[0] < 128 else 1),
+                       "topk_certified_overlay.png", "image/png", key="sg_dl_png")
+    b2.download_button("per-pixel CSV", export.smoothgrad_pixel_csv(samples.smoothgrad, cert.mean, cert.lower,
+                                                                    cert.upper, cert.top_mask, cert.certified_mask,
+                                                                    cert.radii),
+                       "sparsified_smoothgrad.csv", "text/csv", key="sg_dl_csv")
+    b3.download_button("curve + points CSV",
+                       export.overlap_curve_csv([(c.label, c.eps, c.certified) for c in curves], rows),
+                       "certified_overlap_curve.csv", "text/csv", key="sg_dl_curve")
+
+
+with st.container(border=True):
+    decision()

@@ -428,3 +428,15 @@ def test_inverse_and_curve_reject_bad_arguments():
             S.max_certified_eps(lo, up, 1, 1.0, bad)
     with pytest.raises(CertlibError, match="eps"):
         S.certified_overlap_curve(lo, up, 1, [0.0, -1.0], 1.0)
+
+
+def test_certify_topk_bundles_the_cheap_stage_consistently():
+    s = S.sample_smoothgrad(_channel_sum, _image(6), 0.2, 200, (20.0,), seed=3)
+    for variant in S.VARIANTS:
+        c = S.certify_topk(s, variant, 20.0, 5.0, 0.01, 0.05)
+        lower, upper = S.confidence_bounds(s, variant, 20.0, 0.05)
+        assert c.k == 13 and c.top_mask.sum() == 13 and not (c.certified_mask & ~c.top_mask).any()
+        assert c.overlap == S.certified_topk_overlap(lower, upper, 13, 0.01, 0.2)
+        assert np.array_equal(c.overlap_at([0.0, 0.01]), S.certified_overlap_curve(lower, upper, 13, [0, 0.01], 0.2))
+        assert c.max_eps(0.5) == S.max_certified_eps(lower, upper, 13, 0.2, 0.5)
+        assert np.array_equal(c.mean, s.mean(variant, 20.0))

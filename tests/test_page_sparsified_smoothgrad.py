@@ -1,0 +1,108 @@
+"""The Sparsified SmoothGrad page through AppTest: σ / n resample (once, cached); the variant, τ, K, ε and α only
+re-decide; curves for two σ; attacked points join the figure."""
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from certlib import attacks
+from certlib import sparse_smoothgrad as S
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+RUNS_PER_SIGMA = 1 + 4       # ĝ(x) and one random direction at each of the four ε
+
+
+@pytest.fixture
+def page(monkeypatch):
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    calls = []
+    real = S.sample_smoothgrad
+
+    def counting(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs["sigma"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "sample_smoothgrad", counting)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["sg_n"] = 32    # keep the page quick on 2 cores
+    at.run()
+    at.switch_page("pages/sparsified_smoothgrad.py").run()
+    assert not at.exception, at.exception
+    return at, calls
+
+
+def _curve_traces(at) -> list[dict]:
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        names = [t.get("name", "") for t in spec["data"]]
+        if any(name.startswith("certified, σ") for name in names):
+            return spec["data"]
+    raise AssertionError("no certified-overlap curve on the page")
+
+
+def _metric(at, start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(start))
+
+
+def test_page_renders_maps_curve_points_and_downloads(page):
+    at, calls = page
+    assert calls == [0.25] * RUNS_PER_SIGMA
+    assert not at.error
+    assert len(at.get("plotly_chart")) >= 4
+    names = [t["name"] for t in _curve_traces(at)]
+    assert "certified, σ = 0.25" in names and "random δ, σ = 0.25" in names
+    assert _metric(at, "certified top-10% overlap").endswith("%")
+    assert {b.proto.label for b in at.get("download_button")} >= {"overlay PNG", "per-pixel CSV",
+                                                                   "curve + points CSV"}
+
+
+def test_decision_controls_never_resample(page):
+    at, calls = page
+    at.slider(key="sg_k").set_value(20.0).run()
+    at.slider(key="sg_eps").set_value(0.1).run()
+    at.radio(key="sg_variant").set_value("scaled").run()
+    at.radio(key="sg_bound").set_value("hoeffding").run()
+    at.select_slider(key="sg_level").set_value(50.0).run()
+    at.select_slider(key="sg_alpha").set_value(0.1).run()
+    at.slider(key="sg_target").set_value(0.9).run()
+    assert not at.exception and not at.error
+    assert calls == [0.25] * RUNS_PER_SIGMA
+    assert "top-20% overlap at ε = 0.1" in next(m.label for m in at.metric if m.label.startswith("certified top"))
+
+
+def test_two_sigmas_show_two_curves_and_switching_back_is_cached(page):
+    at, calls = page
+    at.multiselect(key="sg_compare").set_value([0.5]).run()
+    assert not at.exception
+    names = [t["name"] for t in _curve_traces(at)]
+    assert {"certified, σ = 0.25", "certified, σ = 0.5"} <= set(names)
+    assert {"random δ, σ = 0.25", "random δ, σ = 0.5"} <= set(names)
+    assert calls == [0.25] * RUNS_PER_SIGMA + [0.5] * RUNS_PER_SIGMA
+    at.multiselect(key="sg_compare").set_value([]).run()
+    at.select_slider(key="sg_sigma").set_value(0.5).run()
+    assert not at.exception
+    assert len(calls) == 2 * RUNS_PER_SIGMA            # σ = 0.5 was sampled already: served from the cache
+
+
+def test_attack_button_adds_attacked_points(page, monkeypatch):
+    """The attack itself is tested in tests/test_attacks.py; here a stand-in keeps the page test fast."""
+    at, calls = page
+    seen = []
+
+    def fake_attack(model, method, x, target, eps, **kwargs):
+        seen.append((eps, kwargs["loss"], kwargs["k_percent"]))
+        delta = attacks.random_directions(x, eps, 1, seed=99)
+        return attacks.AttackResult(delta, eps, "topk", True, 0.5, "stand-in", 1)
+
+    monkeypatch.setattr(attacks, "attribution_attack", fake_attack)
+    at.button(key="sg_attack").click().run()
+    assert not at.exception and not at.error
+    assert [s[1:] for s in seen] == [("topk", 10.0)] * 4
+    assert "attack δ, σ = 0.25" in [t["name"] for t in _curve_traces(at)]
+    assert len(calls) == RUNS_PER_SIGMA + 4
+    at.slider(key="sg_k").set_value(5.0).run()        # moving K keeps the attacked points, no new sampling
+    assert "attack δ, σ = 0.25" in [t["name"] for t in _curve_traces(at)]
+    assert len(calls) == RUNS_PER_SIGMA + 4

@@ -54,9 +54,10 @@ def unit_map_figure(values: np.ndarray, title: str = "") -> go.Figure:
 
 @dataclass(frozen=True)
 class OverlapCurve:
-    label: str
+    label: str           # legend group, e.g. "σ = 0.25": curves and points of one label share a colour
     eps: np.ndarray
     certified: np.ndarray
+    kind: str = "paired"     # "paired" (solid) | "per pixel" (dashed)
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,16 @@ class OverlapPoint:
 
 def overlap_curve_figure(curves: list[OverlapCurve], points: list[OverlapPoint],
                          eps_marker: float | None = None) -> go.Figure:
-    """Certified top-K overlap against ε (step curves, one per σ) with the empirical overlaps of perturbed inputs
-    as markers (circles random, crosses attacked; colour = the curve of the same label)."""
-    colours = {c.label: CURVE_COLOURS[i % len(CURVE_COLOURS)] for i, c in enumerate(curves)}
+    """Certified top-K overlap against ε (step curves: paired solid, per pixel dashed; one colour per σ) with the
+    empirical overlaps of perturbed inputs as markers (circles random, crosses attacked; colour = their σ)."""
+    labels = dict.fromkeys(c.label for c in curves)
+    colours = {label: CURVE_COLOURS[i % len(CURVE_COLOURS)] for i, label in enumerate(labels)}
     fig = go.Figure()
     for c in curves:
-        fig.add_trace(go.Scatter(x=c.eps, y=c.certified, mode="lines", line=dict(shape="hv", color=colours[c.label]),
-                                 name=f"certified, {c.label}",
+        fig.add_trace(go.Scatter(x=c.eps, y=c.certified, mode="lines",
+                                 line=dict(shape="hv", color=colours[c.label],
+                                           dash="solid" if c.kind == "paired" else "dash"),
+                                 name=f"certified ({c.kind}), {c.label}",
                                  hovertemplate="ε %{x:.4f}: certified %{y:.1%}<extra></extra>"))
     for kind in ("random", "attack"):
         for label in dict.fromkeys(p.label for p in points if p.kind == kind):

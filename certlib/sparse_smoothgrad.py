@@ -283,12 +283,10 @@ def certified_topk_overlap(lower: np.ndarray, upper: np.ndarray, k: int, eps: fl
     return float(certified_topk_mask(lower, upper, k, eps, sigma).sum()) / int(k)
 
 
-def certified_overlap_curve(lower: np.ndarray, upper: np.ndarray, k: int, eps_values: Sequence[float],
-                            sigma: float) -> np.ndarray:
-    """certified_topk_overlap at each ε of `eps_values` (non-increasing in ε), float64 [len(eps_values)]."""
-    radii = pixel_certified_eps(lower, upper, k, sigma).ravel()
+def _overlap_from_radii(radii: np.ndarray, k: int, eps_values: Sequence[float]) -> np.ndarray:
+    """#{radii > ε} / k for each ε: the overlap certified at ε when each radius is where one pixel stops counting."""
     eps = np.array([_check_eps(e) for e in np.ravel(eps_values)], dtype=np.float64)
-    return (radii[None, :] > eps[:, None]).sum(axis=1) / float(k)
+    return (np.ravel(radii)[None, :] > eps[:, None]).sum(axis=1) / float(k)
 
 
 def _check_overlap(overlap: object) -> float:
@@ -298,21 +296,88 @@ def _check_overlap(overlap: object) -> float:
     return float(overlap)
 
 
-def max_certified_eps(lower: np.ndarray, upper: np.ndarray, k: int, sigma: float, overlap: float) -> float:
-    """The supremum of the ε at which the certified overlap is still ≥ `overlap`: certified for every ε strictly
-    below it. 0.0 when `overlap` is not certified even at ε = 0. (The overlap is a non-increasing step function of
-    ε, so this inverts it exactly: the ⌈overlap·k⌉-th largest per-pixel radius.)"""
+def _max_eps_from_radii(radii: np.ndarray, k: int, overlap: float) -> float:
+    """Supremum of the ε with #{radii > ε} / k >= overlap: the ⌈overlap·k⌉-th largest radius (0.0 if not even ε = 0
+    qualifies). The certified overlap is a non-increasing step function of ε, so this inverts it exactly."""
     target = _check_overlap(overlap)
-    radii = np.sort(pixel_certified_eps(lower, upper, k, sigma).ravel())[::-1]
+    ordered = np.sort(np.ravel(radii))[::-1]
     # pixels that must stay; the 1e-9 absorbs float products such as 0.3·10 = 3.0000000000000004
     need = max(1, math.ceil(target * k - 1e-9))
-    return max(0.0, float(radii[need - 1]))
+    return max(0.0, float(ordered[need - 1])) if need <= ordered.size else 0.0
 
 
-def eps_axis(lower: np.ndarray, upper: np.ndarray, k: int, sigma: float, points: int = 101) -> np.ndarray:
-    """A grid of ε from 0 to a little past the largest per-pixel radius (where the certified overlap reaches 0)."""
-    radii = pixel_certified_eps(lower, upper, k, sigma)
-    top = float(np.max(radii))
+def certified_overlap_curve(lower: np.ndarray, upper: np.ndarray, k: int, eps_values: Sequence[float],
+                            sigma: float) -> np.ndarray:
+    """certified_topk_overlap at each ε of `eps_values` (non-increasing in ε), float64 [len(eps_values)]."""
+    return _overlap_from_radii(pixel_certified_eps(lower, upper, k, sigma), int(k), eps_values)
+
+
+def max_certified_eps(lower: np.ndarray, upper: np.ndarray, k: int, sigma: float, overlap: float) -> float:
+    """The supremum of the ε at which the certified overlap is still >= `overlap`: certified for every ε strictly
+    below it; 0.0 when `overlap` is not certified even at ε = 0."""
+    return _max_eps_from_radii(pixel_certified_eps(lower, upper, k, sigma), int(k), overlap)
+
+
+# ---------------------------------------------------------------------------------------------- paired (count) form
+
+def _check_top_mask(top_mask: object, shape: tuple[int, ...]) -> np.ndarray:
+    mask = np.asarray(top_mask)
+    if mask.dtype != bool or mask.shape != shape:
+        raise CertlibError(f"top_mask must be a bool array of shape {shape}, got {mask.dtype} {mask.shape}")
+    if not mask.any():
+        raise CertlibError("top_mask must select at least one pixel")
+    return mask.ravel()
+
+
+def paired_certified_eps(lower: np.ndarray, upper: np.ndarray, top_mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Radii ρ_1 >= ... >= ρ_k for the set S = top_mask (k = |S|): S keeps at least m of its pixels in the top k of
+    ḡ(x + δ) for every ‖δ‖₂ < ρ_m.
+
+    Levine et al.'s pairing: q pixels of S can only be swapped out for q others if the q-th weakest pixel of S can
+    fall to the q-th strongest outsider, so the i-th strongest lower bound of S is paired with the (k−i+1)-th
+    strongest outside upper bound: ρ_i = σ·(Φ⁻¹(L_S,(i)) − Φ⁻¹(U_out,(k−i+1))) / 2 (∞ when there is no such
+    outsider). This is the exact worst case over all maps inside the bounds, so it is never below the per-pixel
+    certificate, but it says how many pixels stay, not which."""
+    lo, up = _check_bounds(lower, upper)
+    mask = _check_top_mask(top_mask, np.shape(lower))
+    s = _check_sigma(sigma)
+    k = int(mask.sum())
+    strong_in = np.sort(norm.ppf(lo[mask]))[::-1]                                  # L of S, strongest first
+    outsiders = np.sort(norm.ppf(up[~mask]))[::-1]
+    rival = np.full(k, -math.inf)
+    exists = np.arange(k) < outsiders.size
+    rival[exists] = outsiders[:k]
+    rival, exists = rival[::-1], exists[::-1]                                      # i-th of S meets (k−i+1)-th out
+    with np.errstate(invalid="ignore"):
+        radius = s * (strong_in - rival) / 2.0
+    radius = np.where(np.isnan(radius), -math.inf, radius)                         # ∞ − ∞, −∞ + ∞: ties
+    return np.where(exists, radius, math.inf)                                      # nobody to swap in
+
+
+def paired_topk_overlap(lower: np.ndarray, upper: np.ndarray, top_mask: np.ndarray, eps: float,
+                        sigma: float) -> float:
+    """The smallest |S ∩ top-k(ḡ(x + δ))| / k over every ‖δ‖₂ <= ε that the bounds allow, S = top_mask."""
+    radii = paired_certified_eps(lower, upper, top_mask, sigma)
+    return float(_overlap_from_radii(radii, radii.size, [eps])[0])
+
+
+def paired_overlap_curve(lower: np.ndarray, upper: np.ndarray, top_mask: np.ndarray, eps_values: Sequence[float],
+                         sigma: float) -> np.ndarray:
+    radii = paired_certified_eps(lower, upper, top_mask, sigma)
+    return _overlap_from_radii(radii, radii.size, eps_values)
+
+
+def max_paired_eps(lower: np.ndarray, upper: np.ndarray, top_mask: np.ndarray, sigma: float,
+                   overlap: float) -> float:
+    radii = paired_certified_eps(lower, upper, top_mask, sigma)
+    return _max_eps_from_radii(radii, radii.size, overlap)
+
+
+def eps_axis(radii: Sequence[np.ndarray], sigma: float, points: int = 101) -> np.ndarray:
+    """A grid of ε from 0 to a little past the largest finite radius among `radii` (per-pixel and/or paired), where
+    the certified overlaps reach their floor."""
+    finite = [r[np.isfinite(r)] for r in (np.ravel(a) for a in radii)]
+    top = max((float(f.max()) for f in finite if f.size), default=0.0)
     stop = 1.2 * top if top > 0 else 0.25 * _check_sigma(sigma)
     return np.linspace(0.0, stop, points)
 
@@ -363,7 +428,10 @@ def estimated_topk(mean: np.ndarray, tie_break: np.ndarray, k: int) -> np.ndarra
 
 @dataclass(frozen=True, eq=False)
 class TopKCertificate:
-    """Everything the page shows for one (variant, τ, K, ε, α) from cached sums; maps are [H,W]."""
+    """Everything the page shows for one (variant, τ, K, ε, α) from cached sums; maps are [H,W].
+
+    Two certified overlaps of the estimated top k: per pixel (DESIGN §5 — which pixels provably stay) and paired
+    (Levine et al.'s count — how many provably stay; never lower)."""
 
     variant: str
     level: float
@@ -376,21 +444,33 @@ class TopKCertificate:
     lower: np.ndarray
     upper: np.ndarray
     radii: np.ndarray           # ε_j: pixel j certified for every ε < ε_j
+    paired_radii: np.ndarray    # [k] ρ_m: at least m pixels of the top k stay for every ε < ρ_m
     top_mask: np.ndarray        # the estimated top k (ties broken by |plain SmoothGrad|)
     certified_mask: np.ndarray  # certified at eps (a subset of top_mask)
 
     @property
     def overlap(self) -> float:
+        """Per-pixel certified overlap at eps (`certified_topk_overlap`)."""
         return float(self.certified_mask.sum()) / self.k
 
+    @property
+    def paired_overlap(self) -> float:
+        return float(self.paired_at([self.eps])[0])
+
     def overlap_at(self, eps_values: Sequence[float]) -> np.ndarray:
-        return certified_overlap_curve(self.lower, self.upper, self.k, eps_values, self.sigma)
+        return _overlap_from_radii(self.radii, self.k, eps_values)
+
+    def paired_at(self, eps_values: Sequence[float]) -> np.ndarray:
+        return _overlap_from_radii(self.paired_radii, self.k, eps_values)
 
     def max_eps(self, overlap: float) -> float:
-        return max_certified_eps(self.lower, self.upper, self.k, self.sigma, overlap)
+        return _max_eps_from_radii(self.radii, self.k, overlap)
+
+    def max_paired_eps(self, overlap: float) -> float:
+        return _max_eps_from_radii(self.paired_radii, self.k, overlap)
 
     def eps_axis(self, points: int = 101) -> np.ndarray:
-        return eps_axis(self.lower, self.upper, self.k, self.sigma, points)
+        return eps_axis([self.radii, self.paired_radii], self.sigma, points)
 
 
 def certify_topk(samples: SmoothGradSamples, variant: str, level: float, k_percent: float, eps: float,
@@ -399,9 +479,11 @@ def certify_topk(samples: SmoothGradSamples, variant: str, level: float, k_perce
     lower, upper = confidence_bounds(samples, variant, level, alpha, scaled_bound)
     k = k_from_percent(k_percent, lower.size)
     mean = samples.mean(variant, level)
+    top = estimated_topk(mean, samples.smoothgrad, k)
     return TopKCertificate(
         variant=variant, level=float(level), k=k, eps=_check_eps(eps), sigma=samples.sigma, alpha=float(alpha),
         bound="clopper-pearson" if variant == "sparsified" else scaled_bound, mean=mean, lower=lower, upper=upper,
-        radii=pixel_certified_eps(lower, upper, k, samples.sigma), top_mask=estimated_topk(mean, samples.smoothgrad, k),
+        radii=pixel_certified_eps(lower, upper, k, samples.sigma),
+        paired_radii=paired_certified_eps(lower, upper, top, samples.sigma), top_mask=top,
         certified_mask=certified_topk_mask(lower, upper, k, eps, samples.sigma),
     )

@@ -38,7 +38,7 @@ def _curve_traces(at) -> list[dict]:
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
         names = [t.get("name", "") for t in spec["data"]]
-        if any(name.startswith("certified, σ") for name in names):
+        if any(name.startswith("certified (paired), σ") for name in names):
             return spec["data"]
     raise AssertionError("no certified-overlap curve on the page")
 
@@ -53,8 +53,8 @@ def test_page_renders_maps_curve_points_and_downloads(page):
     assert not at.error
     assert len(at.get("plotly_chart")) >= 4
     names = [t["name"] for t in _curve_traces(at)]
-    assert "certified, σ = 0.25" in names and "random δ, σ = 0.25" in names
-    assert _metric(at, "certified top-10% overlap").endswith("%")
+    assert {"certified (paired), σ = 0.25", "certified (per pixel), σ = 0.25", "random δ, σ = 0.25"} <= set(names)
+    assert _metric(at, "certified top-10% overlap").endswith("%") and _metric(at, "per pixel").endswith("%")
     assert {b.proto.label for b in at.get("download_button")} >= {"overlay PNG", "per-pixel CSV",
                                                                    "curve + points CSV"}
 
@@ -78,7 +78,7 @@ def test_two_sigmas_show_two_curves_and_switching_back_is_cached(page):
     at.multiselect(key="sg_compare").set_value([0.5]).run()
     assert not at.exception
     names = [t["name"] for t in _curve_traces(at)]
-    assert {"certified, σ = 0.25", "certified, σ = 0.5"} <= set(names)
+    assert {"certified (paired), σ = 0.25", "certified (paired), σ = 0.5"} <= set(names)
     assert {"random δ, σ = 0.25", "random δ, σ = 0.5"} <= set(names)
     assert calls == [0.25] * RUNS_PER_SIGMA + [0.5] * RUNS_PER_SIGMA
     at.multiselect(key="sg_compare").set_value([]).run()

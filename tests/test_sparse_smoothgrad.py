@@ -280,6 +280,58 @@ def test_equals_one_at_eps_zero_when_the_top_k_intervals_separate():
         assert S.max_certified_eps(lower[perm], upper[perm], k, 0.5, 1.0) > 0
 
 
+# ---------------------------------------------------------------------------------------------- paired (count) form
+
+def test_paired_hand_worked_case_beats_the_per_pixel_rule():
+    """Same bounds as above, S = {A, B}: A pairs with the second outsider D (upper −1.5): (2 + 1.5)/2 = 1.75; B pairs
+    with C (upper −0.5): (0 + 0.5)/2 = 0.25. At ε = 1.3 the per-pixel rule certifies nothing (B's upper could pass
+    A), but at most C can enter, so one of A, B stays."""
+    lower = PHI([2.0, 0.0, -1.0, -2.0])
+    upper = PHI([2.5, 0.5, -0.5, -1.5])
+    top = np.array([True, True, False, False])
+    assert np.allclose(S.paired_certified_eps(lower, upper, top, 1.0), [1.75, 0.25])
+    assert S.paired_topk_overlap(lower, upper, top, 0.2, 1.0) == 1.0
+    assert S.paired_topk_overlap(lower, upper, top, 1.3, 1.0) == 0.5
+    assert S.certified_topk_overlap(lower, upper, 2, 1.3, 1.0) == 0.0
+    assert S.paired_topk_overlap(lower, upper, top, 1.8, 1.0) == 0.0
+    assert S.max_paired_eps(lower, upper, top, 1.0, 0.5) == pytest.approx(1.75)
+    assert S.paired_topk_overlap(lower, upper, np.ones(4, bool), 50.0, 1.0) == 1.0   # nobody left to swap in
+
+
+def _box_worst_case(lower, upper, top, eps, sigma):
+    """Independent: every top pixel at its lowest reachable value, every other at its highest (value space), top k
+    taken with ties broken against the set; by monotonicity no map inside the moved bounds does worse."""
+    t = eps / sigma
+    v = np.where(top, PHI(norm.ppf(lower) - t), PHI(norm.ppf(upper) + t))
+    order = sorted(range(v.size), key=lambda i: (-v[i], bool(top[i])))
+    k = int(top.sum())
+    return sum(bool(top[i]) for i in order[:k]) / k
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_paired_is_the_exact_worst_case_inside_the_bounds_and_never_below_per_pixel(seed):
+    rng = np.random.default_rng(50 + seed)
+    d = 30
+    centre = rng.beta(0.7, 0.7, d)
+    width = rng.uniform(0, 0.2, d)
+    lower, upper = np.clip(centre - width, 0, 1), np.clip(centre + width, 0, 1)
+    sigma = rng.uniform(0.2, 1.0)
+    for k in (1, 4, 10, 20):
+        top = S.estimated_topk(centre, np.zeros(d), k)
+        for eps in np.linspace(0, sigma, 17):
+            paired = S.paired_topk_overlap(lower, upper, top, eps, sigma)
+            assert paired == _box_worst_case(lower, upper, top, eps, sigma)
+            assert paired >= S.certified_topk_overlap(lower, upper, k, eps, sigma)
+            # random maps inside the moved bounds never do worse than the certificate
+            t = eps / sigma
+            lo, hi = PHI(norm.ppf(lower) - t), PHI(norm.ppf(upper) + t)
+            maps = lo + (hi - lo) * rng.random((50, d))
+            ranks = np.argsort(np.argsort(-maps, axis=1), axis=1)
+            assert ((ranks[:, top] < k).sum(1) / k >= paired).all()
+        curve = S.paired_overlap_curve(lower, upper, top, np.linspace(0, sigma, 17), sigma)
+        assert (np.diff(curve) <= 0).all()
+
+
 # ---------------------------------------------------------------------------------------------- falsification
 
 def _halfplane_smoothed(W, b, X, sigma):
@@ -287,10 +339,11 @@ def _halfplane_smoothed(W, b, X, sigma):
     return PHI((X @ W.T - b) / (sigma * np.linalg.norm(W, axis=1)))
 
 
-def _true_worst_overlap(W, b, x, sigma, k, eps, deltas):
-    """min over the given δ (scaled into the ε-ball) of |top-k(ḡ(x)) ∩ top-k(ḡ(x+δ))| / k, exact maps."""
+def _true_worst_overlap(W, b, x, sigma, k, eps, deltas, top=None):
+    """min over the given δ (scaled into the ε-ball) of |S ∩ top-k(ḡ(x+δ))| / k, exact maps; S = the top k of
+    ḡ(x) unless a bool mask `top` is given (an estimated top k)."""
     clean = _halfplane_smoothed(W, b, x[None], sigma)[0]
-    top = np.argsort(-clean)[:k]
+    top = np.argsort(-clean)[:k] if top is None else np.flatnonzero(top)
     moved = _halfplane_smoothed(W, b, x[None] + eps * deltas, sigma)
     ranks = np.argsort(np.argsort(-moved, axis=1), axis=1)
     return float((ranks[:, top] < k).sum(1).min() / k)
@@ -315,8 +368,9 @@ def test_never_exceeds_the_worst_case_found_by_exhaustive_search(seed):
     for k in (1, 3, 6):
         for eps in np.linspace(0.0, 2.0 * sigma, 9):
             certified = S.certified_topk_overlap(g, g, k, eps, sigma)
+            paired = S.paired_topk_overlap(g, g, S.estimated_topk(g, g, k), eps, sigma)
             worst = _true_worst_overlap(W, b, x, sigma, k, eps, deltas)
-            assert certified <= worst + 1e-12, (k, eps, certified, worst)
+            assert certified <= paired <= worst + 1e-12, (k, eps, certified, paired, worst)
             informative += 0 < certified
     assert informative > 0     # the certificate says something in these instances, so the check bites
 
@@ -324,8 +378,9 @@ def test_never_exceeds_the_worst_case_found_by_exhaustive_search(seed):
 @pytest.mark.parametrize("seed", range(5))
 def test_is_tight_where_the_attack_can_push_all_tops_down_and_all_others_up(seed):
     """w = −v for the top pixels, +v for the others: δ = ε·v moves every z by exactly ∓ε/σ, the worst case the
-    certificate assumes. So the first ε at which the certified overlap drops below 1 is exactly where the true
-    overlap drops (a missing factor 2 or a wrong sign would fail here), and for k = 1 the curves coincide."""
+    certificates assume. So the first ε at which the per-pixel certified overlap drops below 1 is exactly where the
+    true overlap drops (a missing factor 2 or a wrong sign would fail here), for k = 1 the curves coincide, and the
+    paired certificate equals the true worst case at every ε for every k."""
     rng = np.random.default_rng(100 + seed)
     d, D, sigma = 10, 3, rng.uniform(0.2, 1.0)
     z = np.sort(rng.normal(0, 1.5, d))[::-1]
@@ -344,10 +399,15 @@ def test_is_tight_where_the_attack_can_push_all_tops_down_and_all_others_up(seed
         assert first_drop == pytest.approx(sigma * (z[k - 1] - z[k]) / 2)
         assert _true_worst_overlap(W, b, x, sigma, k, first_drop * 0.999, directions) == 1.0
         assert _true_worst_overlap(W, b, x, sigma, k, first_drop * 1.001, directions) < 1.0
-        if k == 1:
-            for eps in np.linspace(0, 2 * first_drop, 12):   # skips the boundary itself (a tie)
-                assert S.certified_topk_overlap(g, g, 1, eps, sigma) == \
-                    _true_worst_overlap(W, b, x, sigma, 1, eps, directions)
+        top = S.estimated_topk(g, g, k)
+        radii = S.paired_certified_eps(g, g, top, sigma)
+        for eps in np.linspace(0, 1.2 * radii[np.isfinite(radii)].max(), 25):
+            if np.isclose(eps, radii).any():
+                continue                                     # the boundary itself is a tie
+            worst = _true_worst_overlap(W, b, x, sigma, k, eps, directions)
+            assert S.paired_topk_overlap(g, g, top, eps, sigma) == worst
+            if k == 1:
+                assert S.certified_topk_overlap(g, g, 1, eps, sigma) == worst
 
 
 def test_sampled_bounds_end_to_end_never_overclaim():
@@ -364,9 +424,11 @@ def test_sampled_bounds_end_to_end_never_overclaim():
         g = _halfplane_smoothed(W, b, x[None], sigma)[0]
         assert ((lower <= g) & (g <= upper)).all()
         for k in (1, 4):
+            top = S.estimated_topk(ones / n, np.zeros(d), k)
             for eps in (0.0, 0.1, 0.3, 0.6):
-                assert S.certified_topk_overlap(lower, upper, k, eps, sigma) <= \
-                    _true_worst_overlap(W, b, x, sigma, k, eps, deltas) + 1e-12
+                worst = _true_worst_overlap(W, b, x, sigma, k, eps, deltas, top=top)
+                assert S.certified_topk_overlap(lower, upper, k, eps, sigma) <= worst + 1e-12
+                assert S.paired_topk_overlap(lower, upper, top, eps, sigma) <= worst + 1e-12
 
 
 # ---------------------------------------------------------------------------------------------- empirical side
@@ -421,6 +483,13 @@ def test_certificate_rejects_bad_arguments(lower, upper, k, eps, sigma, match):
         S.certified_topk_overlap(np.array(lower), np.array(upper), k, eps, sigma)
 
 
+def test_paired_rejects_bad_masks():
+    lo, up = np.array([0.6, 0.1]), np.array([0.7, 0.2])
+    for bad in (np.array([1, 0]), np.array([True]), np.array([False, False])):
+        with pytest.raises(CertlibError, match="top_mask"):
+            S.paired_topk_overlap(lo, up, bad, 0.1, 1.0)
+
+
 def test_inverse_and_curve_reject_bad_arguments():
     lo, up = np.array([0.6, 0.1]), np.array([0.7, 0.2])
     for bad in (0.0, 1.5, math.nan, True):
@@ -439,4 +508,8 @@ def test_certify_topk_bundles_the_cheap_stage_consistently():
         assert c.overlap == S.certified_topk_overlap(lower, upper, 13, 0.01, 0.2)
         assert np.array_equal(c.overlap_at([0.0, 0.01]), S.certified_overlap_curve(lower, upper, 13, [0, 0.01], 0.2))
         assert c.max_eps(0.5) == S.max_certified_eps(lower, upper, 13, 0.2, 0.5)
+        assert c.paired_overlap == S.paired_topk_overlap(lower, upper, c.top_mask, 0.01, 0.2) >= c.overlap
+        assert c.max_paired_eps(0.5) == S.max_paired_eps(lower, upper, c.top_mask, 0.2, 0.5) >= c.max_eps(0.5)
+        grid = c.eps_axis(11)
+        assert grid[0] == 0 and c.paired_at(grid[-1:])[0] == np.isinf(c.paired_radii).sum() / c.k
         assert np.array_equal(c.mean, s.mean(variant, 20.0))

@@ -28,7 +28,9 @@ with st.container(border=True):
     sigma = c1.select_slider("σ (noise level)", SIGMA_CHOICES, key="sg_sigma")
     n = c2.select_slider("n (noisy samples)", N_CHOICES, key="sg_n")
     seed = int(c3.number_input("seed", 0, 2**31 - 1, key="sg_seed"))
-    compare = c4.multiselect("also plot σ", [s for s in SIGMA_CHOICES if s != sigma], key="sg_compare",
+    options = [s for s in SIGMA_CHOICES if s != sigma]
+    st.session_state["sg_compare"] = [s for s in st.session_state["sg_compare"] if s in options]  # σ moved onto one
+    compare = c4.multiselect("also plot σ", options, key="sg_compare",
                              help="Samples these σ too (cached) and adds their curves and random points.")
 
 params = runs.SmoothGradParams(float(sigma), int(n), seed)
@@ -86,17 +88,20 @@ def decision() -> None:
         st.error(str(exc))
         return
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric(f"certified top-{k_percent:g}% overlap at ε = {eps:g} (paired)", f"{cert.paired_overlap:.1%}",
+    m1.metric(f"certified overlap at ε = {eps:g}", f"{cert.paired_overlap:.1%}",
               help=f"At least this share of the top {cert.k} pixels stays in the top {cert.k} for every ‖δ‖₂ ≤ ε "
                    f"(Levine et al.'s pairing), with probability ≥ 1 − α ({cert.bound} bounds, Bonferroni over "
                    f"{cert.mean.size} pixels).")
     m2.metric("per pixel", f"{cert.overlap:.1%}",
               help=f"{int(cert.certified_mask.sum())} named pixels (green) each provably stay in the top {cert.k} "
                    "(DESIGN §5): fewer than K others can reach their lowest value. Never above the paired share.")
-    m3.metric(f"largest ε certifying ≥ {target:.0%} (paired)", f"{cert.max_paired_eps(target):.4f}",
-              help="Certified for every ε strictly below this value; 0 means not even at ε = 0.")
-    m4.metric("largest ε, per pixel", f"{cert.max_eps(target):.4f}")
+    m3.metric(f"largest ε for ≥ {target:.0%}", f"{cert.max_paired_eps(target):.4f}",
+              help="Paired: certified for every ε strictly below this value; 0 means not even at ε = 0.")
+    m4.metric("per pixel", f"{cert.max_eps(target):.4f}", help="The same for the per-pixel certificate.")
 
+    if cert.paired_at([0.0])[0] == 0:
+        st.info("Nothing is certified even at ε = 0: the confidence intervals of the top K overlap those of the "
+                "others. More samples n, a larger α, a smaller K or a larger τ help.")
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = sv.topk_certified_overlay(base, cert.top_mask, cert.certified_mask)
     left, mid, right = st.columns(3)

@@ -93,9 +93,10 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
          n: int, n0: int = 32, seed: int = 0, k_percents: Sequence[float] = sampling.DEFAULT_K_PERCENTS,
          target: int | None = None) -> list[PlannedRun]:
     """Every run of the sweep, method-major (all images of one method, then the next)."""
-    ks = sampling.check_counts_config(float(sigmas[0]) if sigmas else 1.0, n0, n, k_percents)
     if not sigmas or not methods or not entries:
         raise CertlibError("a sweep needs at least one method, one image and one σ")
+    for sigma in sigmas:   # every σ up front, not halfway through a long sweep
+        ks = sampling.check_counts_config(sigma, n0, n, k_percents)
     for m in methods:
         reason = attributions.unavailable_reason(m, model.spec)
         if reason is not None:
@@ -135,14 +136,14 @@ def seconds_per_copy(model: LoadedModel, method: str, x: torch.Tensor, target: i
     return (time.perf_counter() - start) / batch.shape[0]
 
 
-def estimate_seconds(model: LoadedModel, runs: Sequence[PlannedRun], batch_size: int = 16) -> tuple[float, dict]:
+def estimate_seconds(model: LoadedModel, runs: Sequence[PlannedRun], batch_size: int = 8) -> tuple[float, dict]:
     """(total seconds, {method: seconds per copy}) for sampling `runs`, timing one batch per method."""
     per_copy: dict[str, float] = {}
     total = 0.0
     for r in runs:
         m = r.config.method
         if m not in per_copy:
-            per_copy[m] = seconds_per_copy(model, m, r.x, r.config.target, min(batch_size, 32))
+            per_copy[m] = seconds_per_copy(model, m, r.x, r.config.target, min(batch_size, 8))
         total += per_copy[m] * (r.samples + 1)
     return total, per_copy
 

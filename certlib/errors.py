@@ -15,3 +15,7 @@ class ModelError(CertlibError):
 
 class ModelUnavailableError(ModelError):
     """A registered model whose weights are not on this machine; the message says how to get them."""
+
+
+class OutOfMemory(CertlibError):
+    """The device ran out of memory even for a single noisy copy; the message says what to change."""

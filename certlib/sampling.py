@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from certlib.errors import CertlibError
+from certlib.errors import CertlibError, OutOfMemory
 from certlib.noise import ESTIMATION, SELECTION, UNIFORM, NoiseStream, check_sigma, gaussian_copies, uniform_ball
 from certlib.pixel_cert import clean_scale, top_k_masks
 
@@ -76,6 +76,22 @@ def auto_batch_size(x: torch.Tensor, device: str) -> int:
     return int(min(256, 2 ** int(math.log2(budget))))
 
 
+def attribute_splitting(attribute: AttributionFn, batch: torch.Tensor) -> torch.Tensor:
+    """attribute(batch), halving the batch on out-of-memory until single copies fit. Exact: every method is
+    batch-exact and the noise was already drawn. A copy that does not fit alone raises a CertlibError."""
+    try:
+        return attribute(batch)
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if batch.shape[0] == 1:
+            raise OutOfMemory(f"out of memory on {batch.device} even for one copy of shape "
+                              f"{tuple(batch.shape[1:])}: choose the CPU in the sidebar, a smaller model or a "
+                              "smaller image") from None
+    half = batch.shape[0] // 2
+    return torch.cat([attribute_splitting(attribute, batch[:half]), attribute_splitting(attribute, batch[half:])])
+
+
 def check_counts_config(sigma: float, n0: int, n: int, k_percents: Sequence[float]) -> tuple[float, ...]:
     check_sigma(sigma)
     for name, v in (("n0", n0), ("n", n)):
@@ -96,7 +112,7 @@ def _count_stage(attribute: AttributionFn, x: torch.Tensor, sigma: float, stream
         stop = min(total, start + batch_size)
         noisy = gaussian_copies(x, sigma, stream, start, stop)
         with torch.enable_grad():  # gradient methods need autograd; the counting below does not
-            attr = attribute(noisy)
+            attr = attribute_splitting(attribute, noisy)
         counts += top_k_masks(attr.detach(), ks, scale).sum(dim=1, dtype=torch.int32)
         if progress is not None:
             progress(done + stop, grand_total)
@@ -172,7 +188,7 @@ def sample_uniform_mean(attribute: AttributionFn, x: torch.Tensor, radius: float
     for start in range(0, n, bs):
         stop = min(n, start + bs)
         with torch.enable_grad():
-            attr = attribute(x + uniform_ball(stream, start, stop, radius)).detach()
+            attr = attribute_splitting(attribute, x + uniform_ball(stream, start, stop, radius)).detach()
         total += bound_maps(attr, M, bound_mode).sum(0, dtype=torch.float64)
         if progress is not None:
             progress(stop, n)

@@ -95,3 +95,21 @@ def test_page_settings_survive_a_trip_to_another_page(page):
     assert not at.exception
     assert at.slider(key="cp_tau").value == 0.9 and at.select_slider(key="cp_n").value == 100
     assert calls == [0.25]  # coming back is served from the cache
+
+
+def test_out_of_memory_shows_a_message_and_keeps_the_sidebar(monkeypatch):
+    from certlib.errors import OutOfMemory
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+    def no_memory(*args, **kwargs):
+        raise OutOfMemory("out of memory on cuda:0 even for one copy of shape (3, 224, 224): choose the CPU")
+
+    monkeypatch.setattr(sampling, "sample_topk_counts", no_memory)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page("pages/certified_pixels.py").run()
+    assert not at.exception
+    assert any("choose the CPU" in e.value for e in at.error)
+    assert at.sidebar.selectbox(key="model_key").value == "digits_sigma0.25"

@@ -86,3 +86,36 @@ def test_bad_configs_are_named(kwargs, message):
 def test_attribution_with_wrong_shape_is_refused():
     with pytest.raises(CertlibError, match=r"attribution returned shape \(1, 4, 4\)"):
         sample_topk_counts(lambda x: x[:, 0, :4, :4], _image(), 0.2, n0=2, n=2)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_result():
+    """A device that fits at most 3 copies at once: the sampler splits batches and the counts are unchanged."""
+    from certlib.sampling import sample_topk_counts
+
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    w = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    plain = lambda xb: (xb * w).sum(1) ** 2  # noqa: E731
+    sizes = []
+
+    def tight(xb):
+        sizes.append(xb.shape[0])
+        if xb.shape[0] > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return plain(xb)
+
+    reference = sample_topk_counts(plain, x, 0.3, n0=8, n=40, batch_size=16)
+    split = sample_topk_counts(tight, x, 0.3, n0=8, n=40, batch_size=16)
+    assert max(sizes) == 16 and min(sizes) <= 3
+    np.testing.assert_array_equal(reference.estimation_ones, split.estimation_ones)
+    np.testing.assert_array_equal(reference.selection_ones, split.selection_ones)
+
+
+def test_out_of_memory_for_one_copy_is_a_clear_error():
+    from certlib.errors import OutOfMemory
+    from certlib.sampling import sample_uniform_mean
+
+    def never(xb):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(OutOfMemory, match="even for one copy.*choose the CPU"):
+        sample_uniform_mean(never, torch.zeros(1, 1, 8, 8), 1.0, n=4, batch_size=4)

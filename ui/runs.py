@@ -1,12 +1,14 @@
 """Glue between the workbench and certlib's expensive stages: cache keys, progress bars, model locks."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import streamlit as st
 import torch
 
 from certlib import attributions, sampling
+from certlib.errors import CertlibError
 from certlib.sampling import TopKCounts
 from ui import cache
 from ui.workbench import Workbench
@@ -34,6 +36,20 @@ def logit_fn(wb: Workbench):
     return logit
 
 
+@contextmanager
+def shown_in_page(bar=None):
+    """Computation errors (out of memory, a method that cannot run on this input) end the page with their message;
+    the sidebar and every setting stay as they were."""
+    try:
+        yield
+    except CertlibError as exc:
+        st.error(str(exc))
+        st.stop()
+    finally:
+        if bar is not None:
+            bar.empty()
+
+
 def run_key(wb: Workbench, kind: str, params) -> tuple:
     """Everything the result depends on: weights, device, image content, target, method, sampling parameters."""
     return (kind, wb.model.weights_sha256, wb.model.device, wb.image.sha256, tuple(wb.x.shape), wb.target,
@@ -52,8 +68,9 @@ def topk_counts(wb: Workbench, params: SamplingParams) -> TopKCounts:
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Sampling noisy attributions: {done}/{total}")
 
-    counts = sampling.sample_topk_counts(attribution_fn(wb, params.seed), wb.x.to(wb.model.device), params.sigma,
-                                         params.n0, params.n, params.k_percents, seed=params.seed, progress=progress)
-    bar.empty()
+    with shown_in_page(bar):
+        counts = sampling.sample_topk_counts(attribution_fn(wb, params.seed), wb.x.to(wb.model.device),
+                                             params.sigma, params.n0, params.n, params.k_percents, seed=params.seed,
+                                             progress=progress)
     results.put(key, counts)
     return counts

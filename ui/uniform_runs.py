@@ -33,10 +33,10 @@ def smoothed_map(wb: Workbench, params: UniformParams) -> SmoothedMap:
     if hit is not None:
         return hit
     bar, progress = _bar("Sampling attributions uniformly in the ball:")
-    smoothed = sampling.sample_uniform_mean(runs.attribution_fn(wb, params.seed), wb.x.to(wb.model.device),
-                                            params.radius, params.n, params.M, params.bound_mode, params.seed,
-                                            progress=progress)
-    bar.empty()
+    with runs.shown_in_page(bar):
+        smoothed = sampling.sample_uniform_mean(runs.attribution_fn(wb, params.seed), wb.x.to(wb.model.device),
+                                                params.radius, params.n, params.M, params.bound_mode, params.seed,
+                                                progress=progress)
     results.put(key, smoothed)
     return smoothed
 
@@ -51,9 +51,9 @@ def cached_points(wb: Workbench, params: UniformParams, eps_values: tuple[float,
 
 def measure_points(wb: Workbench, params: UniformParams, smoothed: SmoothedMap, eps_values: tuple[float, ...]):
     bar, progress = _bar("Perturbing (random and attacked) and re-smoothing:")
-    points = uniform_check.empirical_cosines(wb.model, wb.method, wb.x, wb.target, smoothed, eps_values,
-                                             progress=progress)
-    bar.empty()
+    with runs.shown_in_page(bar):
+        points = uniform_check.empirical_cosines(wb.model, wb.method, wb.x, wb.target, smoothed, eps_values,
+                                                 progress=progress)
     cache.sampling_results().put(point_key(wb, params, eps_values), points)
     return points
 
@@ -64,6 +64,7 @@ def clean_map(wb: Workbench, seed: int):
     key = runs.run_key(wb, "clean_map", seed)
     hit = results.get(key)
     if hit is None:
-        hit = runs.attribution_fn(wb, seed)(wb.x.to(wb.model.device))[0].cpu().numpy()
+        with runs.shown_in_page():
+            hit = runs.attribution_fn(wb, seed)(wb.x.to(wb.model.device))[0].cpu().numpy()
         results.put(key, hit)
     return hit

@@ -201,10 +201,10 @@ def curve_auc(budget: np.ndarray, probability: np.ndarray) -> float:
     return float(np.sum(np.diff(b) * (p[1:] + p[:-1]) / 2) / (b[-1] - b[0]))
 
 
-def faithfulness_curve(prob_fn: ProbabilityFn, x: torch.Tensor, target: int, classes: np.ndarray,
-                       k_percents: Sequence[float], kind: str = "deletion",
-                       replacement: str | torch.Tensor = "blur") -> FaithfulnessCurve:
-    """Deletion or insertion curve of the certified top-K pixels of x [1,C,H,W] (one batched prob_fn call)."""
+def faithfulness_inputs(x: torch.Tensor, classes: np.ndarray, k_percents: Sequence[float], kind: str = "deletion",
+                        replacement: str | torch.Tensor = "blur") -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The images of a deletion or insertion curve of x [1,C,H,W]: (batch [L+1,C,H,W], budget [L+1], changed
+    fraction [L+1]); image 0 is before any step. Split from the model call so that many curves share batches."""
     if kind not in ("deletion", "insertion"):
         raise CertlibError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
     x = _check_image(x)
@@ -216,11 +216,26 @@ def faithfulness_curve(prob_fn: ProbabilityFn, x: torch.Tensor, target: int, cla
     steps = torch.from_numpy(np.concatenate([np.zeros((1, *masks.shape[1:]), bool), masks]))[:, None].to(x.device)
     start, other = (x, fill) if kind == "deletion" else (fill, x)
     batch = torch.where(steps, other, start)                          # [L+1,C,H,W]
-    with torch.no_grad():
-        probs = prob_fn(batch)
-    if probs.dim() != 2 or probs.shape[0] != batch.shape[0] or not 0 <= target < probs.shape[1]:
-        raise CertlibError(f"prob_fn gave shape {tuple(probs.shape)} for {batch.shape[0]} images and target {target}")
-    probability = probs[:, target].detach().double().cpu().numpy()
     budget = np.array([0.0, *[k / 100.0 for k in ks]])
     changed = np.concatenate([[0.0], masks.reshape(len(ks), -1).mean(axis=1)])
+    return batch, budget, changed
+
+
+def faithfulness_curve(prob_fn: ProbabilityFn, x: torch.Tensor, target: int, classes: np.ndarray,
+                       k_percents: Sequence[float], kind: str = "deletion",
+                       replacement: str | torch.Tensor = "blur") -> FaithfulnessCurve:
+    """Deletion or insertion curve of the certified top-K pixels of x [1,C,H,W] (one batched prob_fn call)."""
+    batch, budget, changed = faithfulness_inputs(x, classes, k_percents, kind, replacement)
+    with torch.no_grad():
+        probs = prob_fn(batch)
+    return finish_curve(kind, budget, changed, probs, target)
+
+
+def finish_curve(kind: str, budget: np.ndarray, changed: np.ndarray, probs: torch.Tensor,
+                 target: int) -> FaithfulnessCurve:
+    """The curve from the class probabilities [L+1, num_classes] of `faithfulness_inputs`' images."""
+    if probs.dim() != 2 or probs.shape[0] != len(budget) or not 0 <= target < probs.shape[1]:
+        raise CertlibError(f"probabilities of shape {tuple(probs.shape)} do not fit {len(budget)} images and "
+                           f"target {target}")
+    probability = probs[:, target].detach().double().cpu().numpy()
     return FaithfulnessCurve(kind, budget, changed, probability, curve_auc(budget, probability))

@@ -191,34 +191,69 @@ class RunMetrics:
     curves: list[dict]         # deletion and insertion curves (budget, probability) of this run
 
 
-def _faithfulness(store: Store, config: RunConfig, stored: StoredRun, classes: np.ndarray, levels: tuple,
-                  decision: Decision, prob_fn: metrics.ProbabilityFn | None) -> dict | None:
-    params = {"metric": "faithfulness", **decision.as_dict()}
-    cached = store.get_derived(config, params)
-    if cached is not None or prob_fn is None:
-        return cached
-    x = torch.from_numpy(stored.x)
-    value = {}
-    for kind in ("deletion", "insertion"):
-        curve = metrics.faithfulness_curve(prob_fn, x, config.target, classes, levels, kind, decision.replacement)
+FAITH_KINDS = ("deletion", "insertion")
+PREDICT_BATCH = 256
+
+
+def _faith_params(decision: Decision) -> dict:
+    return {"metric": "faithfulness", **decision.as_dict()}
+
+
+def _decide(stored: StoredRun, decision: Decision) -> tuple[tuple[float, ...], pixel_cert.PixelCertificate]:
+    levels = tuple(sorted(float(k) for k in decision.levels))
+    sub = stored.counts.select_levels(levels)
+    return levels, pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, decision.tau, decision.alpha,
+                                     decision.correction)
+
+
+def faithfulness_values(store: Store, items: Sequence[tuple[RunConfig, StoredRun]], decision: Decision,
+                        prob_fn: metrics.ProbabilityFn | None) -> list[dict | None]:
+    """Deletion and insertion curves of each (config, stored run) at `decision`: from the store's cache, else
+    computed (the images of all uncached runs go through prob_fn in shared batches) and cached; None without
+    prob_fn when not cached."""
+    params = _faith_params(decision)
+    values: list[dict | None] = [store.get_derived(c, params) for c, _ in items]
+    todo = [i for i, v in enumerate(values) if v is None] if prob_fn is not None else []
+    pieces = []          # (item index, kind, budget, changed, first row, row count)
+    images = []
+    rows = 0
+    for i in todo:
+        config, stored = items[i]
+        levels, cert = _decide(stored, decision)
+        for kind in FAITH_KINDS:
+            batch, budget, changed = metrics.faithfulness_inputs(torch.from_numpy(stored.x), cert.classes, levels,
+                                                                 kind, decision.replacement)
+            pieces.append((i, kind, budget, changed, rows, batch.shape[0]))
+            images.append(batch)
+            rows += batch.shape[0]
+    if not pieces:
+        return values
+    everything = torch.cat(images)
+    with torch.no_grad():
+        probs = torch.cat([prob_fn(everything[s:s + PREDICT_BATCH]) for s in range(0, rows, PREDICT_BATCH)])
+    for i, kind, budget, changed, first, count in pieces:
+        curve = metrics.finish_curve(kind, budget, changed, probs[first:first + count], items[i][0].target)
+        value = values[i] if values[i] is not None else {}
         value[kind] = {"budget": curve.budget.tolist(), "probability": curve.probability.tolist(),
                        "changed_fraction": curve.changed_fraction.tolist(), "auc": curve.auc}
-    store.put_derived(config, params, value)
-    return value
+        values[i] = value
+    for i in todo:
+        store.put_derived(items[i][0], params, values[i])
+    return values
 
 
 def run_metrics(store: Store, config: RunConfig, stored: StoredRun, decision: Decision,
                 prob_fn: metrics.ProbabilityFn | None = None) -> RunMetrics:
-    """All metrics of one stored run at `decision`. Without prob_fn, faithfulness comes from the store's cache
-    or is left empty (NaN)."""
-    levels = tuple(sorted(float(k) for k in decision.levels))
-    sub = stored.counts.select_levels(levels)
-    cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, decision.tau, decision.alpha,
-                             decision.correction)
+    """All metrics of one stored run at `decision`. Faithfulness comes from the store's cache or is computed with
+    prob_fn (and cached); without either it is NaN."""
+    return _metrics_of(config, stored, decision, faithfulness_values(store, [(config, stored)], decision, prob_fn)[0])
+
+
+def _metrics_of(config: RunConfig, stored: StoredRun, decision: Decision, faith: dict | None) -> RunMetrics:
+    levels, cert = _decide(stored, decision)
     robust = metrics.certified_robustness(cert.classes, levels)
     local = metrics.certified_gridpg(cert.classes, levels, config.cell) if config.cell is not None else None
     plain = metrics.gridpg(stored.counts.clean_attr, config.cell) if config.cell is not None else math.nan
-    faith = _faithfulness(store, config, stored, cert.classes, levels, decision, prob_fn)
     info = attributions.METHODS[config.method]
     base = {"model": config.model_key, "method": config.method, "method_label": info.label, "family": info.family,
             "image": config.image_key, "target": config.target, "cell": config.cell, "sigma": config.sigma,
@@ -246,18 +281,19 @@ def model_prob_fn(model: LoadedModel) -> metrics.ProbabilityFn:
 def collect_metrics(store: Store, runs: Sequence[PlannedRun], decision: Decision,
                     prob_fn: metrics.ProbabilityFn | None = None) -> tuple[list[dict], list[dict], int]:
     """(rows, curves, number of runs not in the store) for the planned runs that are stored."""
-    rows: list[dict] = []
-    curves: list[dict] = []
-    absent = 0
+    items = []
     for r in runs:
         stored = store.get(r.config)
-        if stored is None:
-            absent += 1
-            continue
-        m = run_metrics(store, r.config, stored, decision, prob_fn)
+        if stored is not None:
+            items.append((r.config, stored))
+    faiths = faithfulness_values(store, items, decision, prob_fn)
+    rows: list[dict] = []
+    curves: list[dict] = []
+    for (config, stored), faith in zip(items, faiths):
+        m = _metrics_of(config, stored, decision, faith)
         rows += m.rows
         curves += m.curves
-    return rows, curves, absent
+    return rows, curves, len(runs) - len(items)
 
 
 # ------------------------------------------------------------------------------------------------ summaries

@@ -69,6 +69,7 @@ def main() -> None:
             t0 = time.perf_counter()
             clean = S.sample_smoothgrad(attribute, x, sigma, args.n, seed=0)
             perturbed = []   # (kind, eps, SmoothGradSamples)
+            base_overlaps = {}
             unit = attacks.random_directions(x, 1.0, RANDOM_DIRECTIONS, seed=0)
             for ratio in EPS_OVER_SIGMA:
                 eps = ratio * sigma
@@ -79,6 +80,7 @@ def main() -> None:
                                                  k_percent=ATTACK_K_PERCENT, steps=20, restarts=4, seed=0)
                 perturbed.append(("attack", eps, S.sample_smoothgrad(attribute, x + hit.delta, sigma, args.n,
                                                                      seed=0)))
+                base_overlaps[eps] = hit.base_similarity     # top-10% overlap of the *base* maps at x + δ vs x
             for variant, level, k_percent in CONFIGS:
                 cert, summary = certified_side(clean, variant, level, k_percent, sigma)
                 points = []
@@ -87,7 +89,8 @@ def main() -> None:
                                                          cert.k)
                     paired = float(cert.paired_at([eps])[0])
                     points.append({"kind": kind, "eps": eps, "empirical": empirical, "certified_paired": paired,
-                                   "certified_per_pixel": float(cert.overlap_at([eps])[0])})
+                                   "certified_per_pixel": float(cert.overlap_at([eps])[0]),
+                                   **({"base_map_overlap": base_overlaps[eps]} if kind == "attack" else {})})
                     checked += 1
                     violations += empirical < paired      # the paired claim is never below the per-pixel one
                 runs.append({"image": entry.key, "label": entry.label, "target": target, "sigma": sigma,

@@ -7,11 +7,13 @@ Three stages, matching the app's caching:
 - the expensive stage (`sample_smoothgrad`): stream n noisy copies x + N(0, σ²I) into per-pixel sums for every τ of
   a ladder and both variants at once, so moving τ, the variant, K or ε never resamples;
 - the cheap stage: simultaneous confidence bounds [L_i, U_i] on ḡ_i(x) = E f_i(x + N(0, σ²I)) (`confidence_bounds`,
-  Bonferroni over pixels) and the certificate (`certified_topk_overlap`, its curve and its inverse in ε).
+  Bonferroni over pixels) and two certificates, each with its curve and its inverse in ε: per pixel
+  (`certified_topk_overlap`, DESIGN §5) and paired (`paired_topk_overlap`, the paper's count).
 
-Why the certificate holds: f_i ∈ [0,1], so x ↦ Φ⁻¹(ḡ_i(x)) is 1/σ-Lipschitz (Salman et al. 2019, Lemma 2; Levine et
-al. use the same fact), hence for ‖δ‖₂ ≤ ε, ḡ_i(x+δ) ∈ [Φ(Φ⁻¹(L_i) − ε/σ), Φ(Φ⁻¹(U_i) + ε/σ)]. A pixel j stays in the
-top K of ḡ(x+δ) — for every tie-break — when fewer than K other pixels can reach the lowest value j can fall to.
+Why they hold: f_i ∈ [0,1], so x ↦ Φ⁻¹(ḡ_i(x)) is 1/σ-Lipschitz (Salman et al. 2019, Lemma 2; Levine et al. use the
+same fact), hence for ‖δ‖₂ ≤ ε, ḡ_i(x+δ) ∈ [Φ(Φ⁻¹(L_i) − ε/σ), Φ(Φ⁻¹(U_i) + ε/σ)]. A pixel j stays in the top K of
+ḡ(x+δ) — for every tie-break — when fewer than K other pixels can reach the lowest value j can fall to (per pixel);
+q pixels of the top set can only be replaced if its q-th weakest can fall to the q-th strongest outsider (paired).
 
 The base map is a function of the noisy input alone (each map is scaled by its own statistics, never the clean
 map's): a clean-map scale would make f depend on x, and ḡ(x + δ) would then be the mean of a different function.

@@ -74,7 +74,7 @@ def decision() -> None:
     variant = d1.radio("variant", S.VARIANTS, key="sg_variant", format_func=S.VARIANT_LABELS.get)
     level = d2.select_slider("τ: % kept per noisy map", list(samples.levels), key="sg_level",
                              format_func=lambda v: f"{v:g}%")
-    k_percent = d3.slider("K: top-K% pixels", 1.0, 50.0, step=1.0, key="sg_k")
+    k_percent = d3.slider("K: top-K% pixels", 1.0, 50.0, step=1.0, key="sg_k", format="%.0f%%")
     eps = d4.slider("ε (ℓ2 radius)", 0.0, 1.0, step=0.005, key="sg_eps", format="%.3f")
     alpha = d5.select_slider("α (error probability)", ALPHAS, key="sg_alpha", format_func=lambda a: f"{a:g}")
     e1, e2 = st.columns([3, 4])

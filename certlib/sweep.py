@@ -196,7 +196,8 @@ PREDICT_BATCH = 256
 
 
 def _faith_params(decision: Decision) -> dict:
-    return {"metric": "faithfulness", **decision.as_dict()}
+    # The blur width is part of what "blur" means: a cached curve of another width is never served.
+    return {"metric": "faithfulness", "blur_sigma_fraction": metrics.BLUR_SIGMA_FRACTION, **decision.as_dict()}
 
 
 def _decide(stored: StoredRun, decision: Decision) -> tuple[tuple[float, ...], pixel_cert.PixelCertificate]:
@@ -261,7 +262,8 @@ def _metrics_of(config: RunConfig, stored: StoredRun, decision: Decision, faith:
             "correction": decision.correction, "radius": cert.radius, "certifiable": cert.certifiable,
             "gridpg_clean": plain, "replacement": decision.replacement,
             "deletion_auc": faith["deletion"]["auc"] if faith else math.nan,
-            "insertion_auc": faith["insertion"]["auc"] if faith else math.nan, "run_key": config.key}
+            "insertion_auc": faith["insertion"]["auc"] if faith else math.nan, "run_key": config.key,
+            "certlib_code": dict(config.versions).get("certlib_code", "")}
     rows = [{**base, "k_percent": k, "certified_top": float(robust.certified_top[i]),
              "certified_not_top": float(robust.certified_not_top[i]), "abstain": float(robust.abstain[i]),
              "certified": float(robust.certified[i]),

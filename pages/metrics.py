@@ -90,7 +90,7 @@ def results(runs) -> None:
                             format_func=lambda k: f"top {k:g}%")
     correction = d4.radio("correction", ["holm", "bonferroni"], key="mx_correction", horizontal=True)
     replacement = d5.radio("deleted pixels become", ["blur", "zero", "mean"], key="mx_replacement", horizontal=True,
-                           help="blur: the image blurred with σ = 1/16 of its side (default); zero: black; "
+                           help="blur: the image blurred with σ = 1/4 of its side (default); zero: black; "
                                 "mean: the image's mean colour")
     if not levels:
         st.info("Choose at least one top-K% level.")

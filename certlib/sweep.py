@@ -161,7 +161,7 @@ def run_missing(store: Store, model: LoadedModel, runs: Sequence[PlannedRun], ba
                 progress: SweepProgress | None = None) -> int:
     """Sample every run not yet in the store, committing each as soon as it is done; returns how many ran.
     Interrupting (KeyboardInterrupt, a Streamlit rerun) loses only the run in flight."""
-    todo = _missing(store, runs)
+    todo = missing(store, runs)
     total = sum(r.samples for r in todo)
     done = 0
     for r in todo:
@@ -173,14 +173,10 @@ def run_missing(store: Store, model: LoadedModel, runs: Sequence[PlannedRun], ba
     return len(todo)
 
 
-def _missing(store: Store, runs: Sequence[PlannedRun]) -> list[PlannedRun]:
+def missing(store: Store, runs: Sequence[PlannedRun]) -> list[PlannedRun]:
+    """The runs of the plan that are not in the store yet (one query)."""
     stored = store.stored_keys([r.config for r in runs])
     return [r for r in runs if r.config.key not in stored]
-
-
-def missing(store: Store, runs: Sequence[PlannedRun]) -> list[PlannedRun]:
-    """The runs of the plan that are not in the store yet."""
-    return _missing(store, runs)
 
 
 # ------------------------------------------------------------------------------------------------ metrics

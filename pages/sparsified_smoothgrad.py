@@ -34,6 +34,10 @@ with st.container(border=True):
                              help="Samples these σ too (cached) and adds their curves and random points.")
 
 params = runs.SmoothGradParams(float(sigma), int(n), seed)
+per_sigma = n * (1 + len(params.eps_values) * runs.RANDOM_DIRECTIONS)
+st.caption(f"Each σ draws {per_sigma} noisy attributions: n at x and n at each of {len(params.eps_values)} randomly "
+           "perturbed inputs (ε = " + ", ".join(f"{e:g}" for e in params.eps_values) + "). Each is sampled once and "
+           "cached; the decision below never resamples.")
 try:
     samples = runs.samples(wb, params)
     randoms = runs.random_runs(wb, params)

@@ -513,3 +513,39 @@ def test_certify_topk_bundles_the_cheap_stage_consistently():
         grid = c.eps_axis(11)
         assert grid[0] == 0 and c.paired_at(grid[-1:])[0] == np.isinf(c.paired_radii).sum() / c.k
         assert np.array_equal(c.mean, s.mean(variant, 20.0))
+
+
+# ---------------------------------------------------------------------------------------------- downloads, figures
+
+def test_pixel_csv_and_curve_csv_round_trip():
+    import csv
+    import io
+
+    from certlib import export
+
+    s = S.sample_smoothgrad(_channel_sum, _image(7, size=8), 0.2, 50, (20.0,))
+    c = S.certify_topk(s, "sparsified", 20.0, 10.0, 0.0, 0.2)
+    rows = list(csv.DictReader(io.StringIO(export.smoothgrad_pixel_csv(
+        s.smoothgrad, c.mean, c.lower, c.upper, c.top_mask, c.certified_mask, c.radii).decode())))
+    assert len(rows) == 64 and rows[9]["row"] == "1" and rows[9]["col"] == "1"
+    assert sum(int(r["in_top_k"]) for r in rows) == c.k
+    assert sum(int(r["certified"]) for r in rows) == int(c.certified_mask.sum())
+    assert all((r["certified_eps"] == "") == (c.radii.ravel()[i] <= 0) for i, r in enumerate(rows))
+    assert np.allclose([float(r["g_hat"]) for r in rows], c.mean.ravel(), atol=1e-6)
+    table = list(csv.DictReader(io.StringIO(export.overlap_curve_csv(
+        [("paired", np.array([0.0, 0.1]), np.array([1.0, 0.5]))], [("σ = 0.2", "random", 0.05, 0.9, 0.5)]).decode())))
+    assert [r["series"] for r in table] == ["certified", "certified", "random"] and table[2]["overlap"] == "0.9"
+
+
+def test_overlay_colours_certified_and_uncertified_top_pixels_only():
+    from certlib import smoothgrad_viz as sv
+
+    base = np.full((2, 2, 3), 100, dtype=np.uint8)
+    top = np.array([[True, True], [False, False]])
+    certified = np.array([[True, False], [False, True]])       # a certified pixel outside the top is ignored
+    out = sv.topk_certified_overlay(base, top, certified, alpha=1.0)
+    assert tuple(out[0, 0]) == sv.CERTIFIED_RGB and tuple(out[0, 1]) == sv.UNCERTIFIED_RGB
+    assert (out[1] == 100).all()
+    fig = sv.overlap_curve_figure([sv.OverlapCurve("σ = 1", np.array([0, 1]), np.array([1, 0]))],
+                                  [sv.OverlapPoint("attack", 0.5, 0.9, "σ = 1")], eps_marker=0.2)
+    assert [t.name for t in fig.data] == ["certified (paired), σ = 1", "attack δ, σ = 1"]

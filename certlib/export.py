@@ -36,10 +36,11 @@ def pixel_csv(clean_attr: np.ndarray, k_percents: tuple[float, ...], classes: np
 
 
 def summary_json(config: dict, summary: dict) -> bytes:
-    return (json.dumps({"config": config, "summary": summary}, indent=2, default=_plain) + "\n").encode()
+    return (json.dumps({"config": config, "summary": summary}, indent=2, default=json_default) + "\n").encode()
 
 
-def _plain(v):
+def json_default(v):
+    """json.dumps default= for numpy scalars and arrays."""
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, np.ndarray):
@@ -63,7 +64,7 @@ def metrics_csv(rows: list[dict]) -> bytes:
     writer.writeheader()
     for row in rows:
         writer.writerow({c: "" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
-                         else _plain(row[c]) if isinstance(row[c], np.generic) else row[c] for c in columns})
+                         else json_default(row[c]) if isinstance(row[c], np.generic) else row[c] for c in columns})
     return buf.getvalue().encode()
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from certlib.errors import CertlibError
+from certlib.export import json_default
 
 if TYPE_CHECKING:   # imported lazily: a process that only reads or writes blobs needs no torch
     from certlib.sampling import TopKCounts
@@ -257,19 +258,11 @@ class Store:
     def put_derived(self, config: RunConfig, params: dict, value: dict) -> None:
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO derived VALUES (?,?,?)",
-                        (config.key, self._params(params), json.dumps(value, default=_plain)))
+                        (config.key, self._params(params), json.dumps(value, default=json_default)))
 
     def integrity(self) -> str:
         with self._connect() as con:
             return con.execute("PRAGMA integrity_check").fetchone()[0]
-
-
-def _plain(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
 def config_from_dict(d: dict) -> RunConfig:

@@ -7,29 +7,14 @@ from scipy.stats import norm
 from streamlit.testing.v1 import AppTest
 
 from certlib import sampling
-from ui import cache
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 @pytest.fixture
-def page(monkeypatch):
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    calls = []
-    real = sampling.sample_topk_counts
-
-    def counting(*args, **kwargs):
-        calls.append(args[2] if len(args) > 2 else kwargs["sigma"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sampling, "sample_topk_counts", counting)
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["cp_n"] = 100  # keep the page quick on 2 cores
-    at.run()
-    at.switch_page("pages/certified_pixels.py").run()
-    assert not at.exception, at.exception
-    return at, calls
+def page(open_page):
+    sigma = lambda *args, **kwargs: args[2] if len(args) > 2 else kwargs["sigma"]  # noqa: E731
+    return open_page("pages/certified_pixels.py", sampling, "sample_topk_counts", sigma, cp_n=100)  # quick on 2 cores
 
 
 def _radius(at) -> float:

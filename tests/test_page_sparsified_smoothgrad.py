@@ -1,37 +1,19 @@
 """The Sparsified SmoothGrad page through AppTest: σ / n resample (once, cached); the variant, τ, K, ε and α only
 re-decide; curves for two σ; attacked points join the figure."""
 import json
-from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from certlib import attacks
 from certlib import sparse_smoothgrad as S
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 RUNS_PER_SIGMA = 1 + 4       # ĝ(x) and one random direction at each of the four ε
 
 
 @pytest.fixture
-def page(monkeypatch):
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    calls = []
-    real = S.sample_smoothgrad
-
-    def counting(*args, **kwargs):
-        calls.append(args[2] if len(args) > 2 else kwargs["sigma"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(S, "sample_smoothgrad", counting)
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["sg_n"] = 32    # keep the page quick on 2 cores
-    at.run()
-    at.switch_page("pages/sparsified_smoothgrad.py").run()
-    assert not at.exception, at.exception
-    return at, calls
+def page(open_page):
+    sigma = lambda *args, **kwargs: args[2] if len(args) > 2 else kwargs["sigma"]  # noqa: E731
+    return open_page("pages/sparsified_smoothgrad.py", S, "sample_smoothgrad", sigma, sg_n=32)  # quick on 2 cores
 
 
 def _curve_traces(at) -> list[dict]:

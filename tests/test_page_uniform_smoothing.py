@@ -1,34 +1,14 @@
 """The uniform-smoothing page through AppTest: r/n resample once, ε/T/δ/headline never resample, measured points
 appear on request and never fall below the proven bound."""
-from pathlib import Path
-
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from certlib import sampling
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
 
 @pytest.fixture
-def page(monkeypatch):
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    calls = []
-    real = sampling.sample_uniform_mean
-
-    def counting(*args, **kwargs):
-        calls.append((args[2], args[3]))          # (radius, n)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sampling, "sample_uniform_mean", counting)
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["us_n"] = 64
-    at.run()
-    at.switch_page("pages/uniform_smoothing.py").run()
-    assert not at.exception, at.exception
-    return at, calls
+def page(open_page):
+    radius_and_n = lambda *args, **kwargs: (args[2], args[3])  # noqa: E731
+    return open_page("pages/uniform_smoothing.py", sampling, "sample_uniform_mean", radius_and_n, us_n=64)
 
 
 def _metric(at, start: str) -> str:

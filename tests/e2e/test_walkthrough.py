@@ -71,7 +71,6 @@ def test_home_shows_the_prediction(page):
 def test_certified_pixels_sliders_overlay_and_downloads(page):
     page.goto(page.base_url)
     wait_idle(page, settle=1.0)
-    choose(page, "Attribution method", "Input × Gradient")
     go(page, "Certified pixels")
     page.get_by_text("certified radius").first.wait_for()
     radius_before = page.locator("[data-testid='stMetricValue']").first.inner_text()

@@ -35,21 +35,18 @@ def topk_overlay_figure(overlay_rgb: np.ndarray, mean: np.ndarray, lower: np.nda
                        radius_text], axis=-1)
     hover = ("row %{y}, col %{x}<br>%{customdata[0]}<br>ĝ = %{customdata[1]} in [%{customdata[2]}, "
              "%{customdata[3]}]<br>certified while ε < %{customdata[4]}<extra></extra>")
-    fig = go.Figure(go.Image(z=overlay_rgb, customdata=custom, hovertemplate=hover))
-    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=380, title="top-K pixels at ε")
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
+    return go.Figure(go.Image(z=overlay_rgb, customdata=custom, hovertemplate=hover),
+                     layout=dict(margin=dict(l=0, r=0, t=30, b=0), height=380, title="top-K pixels at ε",
+                                 xaxis=dict(visible=False), yaxis=dict(visible=False)))
 
 
 def unit_map_figure(values: np.ndarray, title: str = "") -> go.Figure:
     """A map with values in [0, 1] (the smoothed sparsified map) on a fixed sequential colour scale."""
-    fig = go.Figure(go.Heatmap(z=values, colorscale="Viridis", zmin=0.0, zmax=1.0,
-                               hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=380, margin=dict(l=0, r=0, t=30 if title else 0, b=0))
-    fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x")
-    fig.update_xaxes(visible=False)
-    return fig
+    heatmap = go.Heatmap(z=values, colorscale="Viridis", zmin=0.0, zmax=1.0,
+                         hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>")
+    return go.Figure(heatmap, layout=dict(title=title, height=380, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+                                          yaxis=dict(autorange="reversed", visible=False, scaleanchor="x"),
+                                          xaxis=dict(visible=False)))
 
 
 @dataclass(frozen=True)
@@ -75,26 +72,27 @@ def overlap_curve_figure(curves: list[OverlapCurve], points: list[OverlapPoint],
     empirical overlaps of perturbed inputs as markers (circles random, crosses attacked; colour = their σ)."""
     labels = dict.fromkeys(c.label for c in curves)
     colours = {label: CURVE_COLOURS[i % len(CURVE_COLOURS)] for i, label in enumerate(labels)}
-    fig = go.Figure()
-    for c in curves:
-        fig.add_trace(go.Scatter(x=c.eps, y=c.certified, mode="lines",
-                                 line=dict(shape="hv", color=colours[c.label],
-                                           dash="solid" if c.kind == "paired" else "dash"),
-                                 name=f"certified ({c.kind}), {c.label}",
-                                 hovertemplate="ε %{x:.4f}: certified %{y:.1%}<extra></extra>"))
+    # Built in one go.Figure call: each add_trace / add_vline / update_layout re-validates the whole figure.
+    traces = [go.Scatter(x=c.eps, y=c.certified, mode="lines",
+                         line=dict(shape="hv", color=colours[c.label], dash="solid" if c.kind == "paired" else "dash"),
+                         name=f"certified ({c.kind}), {c.label}",
+                         hovertemplate="ε %{x:.4f}: certified %{y:.1%}<extra></extra>") for c in curves]
     for kind in ("random", "attack"):
         for label in dict.fromkeys(p.label for p in points if p.kind == kind):
             chosen = [p for p in points if p.kind == kind and p.label == label]
             symbol, default = POINT_STYLE[kind]
-            fig.add_trace(go.Scatter(
+            traces.append(go.Scatter(
                 x=[p.eps for p in chosen], y=[p.empirical for p in chosen], mode="markers",
                 marker=dict(symbol=symbol, size=10, color=colours.get(label, default),
                             line=dict(width=1, color=default)),
                 name=f"{kind} δ, {label}", customdata=[p.note for p in chosen],
                 hovertemplate="ε %{x:.4f}: empirical %{y:.1%}<br>%{customdata}<extra></extra>"))
-    if eps_marker is not None:
-        fig.add_vline(x=eps_marker, line_dash="dot", line_color="#7f7f7f", annotation_text="ε")
-    fig.update_layout(xaxis_title="ε (ℓ2 norm of the perturbation, [0,1] pixel space)",
-                      yaxis=dict(title="top-K overlap", range=[-0.02, 1.02], tickformat=".0%"), height=420,
-                      margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.25))
-    return fig
+    layout = dict(xaxis=dict(title="ε (ℓ2 norm of the perturbation, [0,1] pixel space)"),
+                  yaxis=dict(title="top-K overlap", range=[-0.02, 1.02], tickformat=".0%"), height=420,
+                  margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.25))
+    if eps_marker is not None:   # a labelled vertical line at ε across the plot (what fig.add_vline draws)
+        layout["shapes"] = [dict(type="line", x0=eps_marker, x1=eps_marker, xref="x", y0=0, y1=1, yref="y domain",
+                                 line=dict(color="#7f7f7f", dash="dot"))]
+        layout["annotations"] = [dict(text="ε", showarrow=False, x=eps_marker, xref="x", xanchor="left", y=1,
+                                      yref="y domain", yanchor="top")]
+    return go.Figure(traces, layout=layout)

@@ -17,26 +17,27 @@ def bound_figure(eps: np.ndarray, curves: dict[str, np.ndarray], points: Sequenc
                  marked_eps: float | None = None) -> go.Figure:
     """Bound curves (kind -> values over eps) and empirical CosinePoints; cosines below −1 cannot occur, so the
     y axis spans [−1, 1] and a curve at −1 reads "nothing certified"."""
-    fig = go.Figure()
-    for kind, values in curves.items():
-        fig.add_trace(go.Scatter(x=eps, y=values, mode="lines", name=f"bound: {KINDS[kind]}", line=CURVE_STYLE[kind],
-                                 hovertemplate="ε = %{x:.4g}<br>T = %{y:.4f}<extra>" + kind + "</extra>"))
+    # Built in one go.Figure call: each add_trace / add_vline / update_layout re-validates the whole figure.
+    traces = [go.Scatter(x=eps, y=values, mode="lines", name=f"bound: {KINDS[kind]}", line=CURVE_STYLE[kind],
+                         hovertemplate="ε = %{x:.4g}<br>T = %{y:.4f}<extra>" + kind + "</extra>")
+              for kind, values in curves.items()]
     for kind in ("random", "attack"):
         chosen = [p for p in points if p.kind == kind]
         if chosen:
-            fig.add_trace(go.Scatter(
+            traces.append(go.Scatter(
                 x=[p.eps for p in chosen], y=[p.cosine for p in chosen], mode="markers",
                 name="measured: random δ" if kind == "random" else "measured: attacked δ",
                 marker=dict(size=10, **POINT_STYLE[kind]),
                 customdata=[[p.base_cosine, "yes" if p.label_kept else "no"] for p in chosen],
                 hovertemplate="ε = %{x:.4g}<br>cos(ĥ(x), ĥ(x+δ)) = %{y:.5f}<br>base map cosine = "
                               "%{customdata[0]:.4f}<br>label kept: %{customdata[1]}<extra></extra>"))
-    if marked_eps is not None:
-        fig.add_vline(x=marked_eps, line=dict(color="#888", dash="dot"))
-    fig.update_layout(xaxis_title="ε (ℓ2 norm of the perturbation, [0,1] pixel units)",
-                      yaxis=dict(title="cosine similarity of smoothed maps", range=[-1.05, 1.05]),
-                      height=420, margin=dict(l=10, r=10, t=30, b=40), legend=dict(orientation="h", y=-0.25))
-    return fig
+    layout = dict(xaxis=dict(title="ε (ℓ2 norm of the perturbation, [0,1] pixel units)"),
+                  yaxis=dict(title="cosine similarity of smoothed maps", range=[-1.05, 1.05]),
+                  height=420, margin=dict(l=10, r=10, t=30, b=40), legend=dict(orientation="h", y=-0.25))
+    if marked_eps is not None:   # a vertical line at ε across the plot (what fig.add_vline draws)
+        layout["shapes"] = [dict(type="line", x0=marked_eps, x1=marked_eps, xref="x", y0=0, y1=1, yref="y domain",
+                                 line=dict(color="#888", dash="dot"))]
+    return go.Figure(traces, layout=layout)
 
 
 def bound_png(eps: np.ndarray, curves: dict[str, np.ndarray], points: Sequence = ()) -> bytes:

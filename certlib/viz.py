@@ -1,4 +1,8 @@
-"""Figures and overlays: pure functions from numpy arrays to numpy images or plotly figures."""
+"""Figures and overlays: pure functions from numpy arrays to numpy images or plotly figures.
+
+Each figure is built in one `go.Figure(data, layout)` call: every `update_layout` / `update_xaxes` / `add_trace`
+re-validates the figure, which made building a figure cost several times more than the decision it shows (a slider
+move re-draws them; see bench/interactivity.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,13 +23,11 @@ def probability_bar(probs: np.ndarray, class_names: tuple[str, ...], k: int = 5,
     labels = [f"{i}: {class_names[i]}" for i, _ in top]
     values = [p for _, p in top]
     colours = ["#d62728" if i == highlight else "#1f77b4" for i, _ in top]
-    fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
-                           text=[f"{p:.1%}" for p in values], textposition="auto",
-                           hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
-    fig.update_layout(xaxis=dict(range=[0, 1], title="probability", tickformat=".0%"),
-                      yaxis=dict(autorange="reversed"), height=60 + 32 * len(top),
-                      margin=dict(l=10, r=10, t=10, b=40))
-    return fig
+    bar = go.Bar(x=values, y=labels, orientation="h", marker_color=colours, text=[f"{p:.1%}" for p in values],
+                 textposition="auto", hovertemplate="%{y}: %{x:.4f}<extra></extra>")
+    return go.Figure(bar, layout=dict(xaxis=dict(range=[0, 1], title="probability", tickformat=".0%"),
+                                      yaxis=dict(autorange="reversed"), height=60 + 32 * len(top),
+                                      margin=dict(l=10, r=10, t=10, b=40)))
 
 
 # ------------------------------------------------------------------------------------- pixel certificate (§3.3)
@@ -72,11 +74,9 @@ def overlay_figure(overlay_rgb: np.ndarray, top_frequency: np.ndarray, k_percent
     custom = np.stack([level_text] + [np.char.mod("%.3f", top_frequency[i]) for i in order], axis=-1)
     hover = "row %{y}, col %{x}<br>%{customdata[0]}<br>" + "<br>".join(
         f"in top-{k_percents[i]:g}%: %{{customdata[{j + 1}]}}" for j, i in enumerate(order)) + "<extra></extra>"
-    fig = go.Figure(go.Image(z=overlay_rgb, customdata=custom, hovertemplate=hover))
-    fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=420)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
+    return go.Figure(go.Image(z=overlay_rgb, customdata=custom, hovertemplate=hover),
+                     layout=dict(margin=dict(l=0, r=0, t=0, b=0), height=420, xaxis=dict(visible=False),
+                                 yaxis=dict(visible=False)))
 
 
 def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndarray]) -> go.Figure:
@@ -84,22 +84,21 @@ def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndar
     order = np.argsort(k_percents)
     x = [f"top {k_percents[i]:g}%" for i in order]
     colours = {"certified top-K": "#d62728", "certified not top-K": "#c7c7c7", "abstain": "#ffbf00"}
-    fig = go.Figure([go.Bar(name=name, x=x, y=np.asarray(fractions[name])[order], marker_color=colours[name],
-                            hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>") for name in colours])
-    fig.update_layout(barmode="stack", yaxis=dict(tickformat=".0%", range=[0, 1], title="share of pixels"),
-                      height=320, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h"))
-    return fig
+    bars = [go.Bar(name=name, x=x, y=np.asarray(fractions[name])[order], marker_color=colours[name],
+                   hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>") for name in colours]
+    return go.Figure(bars, layout=dict(barmode="stack",
+                                       yaxis=dict(tickformat=".0%", range=[0, 1], title="share of pixels"),
+                                       height=320, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h")))
 
 
 def attribution_figure(attr: np.ndarray, title: str = "") -> go.Figure:
     """A signed attribution map with a symmetric diverging colour scale."""
     lim = float(np.max(np.abs(attr))) or 1.0
-    fig = go.Figure(go.Heatmap(z=attr, colorscale="RdBu_r", zmin=-lim, zmax=lim,
-                               hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>"))
-    fig.update_layout(title=title, height=420, margin=dict(l=0, r=0, t=30 if title else 0, b=0))
-    fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x")
-    fig.update_xaxes(visible=False)
-    return fig
+    heatmap = go.Heatmap(z=attr, colorscale="RdBu_r", zmin=-lim, zmax=lim,
+                         hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>")
+    return go.Figure(heatmap, layout=dict(title=title, height=420, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+                                          yaxis=dict(autorange="reversed", visible=False, scaleanchor="x"),
+                                          xaxis=dict(visible=False)))
 
 
 # ------------------------------------------------------------------------------------- metrics dashboard (§6)
@@ -129,7 +128,7 @@ def metric_bars(summary: list[dict], metric: str, title: str, per_k: bool = True
     """Grouped bars of one metric from `certlib.sweep.summarise` rows (one σ): groups are the K levels (or one
     group for per-run metrics), one bar per method coloured by family; hover gives mean ± standard error."""
     colours = method_colours(_families(summary))
-    fig = go.Figure()
+    bars = []
     for method, colour in colours.items():
         rows = [s for s in summary if s["method"] == method]
         if not per_k:
@@ -139,33 +138,32 @@ def metric_bars(summary: list[dict], metric: str, title: str, per_k: bool = True
         sem = [s.get(f"{metric}_sem", np.nan) for s in rows]
         count = [s.get(f"{metric}_count", s["runs"]) for s in rows]
         label = rows[0]["method_label"] if rows else method
-        fig.add_bar(name=f"{label} ({rows[0]['family'] if rows else ''})", x=x, y=y, marker_color=colour,
-                    error_y=dict(type="data", array=[0 if np.isnan(v) else v for v in sem], visible=True,
-                                 thickness=1),
-                    customdata=np.stack([sem, count], axis=-1) if rows else None,
-                    hovertemplate=f"<b>{label}</b> %{{x}}<br>{title}: %{{y:.4f}} ± %{{customdata[0]:.4f}} "
-                                  "(standard error, %{customdata[1]} runs)<extra></extra>")
-    fig.update_layout(barmode="group", title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
-                      yaxis=dict(tickformat=".0%" if percent else ".2f", rangemode="tozero"),
-                      legend=dict(orientation="h", y=-0.15))
-    return fig
+        bars.append(go.Bar(name=f"{label} ({rows[0]['family'] if rows else ''})", x=x, y=y, marker_color=colour,
+                           error_y=dict(type="data", array=[0 if np.isnan(v) else v for v in sem], visible=True,
+                                        thickness=1),
+                           customdata=np.stack([sem, count], axis=-1) if rows else None,
+                           hovertemplate=f"<b>{label}</b> %{{x}}<br>{title}: %{{y:.4f}} ± %{{customdata[0]:.4f}} "
+                                         "(standard error, %{customdata[1]} runs)<extra></extra>"))
+    return go.Figure(bars, layout=dict(barmode="group", title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
+                                       yaxis=dict(tickformat=".0%" if percent else ".2f", rangemode="tozero"),
+                                       legend=dict(orientation="h", y=-0.15)))
 
 
 def sigma_lines(summary: list[dict], metric: str, k_percent: float, title: str) -> go.Figure:
     """One line per method: `metric` at top-`k_percent`% against σ (mean over images and targets)."""
     colours = method_colours(_families(summary))
-    fig = go.Figure()
+    lines = []
     for method, colour in colours.items():
         rows = sorted((s for s in summary if s["method"] == method and s["k_percent"] == k_percent),
                       key=lambda s: s["sigma"])
         if not rows:
             continue
-        fig.add_scatter(x=[s["sigma"] for s in rows], y=[s[metric] for s in rows], mode="lines+markers",
-                        name=rows[0]["method_label"], line=dict(color=colour),
-                        hovertemplate=f"<b>{rows[0]['method_label']}</b> σ=%{{x}}: %{{y:.4f}}<extra></extra>")
-    fig.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis=dict(title="σ (noise level)"), yaxis=dict(tickformat=".0%", rangemode="tozero"))
-    return fig
+        lines.append(go.Scatter(x=[s["sigma"] for s in rows], y=[s[metric] for s in rows], mode="lines+markers",
+                                name=rows[0]["method_label"], line=dict(color=colour),
+                                hovertemplate=f"<b>{rows[0]['method_label']}</b> σ=%{{x}}: %{{y:.4f}}<extra></extra>"))
+    return go.Figure(lines, layout=dict(title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
+                                        xaxis=dict(title="σ (noise level)"),
+                                        yaxis=dict(tickformat=".0%", rangemode="tozero")))
 
 
 def faithfulness_figure(mean_curves: list[dict], kind: str, families: dict[str, str],
@@ -173,20 +171,20 @@ def faithfulness_figure(mean_curves: list[dict], kind: str, families: dict[str, 
     """Mean deletion (or insertion) curves of `certlib.sweep.mean_curves` (one σ): target probability against the
     nominal top-K budget of each step."""
     colours = method_colours(families)
-    fig = go.Figure()
+    lines = []
     for c in mean_curves:
         if c["kind"] != kind:
             continue
         label = labels.get(c["method"], c["method"])
-        fig.add_scatter(x=np.asarray(c["budget"]) * 100, y=c["probability"], mode="lines+markers", name=label,
-                        line=dict(color=colours.get(c["method"], "#636363")),
-                        hovertemplate=f"<b>{label}</b> after certified top-%{{x:g}}%: p = %{{y:.4f}} "
-                                      f"({c['runs']} runs)<extra></extra>")
+        lines.append(go.Scatter(x=np.asarray(c["budget"]) * 100, y=c["probability"], mode="lines+markers",
+                                name=label, line=dict(color=colours.get(c["method"], "#636363")),
+                                hovertemplate=f"<b>{label}</b> after certified top-%{{x:g}}%: p = %{{y:.4f}} "
+                                              f"({c['runs']} runs)<extra></extra>"))
     what = "removed" if kind == "deletion" else "restored"
-    fig.update_layout(title=f"{kind} curves (certified top-K pixels {what}, smallest K first)", height=340,
-                      margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(title="top-K% budget", ticksuffix="%"),
-                      yaxis=dict(title="target probability", range=[0, 1]))
-    return fig
+    return go.Figure(lines, layout=dict(title=f"{kind} curves (certified top-K pixels {what}, smallest K first)",
+                                        height=340, margin=dict(l=10, r=10, t=40, b=10),
+                                        xaxis=dict(title="top-K% budget", ticksuffix="%"),
+                                        yaxis=dict(title="target probability", range=[0, 1])))
 
 
 def ranking_heatmap(scores: dict[str, dict[str, float]], metric_labels: dict[str, str],
@@ -202,12 +200,11 @@ def ranking_heatmap(scores: dict[str, dict[str, float]], metric_labels: dict[str
         order = np.argsort(-col[ok], kind="stable")
         ranks[np.flatnonzero(ok)[order], j] = np.arange(1, ok.sum() + 1)
     text = np.vectorize(lambda v: "—" if np.isnan(v) else f"{v:.3f}")(values)
-    fig = go.Figure(go.Heatmap(
+    heatmap = go.Heatmap(
         z=ranks, x=[metric_labels[m] for m in metrics], y=[method_labels.get(m, m) for m in methods],
         text=text, texttemplate="%{text}", colorscale="RdYlGn_r", colorbar=dict(title="rank"),
         customdata=np.stack([text, np.vectorize(lambda r: "—" if np.isnan(r) else f"{int(r)}")(ranks)], axis=-1),
-        hovertemplate="<b>%{y}</b><br>%{x}: %{customdata[0]} (rank %{customdata[1]})<extra></extra>"))
-    fig.update_layout(title="ranking (1 = best; deletion AUC: lower is better)", height=80 + 34 * len(methods),
-                      margin=dict(l=10, r=10, t=40, b=10))
-    fig.update_yaxes(autorange="reversed")
-    return fig
+        hovertemplate="<b>%{y}</b><br>%{x}: %{customdata[0]} (rank %{customdata[1]})<extra></extra>")
+    return go.Figure(heatmap, layout=dict(title="ranking (1 = best; deletion AUC: lower is better)",
+                                          height=80 + 34 * len(methods), margin=dict(l=10, r=10, t=40, b=10),
+                                          yaxis=dict(autorange="reversed")))

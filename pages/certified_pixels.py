@@ -1,10 +1,12 @@
 """Certified pixels (Anani et al. 2025): σ, n, n0 resample; τ, α, K, correction only re-decide from cached counts."""
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
 from certlib import export, images, pixel_cert, stats, viz
 from certlib.pixel_check import check_certificate
-from ui import runs
+from ui import downloads, runs
 from ui.workbench import current, remember
 
 ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
@@ -83,14 +85,14 @@ def decision(counts) -> None:
               "correction": correction, "k_percents": ks, "scale_s": counts.scale}
     summary = {"radius": cert.radius, **{name: dict(zip(map(str, ks), np.round(v, 5).tolist()))
                                          for name, v in cert.fractions.items()}}
-    b1, b2, b3 = st.columns(3)
-    b1.download_button("overlay PNG", export.png_bytes(overlay, upscale=8 if overlay.shape[0] < 128 else 1),
-                       "certified_overlay.png", "image/png", key="cp_dl_png")
-    b2.download_button("per-pixel CSV", export.pixel_csv(sub.clean_attr, ks, cert.classes, sub.votes_for_mode,
-                                                         sub.top_frequency, cert.pvalues, sub.n),
-                       "certified_pixels.csv", "text/csv", key="cp_dl_csv")
-    b3.download_button("config + summary JSON", export.summary_json(config, summary), "certificate.json",
-                       "application/json", key="cp_dl_json")
+    b1, b2, b3 = st.columns(3)   # the files are built only when a button is clicked
+    downloads.button(b1, "overlay PNG", partial(export.png_bytes, overlay, upscale=8 if overlay.shape[0] < 128 else 1),
+                     "certified_overlay.png", "image/png", key="cp_dl_png")
+    downloads.button(b2, "per-pixel CSV", partial(export.pixel_csv, sub.clean_attr, ks, cert.classes,
+                                                  sub.votes_for_mode, sub.top_frequency, cert.pvalues, sub.n),
+                     "certified_pixels.csv", "text/csv", key="cp_dl_csv")
+    downloads.button(b3, "config + summary JSON", partial(export.summary_json, config, summary), "certificate.json",
+                     "application/json", key="cp_dl_json")
     st.session_state["cp_last_certificate"] = (cert, sub)
 
 

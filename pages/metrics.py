@@ -1,10 +1,12 @@
 """Metrics (Anani et al. 2025, DESIGN §6): certified robustness, certified localization and faithfulness of several
 methods, sampled once into the on-disk store (shared with `python -m certlib run`) and re-decided for any τ, α, K."""
+from functools import partial
+
 import streamlit as st
 
 from certlib import attributions, export, sweep, viz
 from certlib.errors import CertlibError
-from ui import metrics_runs
+from ui import downloads, metrics_runs
 from ui.workbench import current, remember
 
 SIGMAS = [0.12, 0.15, 0.25, 0.33, 0.5, 0.75, 1.0]
@@ -153,8 +155,8 @@ def results(runs) -> None:
     st.subheader("Ranking")
     st.plotly_chart(viz.ranking_heatmap(sweep.method_scores(summary, view_sigma), RANKED, sweep.RANKED_METRICS,
                                         labels), key="mx_rank")
-    st.download_button("metrics CSV (one row per run and K)", export.metrics_csv(rows), "certified_metrics.csv",
-                       "text/csv", key="mx_dl_csv")
+    downloads.button(st, "metrics CSV (one row per run and K)", partial(export.metrics_csv, rows),   # built on click
+                     "certified_metrics.csv", "text/csv", key="mx_dl_csv")
 
 
 with st.container(border=True):

@@ -1,5 +1,7 @@
 """Sparsified SmoothGrad (Levine, Singla & Feizi 2019): σ, n and the seed resample; the variant, τ, K, ε and α only
 re-decide from the cached sums."""
+from functools import partial
+
 import streamlit as st
 
 from certlib import export, images
@@ -7,6 +9,7 @@ from certlib import smoothgrad_viz as sv
 from certlib import sparse_smoothgrad as S
 from certlib import viz
 from certlib.errors import CertlibError
+from ui import downloads
 from ui import smoothgrad_runs as runs
 from ui.workbench import current, remember
 
@@ -136,16 +139,17 @@ def decision() -> None:
         st.caption(f"All {len(rows)} empirical overlaps lie on or above the certified curve of their σ "
                    f"(random directions{'; attacks' if attacked else '; run the attack above for attacked points'}).")
 
-    b1, b2, b3 = st.columns(3)
-    b1.download_button("overlay PNG", export.png_bytes(overlay, upscale=8 if overlay.shape[0] < 128 else 1),
-                       "topk_certified_overlay.png", "image/png", key="sg_dl_png")
-    b2.download_button("per-pixel CSV", export.smoothgrad_pixel_csv(samples.smoothgrad, cert.mean, cert.lower,
-                                                                    cert.upper, cert.top_mask, cert.certified_mask,
-                                                                    cert.radii),
-                       "sparsified_smoothgrad.csv", "text/csv", key="sg_dl_csv")
-    b3.download_button("curve + points CSV",
-                       export.overlap_curve_csv([(f"{c.kind} {c.label}", c.eps, c.certified) for c in curves], rows),
-                       "certified_overlap_curve.csv", "text/csv", key="sg_dl_curve")
+    b1, b2, b3 = st.columns(3)   # the files are built only when a button is clicked
+    downloads.button(b1, "overlay PNG", partial(export.png_bytes, overlay, upscale=8 if overlay.shape[0] < 128 else 1),
+                     "topk_certified_overlay.png", "image/png", key="sg_dl_png")
+    downloads.button(b2, "per-pixel CSV", partial(export.smoothgrad_pixel_csv, samples.smoothgrad, cert.mean,
+                                                  cert.lower, cert.upper, cert.top_mask, cert.certified_mask,
+                                                  cert.radii),
+                     "sparsified_smoothgrad.csv", "text/csv", key="sg_dl_csv")
+    downloads.button(b3, "curve + points CSV",
+                     partial(export.overlap_curve_csv, [(f"{c.kind} {c.label}", c.eps, c.certified) for c in curves],
+                             rows),
+                     "certified_overlap_curve.csv", "text/csv", key="sg_dl_curve")
 
 
 with st.container(border=True):

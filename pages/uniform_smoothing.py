@@ -1,10 +1,12 @@
 """Uniform smoothing (Wang & Kong 2024): r, n, M and the seed resample ĥ(x); ε, T and the confidence only re-bound."""
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
 from certlib import uniform_cert, uniform_viz, viz
 from certlib.uniform_cert import KINDS
-from ui import uniform_runs
+from ui import downloads, uniform_runs
 from ui.uniform_runs import UniformParams
 from ui.workbench import current, remember
 
@@ -70,11 +72,11 @@ def certificate() -> None:
     curves = {k: cert.curve(eps_axis, k) for k in KINDS}
     st.plotly_chart(uniform_viz.bound_figure(eps_axis, curves, points, marked_eps=eps), key="us_curves")
     _verdict(cert, points)
-    b1, b2 = st.columns(2)
-    b1.download_button("plot PNG", uniform_viz.bound_png(eps_axis, curves, points), "uniform_bound.png",
-                       "image/png", key="us_dl_png")
-    b2.download_button("curves + points CSV", uniform_viz.curves_csv(eps_axis, curves, points),
-                       "uniform_bound.csv", "text/csv", key="us_dl_csv")
+    b1, b2 = st.columns(2)   # the files are built only when a button is clicked
+    downloads.button(b1, "plot PNG", partial(uniform_viz.bound_png, eps_axis, curves, points), "uniform_bound.png",
+                     "image/png", key="us_dl_png")
+    downloads.button(b2, "curves + points CSV", partial(uniform_viz.curves_csv, eps_axis, curves, points),
+                     "uniform_bound.csv", "text/csv", key="us_dl_csv")
 
 
 def _min_radius_text(cert, eps: float, T: float, kind: str) -> str:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import streamlit as st
 
 from certlib import sweep
-from certlib.store import Store
+from certlib.store import RunConfig, Store, StoredRun
+from ui import cache
 from ui.workbench import Workbench
 
 IMAGE_SETS = {"grids": "2×2 digit grids (all three metrics)", "digits": "held-out digits",
@@ -83,4 +84,46 @@ def compute_missing(store: Store, wb: Workbench, runs: list[sweep.PlannedRun]) -
 
 def collect(store: Store, wb: Workbench, runs: list[sweep.PlannedRun], decision: sweep.Decision):
     """(rows, curves, runs not stored) at `decision`; faithfulness curves are computed once and kept in the store."""
-    return sweep.collect_metrics(store, runs, decision, sweep.model_prob_fn(wb.model))
+    return sweep.collect_metrics(RememberedStore(store), runs, decision, sweep.model_prob_fn(wb.model))
+
+
+@st.cache_resource
+def _remembered() -> cache.ResultCache:
+    return cache.ResultCache(max_entries=512)
+
+
+class RememberedStore:
+    """The store as `sweep.collect_metrics` reads it, with what it found kept in memory (process-wide, LRU).
+
+    A decision change re-reads every stored run of the selection; from SQLite that is a connection and a decode per
+    run, most of a slider move's time. Memory is safe: a run is never replaced once stored (its key is its complete
+    configuration), and a derived value (faithfulness curves) is a deterministic function of the run and its
+    parameters. Only what was found is remembered, so runs stored later by another session or the CLI show up."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.memo = _remembered()
+
+    def get(self, config: RunConfig) -> StoredRun | None:
+        key = ("run", str(self.store.path), config.canonical())
+        found = self.memo.get(key)
+        if found is None:
+            found = self.store.get(config)
+            if found is not None:
+                self.memo.put(key, found)
+        return found
+
+    def get_derived(self, config: RunConfig, params: dict) -> dict | None:
+        key = ("derived", str(self.store.path), config.canonical(), Store._params(params))
+        found = self.memo.get(key)
+        if found is None:
+            found = self.store.get_derived(config, params)
+            if found is not None:
+                self.memo.put(key, found)
+        return found
+
+    def put_derived(self, config: RunConfig, params: dict, value: dict) -> None:
+        self.store.put_derived(config, params, value)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)

@@ -6,7 +6,8 @@ import streamlit as st
 from scipy.stats import norm
 from streamlit.testing.v1 import AppTest
 
-from certlib import sampling
+from certlib import export, sampling
+from ui import downloads
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -39,6 +40,34 @@ def test_decision_sliders_never_resample(page):
     assert not at.exception
     assert calls == [0.25]
     assert _radius(at) == pytest.approx(0.25 * norm.ppf(0.9), abs=1e-3)
+
+
+def test_decision_moves_build_no_download_files_until_clicked(page, monkeypatch):
+    """Downloads are deferred: a τ / α / K move redraws the page but builds no PNG, CSV or JSON; the buttons carry
+    builders that, when called (a click), make the files of the decision on screen."""
+    at, calls = page
+    built, builders = [], {}
+    for name in ("png_bytes", "pixel_csv", "summary_json"):
+        real = getattr(export, name)
+        monkeypatch.setattr(export, name, lambda *a, _name=name, _real=real, **k: built.append(_name) or _real(*a, **k))
+    real_button = downloads.button
+    monkeypatch.setattr(downloads, "button", lambda where, label, build, *a, **k: builders.__setitem__(label, build)
+                        or real_button(where, label, build, *a, **k))
+    at.slider(key="cp_tau").set_value(0.9).run()
+    at.select_slider(key="cp_alpha").set_value(0.01).run()
+    at.multiselect(key="cp_levels").set_value([1.0, 50.0]).run()
+    assert not at.exception
+    assert _radius(at) == pytest.approx(0.25 * norm.ppf(0.9), abs=1e-3)
+    assert built == []                                         # nothing was built on the moves
+    assert {b.proto.label for b in at.get("download_button")} >= {"overlay PNG", "per-pixel CSV",
+                                                                   "config + summary JSON"}
+    assert builders["overlay PNG"]()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv = builders["per-pixel CSV"]().decode().splitlines()
+    assert csv[0].startswith("row,col,attribution,top1_class") and "top50_class" in csv[0] and len(csv) == 1 + 32 * 32
+    cert, _ = at.session_state["cp_last_certificate"]          # the file is the certificate on screen (K = 1, 50)
+    top1 = [int(row.split(",")[3]) for row in csv[1:]]
+    assert top1 == cert.classes[0].ravel().tolist()
+    assert '"tau": 0.9' in builders["config + summary JSON"]().decode()
 
 
 def test_sigma_resamples_once_and_is_cached(page):

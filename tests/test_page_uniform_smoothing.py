@@ -2,7 +2,7 @@
 appear on request and never fall below the proven bound."""
 import pytest
 
-from certlib import sampling
+from certlib import sampling, uniform_viz
 
 
 @pytest.fixture
@@ -33,6 +33,18 @@ def test_certificate_controls_never_resample(page):
     at.radio(key="us_kind").set_value("paper").run()
     assert not at.exception
     assert calls == [(4.0, 64)]
+
+
+def test_certificate_controls_build_no_download_files(page, monkeypatch):
+    """The plot PNG (matplotlib, ~0.1 s) and the CSV are built only when their button is clicked."""
+    at, calls = page
+    built = []
+    for name in ("bound_png", "curves_csv"):
+        monkeypatch.setattr(uniform_viz, name, lambda *a, _name=name, **k: built.append(_name) or b"")
+    at.slider(key="us_eps_frac").set_value(0.2).run()
+    at.slider(key="us_T").set_value(0.8).run()
+    assert not at.exception and built == []
+    assert {b.proto.label for b in at.get("download_button")} >= {"plot PNG", "curves + points CSV"}
 
 
 def test_radius_resamples_once_and_is_cached(page):

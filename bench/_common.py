@@ -45,3 +45,23 @@ def write(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, dict]:
+    """Time several variants interleaved (A B C, A B C, ...) so drifts of a shared machine hit them alike;
+    per variant the same fields as `timed`."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    raw: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            raw[name].append(time.perf_counter() - t0)
+    return {name: {"median_s": statistics.median(r), "min_s": min(r), "max_s": max(r), "raw_s": r}
+            for name, r in raw.items()}

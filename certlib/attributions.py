@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certlib import _attr_utils as U
+from certlib import precision
 from certlib.errors import CertlibError
 from certlib.models import LoadedModel, ModelSpec
 
@@ -168,10 +169,12 @@ class Attribution(ABC):
         device = torch.device(self.model.device)
         # A detached alias of the caller's tensor (same storage, own autograd flag). Methods that need gradients get
         # it with requires_grad set: the models' weights are frozen, so nothing else would put the layers in a graph.
-        xin = x.detach().to(device=device, dtype=torch.float32).requires_grad_(self.info.needs_gradients)
+        xin = x.detach().to(device=device, dtype=torch.float32)
+        xin = precision.prepare_input(xin, self.model.precision).requires_grad_(self.info.needs_gradients)
         targets = U.as_targets(target, xin.shape[0], self.model.spec.num_classes, device)
-        grad_mode = torch.enable_grad() if self.info.needs_gradients else torch.no_grad()
-        with self.model.lock, grad_mode:
+        # Forward-only methods run in inference mode: no autograd bookkeeping and no version counters at all.
+        grad_mode = torch.enable_grad() if self.info.needs_gradients else torch.inference_mode()
+        with self.model.lock, grad_mode, precision.autocast(device, self.model.precision, self.key):
             maps = self._attribute(xin, targets)
         expected = (x.shape[0], *x.shape[-2:])
         if tuple(maps.shape) != expected:  # a bug in a method, never the caller's fault

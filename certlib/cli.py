@@ -18,6 +18,7 @@ from typing import Sequence
 
 from certlib import attributions, models, sweep
 from certlib.errors import CertlibError
+from certlib.precision import PRECISIONS
 from certlib.store import Store, config_from_dict
 
 INTERRUPTED = 130
@@ -54,6 +55,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=_floats, default=sweep.sampling.DEFAULT_K_PERCENTS, dest="k_percents",
                    help="sampled top-K%% ladder (default 1,5,10,25,50)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="attribution passes in fp32, or bf16 autocast + channels_last (for GPUs; see certlib.precision)")
 
 
 def _add_decision_args(p: argparse.ArgumentParser) -> None:
@@ -97,7 +100,7 @@ def _decision(args) -> sweep.Decision:
 def cmd_run(args) -> int:
     from tqdm import tqdm
 
-    model = models.load_model(args.model, device=args.device)
+    model = models.load_model(args.model, device=args.device, precision=args.precision)
     store = Store()
     runs = _plan(args, model)
     todo = sweep.missing(store, runs)
@@ -133,7 +136,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
-    model = models.load_model(args.model, device=args.device)
+    model = models.load_model(args.model, device=args.device, precision=args.precision)
     store = Store()
     runs = _plan(args, model)
     rows, _, absent = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))

@@ -17,7 +17,7 @@ import operator
 import os
 import threading
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -28,6 +28,7 @@ from torch import nn
 from certlib.digits_cnn import CAM_LAYER as DIGITS_CAM_LAYER
 from certlib.digits_cnn import NUM_CLASSES as DIGITS_CLASSES
 from certlib.digits_cnn import DigitsCNN
+from certlib import precision as precision_mod
 from certlib.errors import ModelError, ModelUnavailableError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -71,9 +72,15 @@ class LoadedModel:
     weights_sha256: str
     device: str = "cpu"
     notes: tuple[str, ...] = ()
+    precision: str = "fp32"           # of the attribution passes (certlib.precision); predictions stay fp32
     # Attribution libraries (zennit composites, captum LRP hooks) modify the module during a call and a cached
     # model is shared by all app sessions: hold this lock around every attribution call.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def compute_key(self) -> str:
+        """Device and precision, as results computed with this model are keyed ('cpu', 'cuda', 'cuda+bf16')."""
+        return precision_mod.compute_key(self.device, self.precision)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,19 +270,40 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def load_model(key: str, device: str | None = "cpu") -> LoadedModel:
-    """Load a registered model in eval mode on `device`. Unavailable weights raise ModelUnavailableError."""
+def load_model(key: str, device: str | None = "cpu", precision: str = "fp32") -> LoadedModel:
+    """Load a registered model in eval mode on `device`, attributions at `precision` ('fp32', or 'bf16' autocast
+    with channels_last on a GPU). Unavailable weights raise ModelUnavailableError."""
+    precision_mod.check_precision(precision)
     spec = get_spec(key)
     if not spec.available:
         raise ModelUnavailableError(f"{spec.key}: {spec.unavailable_reason}")
     dev = resolve_device(device)
     loaders: dict[str, Callable[[ModelSpec], nn.Module]] = {"digits": _load_digits, "imagenet": _load_imagenet}
-    module = loaders[spec.family](spec).eval().to(dev)
+    module = precision_mod.prepare_module(loaders[spec.family](spec).eval().to(dev), dev, precision)
     for p in module.parameters():
         p.requires_grad_(False)  # attributions need input gradients only
     notes = _weights_notes(spec)
     return LoadedModel(spec=spec, module=module, weights_sha256=_sha256_path(spec.weights_path), device=dev,
-                       notes=notes)
+                       notes=notes, precision=precision)
+
+
+def load_random_init(key: str, device: str | None = "cpu", seed: int = 0, precision: str = "fp32") -> LoadedModel:
+    """A registered ImageNet architecture with seeded random weights (no file, no network), for benchmarks and tests
+    whose cost does not depend on what the weights are. Its explanations mean nothing: never show them to a user."""
+    import torchvision.models as tvm
+
+    if key not in IMAGENET_MODELS:
+        raise ModelError(f"unknown ImageNet model {key!r}; choose one of {sorted(IMAGENET_MODELS)}")
+    dev = resolve_device(device)
+    spec = replace(_imagenet_spec(key), label=f"{key} (random weights, seed {seed})", weights_path=None,
+                   available=True, unavailable_reason="", description="random weights: for timing only")
+    torch.manual_seed(seed)
+    module = PixelSpaceModel(getattr(tvm, IMAGENET_MODELS[key][0])(weights=None), IMAGENET_MEAN, IMAGENET_STD)
+    module = precision_mod.prepare_module(module.eval().to(dev), dev, precision_mod.check_precision(precision))
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(spec=spec, module=module, weights_sha256=f"random-init-{key}-seed{seed}", device=dev,
+                       notes=("random weights: timing only, the explanations mean nothing",), precision=precision)
 
 
 def _weights_notes(spec: ModelSpec) -> tuple[str, ...]:

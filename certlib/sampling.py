@@ -8,6 +8,7 @@ accumulated on the model's device. What depends on τ, α or the correction is d
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -64,16 +65,37 @@ class TopKCounts:
         return self.estimation_ones / float(self.n)
 
 
-def auto_batch_size(x: torch.Tensor, device: str) -> int:
-    """Noisy copies per attribution call, from the input size and free memory (bounded, a power of two)."""
-    pixels = int(np.prod(x.shape[1:]))
+# A ResNet-50 forward+backward keeps ~1 KiB of activations per input value (fp32); the bundled CNN far less. Used as
+# a safe over-estimate of what one noisy copy costs, so the batch fits in half of the memory free right now.
+BYTES_PER_INPUT_VALUE = 1024
+MAX_BATCH = 256
+# CPU: larger batches stop paying off once activations fall out of cache (bench/: the bundled CNN is fastest at
+# 64-256 rows, ResNet-50 at ~8 rows of 224x224); this caps a CPU batch at ~16 ImageNet images' worth of values.
+CPU_BATCH_VALUES = 16 * 3 * 224 * 224
+
+
+def free_memory_bytes(device: str) -> int:
+    """Memory free for new tensors on `device`: CUDA's free memory, or the host's MemAvailable."""
     if device == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info()
-        # ~1 KiB of activations per input value of a ResNet-50 forward+backward is a safe over-estimate.
-        budget = max(1, int(0.5 * free // (pixels * 1024)))
-    else:
-        budget = max(1, (16 * 3 * 224 * 224) // pixels)
-    return int(min(256, 2 ** int(math.log2(budget))))
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def auto_batch_size(x: torch.Tensor, device: str) -> int:
+    """Noisy copies per attribution call: what fits in half the free memory of `device` (a power of two, at most
+    MAX_BATCH), and on the CPU also at most CPU_BATCH_VALUES input values per batch."""
+    values = int(np.prod(x.shape[1:]))
+    budget = int(0.5 * free_memory_bytes(device)) // (values * BYTES_PER_INPUT_VALUE)
+    if device != "cuda":
+        budget = min(budget, CPU_BATCH_VALUES // values)
+    return int(min(MAX_BATCH, 2 ** int(math.log2(max(1, budget)))))
 
 
 def attribute_splitting(attribute: AttributionFn, batch: torch.Tensor) -> torch.Tensor:

@@ -92,7 +92,8 @@ class RunConfig:
     n0: int
     seed: int
     k_percents: tuple[float, ...]
-    device: str                # noise is drawn by the device's generator: CPU and CUDA draws differ
+    device: str                # compute key: "cpu", "cuda" or "cuda+bf16" (CPU and CUDA noise draws differ; bf16
+                               # changes the base function)
     noise: str = "gaussian"
     cell: int | None = None    # grid cell whose class is the target (localization), None otherwise
     versions: tuple[tuple[str, str], ...] = field(default_factory=lambda: tuple(sorted(library_versions().items())))

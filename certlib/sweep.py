@@ -111,7 +111,7 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
                 x_sha = images.pixel_sha256(x.numpy())
                 for t, cell in pairs:
                     config = RunConfig(model.spec.key, model.weights_sha256, entry.key, x_sha, t, method, params,
-                                       float(sigma), int(n), int(n0), int(seed), ks, model.device, cell=cell)
+                                       float(sigma), int(n), int(n0), int(seed), ks, model.compute_key, cell=cell)
                     runs.append(PlannedRun(config, x, entry.label))
     return runs
 

@@ -35,15 +35,15 @@ def topk_overlay_figure(overlay_rgb: np.ndarray, mean: np.ndarray, lower: np.nda
                        radius_text], axis=-1)
     hover = ("row %{y}, col %{x}<br>%{customdata[0]}<br>ĝ = %{customdata[1]} in [%{customdata[2]}, "
              "%{customdata[3]}]<br>certified while ε < %{customdata[4]}<extra></extra>")
-    return go.Figure(go.Image(z=overlay_rgb, customdata=custom, hovertemplate=hover),
+    return go.Figure(dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover),
                      layout=dict(margin=dict(l=0, r=0, t=30, b=0), height=380, title="top-K pixels at ε",
                                  xaxis=dict(visible=False), yaxis=dict(visible=False)))
 
 
 def unit_map_figure(values: np.ndarray, title: str = "") -> go.Figure:
     """A map with values in [0, 1] (the smoothed sparsified map) on a fixed sequential colour scale."""
-    heatmap = go.Heatmap(z=values, colorscale="Viridis", zmin=0.0, zmax=1.0,
-                         hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>")
+    heatmap = dict(type="heatmap", z=values, colorscale="Viridis", zmin=0.0, zmax=1.0,
+                   hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>")
     return go.Figure(heatmap, layout=dict(title=title, height=380, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
                                           yaxis=dict(autorange="reversed", visible=False, scaleanchor="x"),
                                           xaxis=dict(visible=False)))
@@ -72,17 +72,18 @@ def overlap_curve_figure(curves: list[OverlapCurve], points: list[OverlapPoint],
     empirical overlaps of perturbed inputs as markers (circles random, crosses attacked; colour = their σ)."""
     labels = dict.fromkeys(c.label for c in curves)
     colours = {label: CURVE_COLOURS[i % len(CURVE_COLOURS)] for i, label in enumerate(labels)}
-    # Built in one go.Figure call: each add_trace / add_vline / update_layout re-validates the whole figure.
-    traces = [go.Scatter(x=c.eps, y=c.certified, mode="lines",
-                         line=dict(shape="hv", color=colours[c.label], dash="solid" if c.kind == "paired" else "dash"),
-                         name=f"certified ({c.kind}), {c.label}",
-                         hovertemplate="ε %{x:.4f}: certified %{y:.1%}<extra></extra>") for c in curves]
+    # Built in one go.Figure call from plain dicts: each add_trace / add_vline / update_layout re-validates the
+    # whole figure (see certlib/viz.py).
+    traces = [dict(type="scatter", x=c.eps, y=c.certified, mode="lines",
+                   line=dict(shape="hv", color=colours[c.label], dash="solid" if c.kind == "paired" else "dash"),
+                   name=f"certified ({c.kind}), {c.label}",
+                   hovertemplate="ε %{x:.4f}: certified %{y:.1%}<extra></extra>") for c in curves]
     for kind in ("random", "attack"):
         for label in dict.fromkeys(p.label for p in points if p.kind == kind):
             chosen = [p for p in points if p.kind == kind and p.label == label]
             symbol, default = POINT_STYLE[kind]
-            traces.append(go.Scatter(
-                x=[p.eps for p in chosen], y=[p.empirical for p in chosen], mode="markers",
+            traces.append(dict(
+                type="scatter", x=[p.eps for p in chosen], y=[p.empirical for p in chosen], mode="markers",
                 marker=dict(symbol=symbol, size=10, color=colours.get(label, default),
                             line=dict(width=1, color=default)),
                 name=f"{kind} δ, {label}", customdata=[p.note for p in chosen],

@@ -17,15 +17,16 @@ def bound_figure(eps: np.ndarray, curves: dict[str, np.ndarray], points: Sequenc
                  marked_eps: float | None = None) -> go.Figure:
     """Bound curves (kind -> values over eps) and empirical CosinePoints; cosines below −1 cannot occur, so the
     y axis spans [−1, 1] and a curve at −1 reads "nothing certified"."""
-    # Built in one go.Figure call: each add_trace / add_vline / update_layout re-validates the whole figure.
-    traces = [go.Scatter(x=eps, y=values, mode="lines", name=f"bound: {KINDS[kind]}", line=CURVE_STYLE[kind],
-                         hovertemplate="ε = %{x:.4g}<br>T = %{y:.4f}<extra>" + kind + "</extra>")
+    # Built in one go.Figure call from plain dicts: each add_trace / add_vline / update_layout re-validates the
+    # whole figure (see certlib/viz.py).
+    traces = [dict(type="scatter", x=eps, y=values, mode="lines", name=f"bound: {KINDS[kind]}",
+                   line=CURVE_STYLE[kind], hovertemplate="ε = %{x:.4g}<br>T = %{y:.4f}<extra>" + kind + "</extra>")
               for kind, values in curves.items()]
     for kind in ("random", "attack"):
         chosen = [p for p in points if p.kind == kind]
         if chosen:
-            traces.append(go.Scatter(
-                x=[p.eps for p in chosen], y=[p.cosine for p in chosen], mode="markers",
+            traces.append(dict(
+                type="scatter", x=[p.eps for p in chosen], y=[p.cosine for p in chosen], mode="markers",
                 name="measured: random δ" if kind == "random" else "measured: attacked δ",
                 marker=dict(size=10, **POINT_STYLE[kind]),
                 customdata=[[p.base_cosine, "yes" if p.label_kept else "no"] for p in chosen],

@@ -1,8 +1,9 @@
 """Figures and overlays: pure functions from numpy arrays to numpy images or plotly figures.
 
-Each figure is built in one `go.Figure(data, layout)` call: every `update_layout` / `update_xaxes` / `add_trace`
-re-validates the figure, which made building a figure cost several times more than the decision it shows (a slider
-move re-draws them; see bench/interactivity.py)."""
+Each figure is built in one `go.Figure(traces, layout)` call with its traces as plain dicts: every `update_layout` /
+`update_xaxes` / `add_trace` re-validates the figure, and a `go.Bar(...)` passed to `go.Figure` is validated twice,
+which made building a figure cost several times more than the decision it shows (a slider move redraws them; see
+bench/interactivity.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,8 @@ def probability_bar(probs: np.ndarray, class_names: tuple[str, ...], k: int = 5,
     labels = [f"{i}: {class_names[i]}" for i, _ in top]
     values = [p for _, p in top]
     colours = ["#d62728" if i == highlight else "#1f77b4" for i, _ in top]
-    bar = go.Bar(x=values, y=labels, orientation="h", marker_color=colours, text=[f"{p:.1%}" for p in values],
-                 textposition="auto", hovertemplate="%{y}: %{x:.4f}<extra></extra>")
+    bar = dict(type="bar", x=values, y=labels, orientation="h", marker_color=colours,
+               text=[f"{p:.1%}" for p in values], textposition="auto", hovertemplate="%{y}: %{x:.4f}<extra></extra>")
     return go.Figure(bar, layout=dict(xaxis=dict(range=[0, 1], title="probability", tickformat=".0%"),
                                       yaxis=dict(autorange="reversed"), height=60 + 32 * len(top),
                                       margin=dict(l=10, r=10, t=10, b=40)))
@@ -74,7 +75,7 @@ def overlay_figure(overlay_rgb: np.ndarray, top_frequency: np.ndarray, k_percent
     custom = np.stack([level_text] + [np.char.mod("%.3f", top_frequency[i]) for i in order], axis=-1)
     hover = "row %{y}, col %{x}<br>%{customdata[0]}<br>" + "<br>".join(
         f"in top-{k_percents[i]:g}%: %{{customdata[{j + 1}]}}" for j, i in enumerate(order)) + "<extra></extra>"
-    return go.Figure(go.Image(z=overlay_rgb, customdata=custom, hovertemplate=hover),
+    return go.Figure(dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover),
                      layout=dict(margin=dict(l=0, r=0, t=0, b=0), height=420, xaxis=dict(visible=False),
                                  yaxis=dict(visible=False)))
 
@@ -84,8 +85,8 @@ def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndar
     order = np.argsort(k_percents)
     x = [f"top {k_percents[i]:g}%" for i in order]
     colours = {"certified top-K": "#d62728", "certified not top-K": "#c7c7c7", "abstain": "#ffbf00"}
-    bars = [go.Bar(name=name, x=x, y=np.asarray(fractions[name])[order], marker_color=colours[name],
-                   hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>") for name in colours]
+    bars = [dict(type="bar", name=name, x=x, y=np.asarray(fractions[name])[order], marker_color=colours[name],
+                 hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>") for name in colours]
     return go.Figure(bars, layout=dict(barmode="stack",
                                        yaxis=dict(tickformat=".0%", range=[0, 1], title="share of pixels"),
                                        height=320, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h")))
@@ -94,8 +95,8 @@ def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndar
 def attribution_figure(attr: np.ndarray, title: str = "") -> go.Figure:
     """A signed attribution map with a symmetric diverging colour scale."""
     lim = float(np.max(np.abs(attr))) or 1.0
-    heatmap = go.Heatmap(z=attr, colorscale="RdBu_r", zmin=-lim, zmax=lim,
-                         hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>")
+    heatmap = dict(type="heatmap", z=attr, colorscale="RdBu_r", zmin=-lim, zmax=lim,
+                   hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>")
     return go.Figure(heatmap, layout=dict(title=title, height=420, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
                                           yaxis=dict(autorange="reversed", visible=False, scaleanchor="x"),
                                           xaxis=dict(visible=False)))
@@ -138,12 +139,13 @@ def metric_bars(summary: list[dict], metric: str, title: str, per_k: bool = True
         sem = [s.get(f"{metric}_sem", np.nan) for s in rows]
         count = [s.get(f"{metric}_count", s["runs"]) for s in rows]
         label = rows[0]["method_label"] if rows else method
-        bars.append(go.Bar(name=f"{label} ({rows[0]['family'] if rows else ''})", x=x, y=y, marker_color=colour,
-                           error_y=dict(type="data", array=[0 if np.isnan(v) else v for v in sem], visible=True,
-                                        thickness=1),
-                           customdata=np.stack([sem, count], axis=-1) if rows else None,
-                           hovertemplate=f"<b>{label}</b> %{{x}}<br>{title}: %{{y:.4f}} ± %{{customdata[0]:.4f}} "
-                                         "(standard error, %{customdata[1]} runs)<extra></extra>"))
+        bars.append(dict(type="bar", name=f"{label} ({rows[0]['family'] if rows else ''})", x=x, y=y,
+                         marker_color=colour,
+                         error_y=dict(type="data", array=[0 if np.isnan(v) else v for v in sem], visible=True,
+                                      thickness=1),
+                         customdata=np.stack([sem, count], axis=-1) if rows else None,
+                         hovertemplate=f"<b>{label}</b> %{{x}}<br>{title}: %{{y:.4f}} ± %{{customdata[0]:.4f}} "
+                                       "(standard error, %{customdata[1]} runs)<extra></extra>"))
     return go.Figure(bars, layout=dict(barmode="group", title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
                                        yaxis=dict(tickformat=".0%" if percent else ".2f", rangemode="tozero"),
                                        legend=dict(orientation="h", y=-0.15)))
@@ -158,9 +160,9 @@ def sigma_lines(summary: list[dict], metric: str, k_percent: float, title: str) 
                       key=lambda s: s["sigma"])
         if not rows:
             continue
-        lines.append(go.Scatter(x=[s["sigma"] for s in rows], y=[s[metric] for s in rows], mode="lines+markers",
-                                name=rows[0]["method_label"], line=dict(color=colour),
-                                hovertemplate=f"<b>{rows[0]['method_label']}</b> σ=%{{x}}: %{{y:.4f}}<extra></extra>"))
+        lines.append(dict(type="scatter", x=[s["sigma"] for s in rows], y=[s[metric] for s in rows],
+                          mode="lines+markers", name=rows[0]["method_label"], line=dict(color=colour),
+                          hovertemplate=f"<b>{rows[0]['method_label']}</b> σ=%{{x}}: %{{y:.4f}}<extra></extra>"))
     return go.Figure(lines, layout=dict(title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
                                         xaxis=dict(title="σ (noise level)"),
                                         yaxis=dict(tickformat=".0%", rangemode="tozero")))
@@ -176,10 +178,10 @@ def faithfulness_figure(mean_curves: list[dict], kind: str, families: dict[str, 
         if c["kind"] != kind:
             continue
         label = labels.get(c["method"], c["method"])
-        lines.append(go.Scatter(x=np.asarray(c["budget"]) * 100, y=c["probability"], mode="lines+markers",
-                                name=label, line=dict(color=colours.get(c["method"], "#636363")),
-                                hovertemplate=f"<b>{label}</b> after certified top-%{{x:g}}%: p = %{{y:.4f}} "
-                                              f"({c['runs']} runs)<extra></extra>"))
+        lines.append(dict(type="scatter", x=np.asarray(c["budget"]) * 100, y=c["probability"], mode="lines+markers",
+                          name=label, line=dict(color=colours.get(c["method"], "#636363")),
+                          hovertemplate=f"<b>{label}</b> after certified top-%{{x:g}}%: p = %{{y:.4f}} "
+                                        f"({c['runs']} runs)<extra></extra>"))
     what = "removed" if kind == "deletion" else "restored"
     return go.Figure(lines, layout=dict(title=f"{kind} curves (certified top-K pixels {what}, smallest K first)",
                                         height=340, margin=dict(l=10, r=10, t=40, b=10),
@@ -200,8 +202,8 @@ def ranking_heatmap(scores: dict[str, dict[str, float]], metric_labels: dict[str
         order = np.argsort(-col[ok], kind="stable")
         ranks[np.flatnonzero(ok)[order], j] = np.arange(1, ok.sum() + 1)
     text = np.vectorize(lambda v: "—" if np.isnan(v) else f"{v:.3f}")(values)
-    heatmap = go.Heatmap(
-        z=ranks, x=[metric_labels[m] for m in metrics], y=[method_labels.get(m, m) for m in methods],
+    heatmap = dict(
+        type="heatmap", z=ranks, x=[metric_labels[m] for m in metrics], y=[method_labels.get(m, m) for m in methods],
         text=text, texttemplate="%{text}", colorscale="RdYlGn_r", colorbar=dict(title="rank"),
         customdata=np.stack([text, np.vectorize(lambda r: "—" if np.isnan(r) else f"{int(r)}")(ranks)], axis=-1),
         hovertemplate="<b>%{y}</b><br>%{x}: %{customdata[0]} (rank %{customdata[1]})<extra></extra>")

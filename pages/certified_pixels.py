@@ -6,7 +6,7 @@ import streamlit as st
 
 from certlib import export, images, pixel_cert, stats, viz
 from certlib.pixel_check import check_certificate
-from ui import downloads, runs
+from ui import downloads, figures, runs
 from ui.workbench import current, remember
 
 ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
@@ -72,7 +72,9 @@ def decision(counts) -> None:
     with left:
         st.image(base, caption=f"input ({base.shape[1]}×{base.shape[0]}), target {wb.model.spec.class_names[wb.target]}",
                  width=160)
-        st.plotly_chart(viz.attribution_figure(counts.clean_attr, "clean attribution"), key="cp_attr")
+        st.plotly_chart(figures.remembered("cp_attr", counts, lambda: viz.attribution_figure(counts.clean_attr,
+                                                                                            "clean attribution")),
+                        key="cp_attr")
     with mid:
         st.plotly_chart(viz.overlay_figure(overlay, sub.top_frequency, ks,
                                            viz.certified_levels(cert.classes, ks)), key="cp_overlay")

@@ -9,7 +9,7 @@ from certlib import smoothgrad_viz as sv
 from certlib import sparse_smoothgrad as S
 from certlib import viz
 from certlib.errors import CertlibError
-from ui import downloads
+from ui import downloads, figures
 from ui import smoothgrad_runs as runs
 from ui.workbench import current, remember
 
@@ -112,8 +112,9 @@ def decision() -> None:
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = sv.topk_certified_overlay(base, cert.top_mask, cert.certified_mask)
     left, mid, right = st.columns(3)
-    left.plotly_chart(viz.attribution_figure(samples.smoothgrad, f"plain SmoothGrad (mean of {samples.n} maps)"),
-                      key="sg_plain")
+    plain = figures.remembered("sg_plain", samples, lambda: viz.attribution_figure(
+        samples.smoothgrad, f"plain SmoothGrad (mean of {samples.n} maps)"))
+    left.plotly_chart(plain, key="sg_plain")
     mid.plotly_chart(sv.unit_map_figure(cert.mean, f"{variant} SmoothGrad ĝ, τ = {level:g}%"), key="sg_sparse")
     right.plotly_chart(sv.topk_overlay_figure(overlay, cert.mean, cert.lower, cert.upper, cert.radii, cert.top_mask),
                        key="sg_overlay")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from certlib import uniform_cert, uniform_viz, viz
 from certlib.uniform_cert import KINDS
-from ui import downloads, uniform_runs
+from ui import downloads, figures, uniform_runs
 from ui.uniform_runs import UniformParams
 from ui.workbench import current, remember
 
@@ -42,8 +42,10 @@ smoothed = uniform_runs.smoothed_map(wb, params)
 d = int(wb.x[0].numel())
 
 left, right = st.columns(2)
-left.plotly_chart(viz.attribution_figure(clean, "raw attribution g(x)"), key="us_raw")
-right.plotly_chart(viz.attribution_figure(smoothed.mean, f"smoothed ĥ(x), n = {n}, r = {radius:g}"), key="us_smooth")
+left.plotly_chart(figures.remembered("us_raw", clean, lambda: viz.attribution_figure(clean, "raw attribution g(x)")),
+                  key="us_raw")
+right.plotly_chart(figures.remembered("us_smooth", smoothed, lambda: viz.attribution_figure(
+    smoothed.mean, f"smoothed ĥ(x), n = {n}, r = {radius:g}")), key="us_smooth")
 
 eps_axis = uniform_cert.eps_axis(d, radius)
 grid = tuple(float(e) for e in uniform_cert.empirical_eps_grid(d, radius))

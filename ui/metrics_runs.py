@@ -104,8 +104,10 @@ class RememberedStore:
         self.store = store
         self.memo = _remembered()
 
+    # Keys hold the config itself (a frozen dataclass: equal configs hash equal) rather than its JSON, which costs
+    # more to build than the lookup saves.
     def get(self, config: RunConfig) -> StoredRun | None:
-        key = ("run", str(self.store.path), config.canonical())
+        key = ("run", self.store.path, config)
         found = self.memo.get(key)
         if found is None:
             found = self.store.get(config)
@@ -114,7 +116,7 @@ class RememberedStore:
         return found
 
     def get_derived(self, config: RunConfig, params: dict) -> dict | None:
-        key = ("derived", str(self.store.path), config.canonical(), Store._params(params))
+        key = ("derived", self.store.path, config, Store._params(params))
         found = self.memo.get(key)
         if found is None:
             found = self.store.get_derived(config, params)

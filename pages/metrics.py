@@ -98,8 +98,8 @@ def results(runs) -> None:
         st.info("Choose at least one top-K% level.")
         return
     decision = sweep.Decision(tau, alpha, tuple(sorted(levels)), correction, replacement)
-    try:
-        rows, curves, absent = metrics_runs.collect(store, wb, runs, decision)
+    try:   # faithfulness curves of a new decision are computed below, after the charts that need none are drawn
+        rows, curves, absent = metrics_runs.collect(store, wb, runs, decision, faithfulness=False)
     except CertlibError as exc:
         st.error(str(exc))
         return
@@ -140,6 +140,15 @@ def results(runs) -> None:
     else:
         st.caption("Localization needs 2×2 grids: choose the grid image set.")
     st.subheader("Faithfulness")
+    if metrics_runs.faithfulness_missing(runs, curves, absent):
+        with st.spinner("Deletion and insertion curves at this decision (the model on every step's image)…"):
+            try:
+                rows, curves, absent = metrics_runs.collect(store, wb, runs, decision)
+            except CertlibError as exc:
+                st.error(str(exc))
+                return
+        summary = sweep.summarise(rows)
+        at_sigma = [s for s in summary if s["sigma"] == view_sigma]
     if image_set == "grids":
         st.caption("On grids the target is a cell's class, to which the model often gives a low probability; "
                    "the deletion and insertion curves say most on single digits.")

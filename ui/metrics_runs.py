@@ -82,9 +82,18 @@ def compute_missing(store: Store, wb: Workbench, runs: list[sweep.PlannedRun]) -
     return count
 
 
-def collect(store: Store, wb: Workbench, runs: list[sweep.PlannedRun], decision: sweep.Decision):
-    """(rows, curves, runs not stored) at `decision`; faithfulness curves are computed once and kept in the store."""
-    return sweep.collect_metrics(RememberedStore(store), runs, decision, sweep.model_prob_fn(wb.model))
+def collect(store: Store, wb: Workbench, runs: list[sweep.PlannedRun], decision: sweep.Decision,
+            faithfulness: bool = True):
+    """(rows, curves, runs not stored) at `decision`; faithfulness curves are computed once and kept in the store.
+    With faithfulness=False, curves not stored yet are left out (their AUCs NaN) rather than computed: the model
+    on every deletion and insertion step of every run takes seconds, and robustness and localization need none."""
+    prob_fn = sweep.model_prob_fn(wb.model) if faithfulness else None
+    return sweep.collect_metrics(RememberedStore(store), runs, decision, prob_fn)
+
+
+def faithfulness_missing(runs: list[sweep.PlannedRun], curves: list[dict], absent: int) -> bool:
+    """Whether some stored run lacks its faithfulness curves in `curves` (from collect(..., faithfulness=False))."""
+    return len(curves) < len(sweep.FAITH_KINDS) * (len(runs) - absent)
 
 
 @st.cache_resource

@@ -1,5 +1,6 @@
 """The metrics page through AppTest: stored runs show at once (also in a new session), Compute samples only the
 missing ones, decision widgets never resample, and the store lives in a temporary directory."""
+import json
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,20 @@ def test_too_small_n_is_announced(calls):
     at.select_slider(key="mx_alpha").set_value(1e-6).run()
     at.button(key="mx_compute").click().run()
     assert any("nothing can be certified" in w.value for w in at.warning)
+
+
+def _chart(at, key: str) -> dict:
+    return next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.proto.id.endswith(key))
+
+
+def test_a_new_decision_draws_every_faithfulness_curve(calls):
+    """Robustness is drawn before a new decision's faithfulness curves are computed; they still all arrive."""
+    at = _visit(mx_images="digits", mx_limit=1, mx_methods=["grad", "gradcam"])
+    at.button(key="mx_compute").click().run()
+    at.slider(key="mx_tau").set_value(0.6).run()                      # a decision whose curves are not stored
+    assert not at.exception, at.exception
+    deletion = _chart(at, "mx_del")["data"]
+    assert len(deletion) == 2 and all(len(trace["y"]) > 1 for trace in deletion)
+    auc = [y for trace in _chart(at, "mx_del_auc")["data"] for y in trace["y"]]
+    assert len(auc) == 2 and all(0.0 <= a <= 1.0 for a in auc)      # computed at τ = 0.6, not left NaN
+    assert len(calls) == 2

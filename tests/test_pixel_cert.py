@@ -111,6 +111,38 @@ def test_top_k_masks_match_numpy_percentiles_on_random_maps(dtype, scale):
             assert np.array_equal(top_k_mask(torch.from_numpy(a), k, scale)[b].numpy(), masks[i, b])
 
 
+@pytest.mark.parametrize("shape", [(5, 16, 16), (3, 7, 9), (2, 1, 3), (2, 224, 224)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_partial_topk_thresholds_match_numpy_for_the_upper_levels(shape, ties):
+    # K <= 50% takes the partial-topk path (no full sort): each mask must still equal numpy's, ties included.
+    rng = np.random.default_rng(sum(shape) + ties)
+    a = rng.normal(size=shape).astype(np.float32)
+    if ties:
+        a = np.round(a * 2) / 2          # few distinct values: thresholds fall on runs of equal values
+    ks = (0.5, 1, 5, 10, 25, 49.9, 50)
+    masks = top_k_masks(torch.from_numpy(a), ks, 0.9).numpy()
+    for i, k in enumerate(ks):
+        for b in range(shape[0]):
+            assert np.array_equal(masks[i, b], _numpy_top_k(a[b], k, 0.9)), (k, b)
+    scales = [clean_scale(torch.from_numpy(a[b])) for b in range(shape[0])]
+    assert scales == pytest.approx([np.percentile(a[b], 99.5) if np.percentile(a[b], 99.5) > 0
+                                    else np.percentile(np.abs(a[b]), 99.5) for b in range(shape[0])], rel=1e-6)
+
+
+def test_all_finite_catches_nan_inf_and_survives_overflowing_sums():
+    from certlib.pixel_cert import all_finite
+
+    big = torch.full((4, 4), 3e38)                       # finite values whose float32 sum overflows to inf
+    assert all_finite(big) and all_finite(torch.zeros(3))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.zeros(5, 5)
+        t[2, 3] = bad
+        assert not all_finite(t)
+    mixed = torch.zeros(3)
+    mixed[0], mixed[1] = float("inf"), -float("inf")      # sums to NaN
+    assert not all_finite(mixed)
+
+
 def test_each_map_of_a_batch_uses_its_own_percentile_and_scale():
     rng = np.random.default_rng(2)
     a = torch.from_numpy(rng.normal(size=(3, 9, 9)))

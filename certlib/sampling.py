@@ -69,9 +69,12 @@ class TopKCounts:
 # a safe over-estimate of what one noisy copy costs, so the batch fits in half of the memory free right now.
 BYTES_PER_INPUT_VALUE = 1024
 MAX_BATCH = 256
-# CPU: larger batches stop paying off once activations fall out of cache (bench/: the bundled CNN is fastest at
-# 64-256 rows, ResNet-50 at ~8 rows of 224x224); this caps a CPU batch at ~16 ImageNet images' worth of values.
-CPU_BATCH_VALUES = 16 * 3 * 224 * 224
+# CPU: large batches are slower, as activations fall out of cache. Measured on 2 cores (bench/, 232 copies): the
+# bundled CNN takes 289/251/239/233/260/312 ms at 8/16/32/64/128/256 rows (LRP 980/818/769/927/1027/1081 ms), and
+# ResNet-50 at 224x224 177 ms per copy at 8 rows vs 217 at 1 and 206 at 16. So a CPU batch holds about
+# CPU_BATCH_VALUES input values (32 bundled digits), but never fewer than CPU_MIN_BATCH copies.
+CPU_BATCH_VALUES = 32 * 32 * 32
+CPU_MIN_BATCH = 8
 
 
 def free_memory_bytes(device: str) -> int:
@@ -89,12 +92,12 @@ def free_memory_bytes(device: str) -> int:
 
 
 def auto_batch_size(x: torch.Tensor, device: str) -> int:
-    """Noisy copies per attribution call: what fits in half the free memory of `device` (a power of two, at most
-    MAX_BATCH), and on the CPU also at most CPU_BATCH_VALUES input values per batch."""
+    """Noisy copies per attribution call: a power of two that fits in half the free memory of `device`, at most
+    MAX_BATCH; on the CPU also the cache-friendly size (CPU_BATCH_VALUES input values, at least CPU_MIN_BATCH)."""
     values = int(np.prod(x.shape[1:]))
     budget = int(0.5 * free_memory_bytes(device)) // (values * BYTES_PER_INPUT_VALUE)
     if device != "cuda":
-        budget = min(budget, CPU_BATCH_VALUES // values)
+        budget = min(budget, max(CPU_MIN_BATCH, CPU_BATCH_VALUES // values))
     return int(min(MAX_BATCH, 2 ** int(math.log2(max(1, budget)))))
 
 

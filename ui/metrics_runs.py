@@ -39,7 +39,7 @@ def open_store() -> Store:
 def plan(wb: Workbench, choice: SweepChoice) -> list[sweep.PlannedRun]:
     """The runs of this selection; memoised per session (it prepares every image and predicts digit targets)."""
     current = choice.image_set == "current"
-    token = (wb.model.weights_sha256, wb.model.spec.key, wb.model.device, choice,
+    token = (wb.model.weights_sha256, wb.model.spec.key, wb.model.compute_key, choice,
              (wb.image.sha256, wb.target) if current else None)
     memo = st.session_state.setdefault("_mx_plans", {})
     if token not in memo:

@@ -52,7 +52,7 @@ def shown_in_page(bar=None):
 
 def run_key(wb: Workbench, kind: str, params) -> tuple:
     """Everything the result depends on: weights, device, image content, target, method, sampling parameters."""
-    return (kind, wb.model.weights_sha256, wb.model.device, wb.image.sha256, tuple(wb.x.shape), wb.target,
+    return (kind, wb.model.weights_sha256, wb.model.compute_key, wb.image.sha256, tuple(wb.x.shape), wb.target,
             wb.method, params)
 
 

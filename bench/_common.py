@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import time
 from pathlib import Path
@@ -48,14 +49,19 @@ def write(name: str, payload: dict) -> Path:
 
 
 def side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, dict]:
-    """Time several variants interleaved (A B C, A B C, ...) so drifts of a shared machine hit them alike;
-    per variant the same fields as `timed`."""
+    """Time several variants interleaved, in a fresh random order each repeat (B A C, C B A, ...), so that drifts
+    of a shared machine and order effects (e.g. a variant that always follows numpy's busy-waiting threads) hit them
+    alike; per variant the same fields as `timed`."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     raw: dict[str, list[float]] = {name: [] for name in fns}
+    order = random.Random(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        names = list(fns)
+        order.shuffle(names)
+        for name in names:
+            fn = fns[name]
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             t0 = time.perf_counter()

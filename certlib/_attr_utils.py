@@ -70,6 +70,13 @@ def select(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
+def input_gradient(module: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """∂y_t/∂x per row for x [B,C,H,W] that requires grad: one backward of the summed target scores (rows are
+    independent through an eval-mode model, so each row gets its own gradient)."""
+    grad, = torch.autograd.grad(select(module(x), targets).sum(), x)
+    return grad
+
+
 def channel_sum(attr: torch.Tensor) -> torch.Tensor:
     """[B,C,H,W] per-channel attributions -> [B,H,W] float32 (the channel sum, DESIGN §3.1 step 1)."""
     return attr.detach().float().sum(dim=1)

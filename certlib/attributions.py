@@ -197,9 +197,10 @@ class Grad(Attribution):
     key = "grad"
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        from captum.attr import Saliency
-
-        return U.channel_sum(Saliency(self.module).attribute(x, target=targets, abs=True))
+        # Plain autograd: what captum's Saliency computes, without its per-call input formatting and hook handling
+        # (tests/test_attributions.py checks equality with captum). Rows are independent, so the gradient of the
+        # summed target scores is each row's own gradient.
+        return U.channel_sum(U.input_gradient(self.module, x, targets).abs())
 
 
 class GuidedBackprop(Attribution):
@@ -229,9 +230,7 @@ class InputXGradient(Attribution):
     key = "input_x_gradient"
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        from captum.attr import InputXGradient as CaptumInputXGradient
-
-        return U.channel_sum(CaptumInputXGradient(self.module).attribute(x, target=targets))
+        return U.channel_sum(x.detach() * U.input_gradient(self.module, x, targets))   # = captum's InputXGradient
 
 
 class IntegratedGradients(Attribution):

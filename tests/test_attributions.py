@@ -239,6 +239,19 @@ def test_gradient_methods_match_plain_autograd(digits, copies, batched):
     torch.testing.assert_close(batched["input_x_gradient"], (copies * g).sum(1))
 
 
+@pytest.mark.parametrize("which", ["digits", "resnet"])
+def test_saliency_and_input_x_gradient_equal_captums(digits, resnet, copies, which):
+    from captum.attr import InputXGradient, Saliency
+
+    model = digits if which == "digits" else resnet
+    x = copies if which == "digits" else torch.rand((3, 3, 64, 64), generator=torch.Generator().manual_seed(4))
+    targets = [TARGET, 1, 7][:x.shape[0]] if which == "resnet" else TARGET
+    ours = {k: attributions.attribute(model, x, targets, k) for k in ("grad", "input_x_gradient")}
+    torch.testing.assert_close(ours["grad"], Saliency(model.module).attribute(x, target=targets, abs=True).sum(1))
+    torch.testing.assert_close(ours["input_x_gradient"],
+                               InputXGradient(model.module).attribute(x, target=targets).sum(1))
+
+
 def test_integrated_gradients_completeness(digits, copies, batched):
     with torch.no_grad():
         gap = digits.module(copies)[:, TARGET] - digits.module(torch.zeros_like(copies))[:, TARGET]

@@ -1,0 +1,77 @@
+"""Markdown tables from bench/results/{pixel_cert,memory,interactivity}.json (the numbers in docs/performance.md).
+
+    python bench/report.py
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _ms(t: dict) -> str:
+    return f"{t['median_s'] * 1e3:.0f} ({t['min_s'] * 1e3:.0f}–{t['max_s'] * 1e3:.0f})"
+
+
+def pixel_cert_tables(data: dict) -> str:
+    out = ["| model | method | n0 + n | certlib ms | floor ms | certlib / floor | method / plain fwd+bwd |",
+           "|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        t = r["timings"]
+        out.append(f"| {r['model']} | {r['method']} | {r['n0']} + {r['n']} | {_ms(t['certlib'])} | {_ms(t['floor'])} | "
+                   f"**{r['ratio_vs_floor']:.2f}** | {r['method_cost_vs_fwd_bwd']:.2f} |")
+    out += ["", "| model | method | certlib ms | paper pipeline (batch 8) ms | speedup | NoiseTunnel + numpy counting ms "
+                "| speedup | best possible vs paper (paper / floor) |", "|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        t = r["timings"]
+        if "paper_pipeline_b8" not in t:
+            continue
+        nt = "not run" if "captum_noise_tunnel" not in t else \
+            f"{(t['captum_noise_tunnel']['median_s'] + t['numpy_counting']['median_s']) * 1e3:.0f}"
+        ntx = f"{r['speedup_vs_noise_tunnel_plus_counting']:.2f}×" if "captum_noise_tunnel" in t else "–"
+        best = t["paper_pipeline_b8"]["median_s"] / t["floor"]["median_s"]
+        out.append(f"| {r['model']} | {r['method']} | {_ms(t['certlib'])} | {_ms(t['paper_pipeline_b8'])} | "
+                   f"**{r['speedup_vs_paper_pipeline']:.2f}×** | {nt} | {ntx} | {best:.2f}× |")
+    return "\n".join(out)
+
+
+def memory_table(data: dict) -> str:
+    ns = sorted({r["n"] for r in data["rows"]})
+    out = ["| pipeline | " + " | ".join(f"n = {n}" for n in ns) + " | spread |", "|---|" + "---|" * (len(ns) + 1)]
+    for pipeline, spread in data["peak_spread_mib"].items():
+        cells = []
+        for n in ns:
+            row = next(r for r in data["rows"] if r["pipeline"] == pipeline and r["n"] == n)
+            cells.append(f"{row['peak_rss_above_baseline_mib']:.0f} MiB ({row['seconds']:.1f} s)")
+        out.append(f"| {pipeline} | " + " | ".join(cells) + f" | {spread:.0f} MiB |")
+    return "\n".join(out)
+
+
+def interactivity_table(data: dict) -> str:
+    out = ["| page | control | median ms (min–max) | fragment body ms | target ms | met |", "|---|---|---|---|---|---|"]
+    for page, controls in data["results"].items():
+        for name, c in controls.items():
+            if not isinstance(c, dict) or "median_ms" not in c:
+                continue
+            frag = f"{c['fragment_body_median_ms']:.0f}" if c.get("fragment_body_median_ms") is not None else "–"
+            out.append(f"| {page} | {name} | {c['median_ms']:.0f} ({c['min_ms']:.0f}–{c['max_ms']:.0f}) | {frag} | "
+                       f"{c.get('target_ms', 0):.0f} | {'yes' if c.get('target_met') else '**no**'} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    for name, render in (("pixel_cert", pixel_cert_tables), ("memory", memory_table),
+                         ("interactivity", interactivity_table)):
+        data = _load(name)
+        if data is not None:
+            print(f"## {name}\n\n{render(data)}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -144,3 +144,25 @@ def test_free_host_memory_is_plausible():
 
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert 0 < free_memory_bytes("cpu") <= total
+
+
+def test_no_noisy_map_outlives_its_batch():
+    # Streaming: memory O(K·H·W) whatever n. Every map handed to the sampler must be garbage once its batch is
+    # counted, and the result's arrays must not grow with n.
+    import gc
+    import weakref
+
+    alive = []
+
+    def attribute(xb):
+        out = xb[:, 0] * 1.0
+        alive.append(weakref.ref(out))
+        return out
+
+    x = torch.rand((1, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    small = sample_topk_counts(attribute, x, 0.5, n0=4, n=8, batch_size=4)
+    large = sample_topk_counts(attribute, x, 0.5, n0=4, n=400, batch_size=4)
+    gc.collect()
+    assert len(alive) == (1 + 1 + 2) + (1 + 1 + 100) and not any(ref() is not None for ref in alive)
+    for name in ("clean_attr", "clean_masks", "selection_ones", "estimation_ones"):
+        assert getattr(small, name).nbytes == getattr(large, name).nbytes, name

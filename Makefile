@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 run: setup
-	MALLOC_MMAP_THRESHOLD_=65536 $(PY) -m streamlit run app.py --server.port $(PORT)
+	$(PY) -m streamlit run app.py --server.port $(PORT)
 
 test: setup
 	$(PY) -m pytest

@@ -24,8 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 N0 = 32
 # glibc raises its mmap threshold each time a large block is freed, after which batch-sized tensors come from the
-# heap, which fragments and grows by ~1 MiB per batch although nothing stays alive. A fixed threshold keeps large
-# tensors in mmap'd blocks that go back to the system when freed; the app's launcher sets it (Makefile).
+# heap, which fragments and grows slowly although nothing stays alive. The "+mmap" variant fixes the threshold, so
+# large tensors live in mmap'd blocks that go back to the system when freed: its peak shows the live memory alone.
+# It is a diagnostic, not a setting to use: fresh mmap'd pages must be faulted in on every batch (2x slower here).
 MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 MMAP_VALUE = "65536"
 

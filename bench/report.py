@@ -66,8 +66,9 @@ def interactivity_table(data: dict) -> str:
 
 
 def main() -> None:
-    for name, render in (("pixel_cert", pixel_cert_tables), ("memory", memory_table),
-                         ("interactivity", interactivity_table)):
+    for name, render in (("pixel_cert", pixel_cert_tables), ("pixel_cert_resnet50_cpu", pixel_cert_tables),
+                         ("pixel_cert_gpu", pixel_cert_tables), ("memory", memory_table),
+                         ("memory_gpu", memory_table), ("interactivity", interactivity_table)):
         data = _load(name)
         if data is not None:
             print(f"## {name}\n\n{render(data)}\n")

@@ -20,6 +20,7 @@ Writes bench/results/<out>.json (default pixel_cert.json) with every raw timing.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import timed, write  # noqa: E402
+from bench._common import RESULTS, write  # noqa: E402
 from certlib import _attr_utils as U  # noqa: E402
 from certlib import attributions, models, pixel_cert, sampling  # noqa: E402
 from certlib.images import digit_gallery, prepare_image  # noqa: E402
@@ -223,6 +224,14 @@ def print_row(model_key, row):
           f"{row['method_cost_vs_fwd_bwd']:.2f}){extra}", flush=True)
 
 
+def _merged(previous: list[dict], new: list[dict]) -> list[dict]:
+    """previous rows with the re-measured ones replaced in place (same model, method, device), then the new ones."""
+    key = lambda r: (r["model"], r["method"], r["device"])  # noqa: E731
+    fresh = {key(r): r for r in new}
+    rows = [fresh.pop(key(r), r) for r in previous]
+    return rows + [r for r in new if key(r) in fresh]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["digits_sigma0.25", "resnet50"])
@@ -232,8 +241,13 @@ def main() -> None:
     parser.add_argument("--n0", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", default="pixel_cert")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other rows already in bench/results/<out>.json; replace only those re-measured")
     args = parser.parse_args()
     results = []
+    previous = []
+    if args.merge and (RESULTS / f"{args.out}.json").exists():
+        previous = json.loads((RESULTS / f"{args.out}.json").read_text())["rows"]
     for model_key in args.models:
         imagenet = model_key in models.IMAGENET_MODELS
         model = models.load_random_init(model_key, args.device) if imagenet \
@@ -252,10 +266,11 @@ def main() -> None:
                        input_shape=list(x.shape), device=args.device, wall_s=time.perf_counter() - t0)
             results.append(row)
             print_row(model_key, row)
+            rows = _merged(previous, results)
             # written after every row, so an interrupted run keeps what it measured
             path = write(args.out, {"sigma": SIGMA, "tau": TAU, "alpha": ALPHA, "k_percents": list(KS),
                                     "targets": {"ratio_vs_floor_max": 1.15, "speedup_vs_paper_pipeline_min": 3.0},
-                                    "rows": results})
+                                    "rows": rows})
     print(f"wrote {path}")
 
 

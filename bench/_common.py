@@ -17,18 +17,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
     """Median and spread of `repeats` wall-clock runs after `warmup` runs; raw timings kept."""
-    for _ in range(warmup):
-        fn()
-    raw = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        raw.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(raw), "min_s": min(raw), "max_s": max(raw), "raw_s": raw}
+    return side_by_side({"fn": fn}, repeats=repeats, warmup=warmup)["fn"]
 
 
 def machine() -> dict:

@@ -73,8 +73,15 @@ def select(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def input_gradient(module: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """∂y_t/∂x per row for x [B,C,H,W] that requires grad: one backward of the summed target scores (rows are
     independent through an eval-mode model, so each row gets its own gradient)."""
-    grad, = torch.autograd.grad(select(module(x), targets).sum(), x)
-    return grad
+    return input_gradient_and_logits(module, x, targets)[0]
+
+
+def input_gradient_and_logits(module: nn.Module, x: torch.Tensor,
+                              targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂y_t/∂x, the detached logits of the same forward pass)."""
+    logits = module(x)
+    grad, = torch.autograd.grad(select(logits, targets).sum(), x)
+    return grad, logits.detach()
 
 
 def channel_sum(attr: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,8 @@ class Attribution(ABC):
             raise CertlibError(reason)
         self.model = model
         self.seed = int(seed)
+        self._seen_logits: torch.Tensor | None = None      # set by methods whose pass runs the plain model on x
+        self._last: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     @property
     def info(self) -> MethodInfo:
@@ -174,12 +176,26 @@ class Attribution(ABC):
         targets = U.as_targets(target, xin.shape[0], self.model.spec.num_classes, device)
         # Forward-only methods run in inference mode: no autograd bookkeeping and no version counters at all.
         grad_mode = torch.enable_grad() if self.info.needs_gradients else torch.inference_mode()
+        self._seen_logits, self._last = None, None
         with self.model.lock, grad_mode, precision.autocast(device, self.model.precision, self.key):
             maps = self._attribute(xin, targets)
+        # Keep the logits of this very batch for `logits_for` (only in fp32: predictions are always fp32).
+        plain = self.model.precision == "fp32" and self._seen_logits is not None
+        self._last = (x, self._seen_logits.detach().float() if plain else None)
+        self._seen_logits = None
         expected = (x.shape[0], *x.shape[-2:])
         if tuple(maps.shape) != expected:  # a bug in a method, never the caller's fault
             raise RuntimeError(f"{self.key} returned shape {tuple(maps.shape)}, expected {expected}")
         return maps.detach().float().to(x.device)
+
+    def logits_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits [B, classes] (fp32) for the batch x: those the last `attribute(x, ·)` call computed
+        when x is that very batch and the method ran the plain model on it (Gradient, Input×Gradient, the CAM family),
+        else one forward pass."""
+        if self._last is not None and self._last[0] is x and self._last[1] is not None:
+            return self._last[1].to(x.device)
+        with self.model.lock, torch.inference_mode():
+            return self.module(x.detach().to(device=self.model.device, dtype=torch.float32)).float().to(x.device)
 
     @abstractmethod
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -200,7 +216,8 @@ class Grad(Attribution):
         # Plain autograd: what captum's Saliency computes, without its per-call input formatting and hook handling
         # (tests/test_attributions.py checks equality with captum). Rows are independent, so the gradient of the
         # summed target scores is each row's own gradient.
-        return U.channel_sum(U.input_gradient(self.module, x, targets).abs())
+        grad, self._seen_logits = U.input_gradient_and_logits(self.module, x, targets)
+        return U.channel_sum(grad.abs())
 
 
 class GuidedBackprop(Attribution):
@@ -230,7 +247,8 @@ class InputXGradient(Attribution):
     key = "input_x_gradient"
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return U.channel_sum(x.detach() * U.input_gradient(self.module, x, targets))   # = captum's InputXGradient
+        grad, self._seen_logits = U.input_gradient_and_logits(self.module, x, targets)
+        return U.channel_sum(x.detach() * grad)   # = captum's InputXGradient
 
 
 class IntegratedGradients(Attribution):
@@ -457,6 +475,7 @@ class _LayerMethod(Attribution):
         """(layer output A [B,K,h,w], logits [B,classes]) in one forward pass."""
         with U.capture_output(self.layer) as seen:
             logits = self.module(x)
+        self._seen_logits = logits
         return seen["output"], logits
 
     def _activations_and_gradients(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

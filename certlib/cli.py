@@ -16,7 +16,7 @@ import math
 import sys
 from typing import Sequence
 
-from certlib import attributions, models, sweep
+from certlib import attributions, models, pixel_cert, sweep
 from certlib.errors import CertlibError
 from certlib.precision import PRECISIONS
 from certlib.store import Store, config_from_dict
@@ -54,6 +54,9 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=_floats, default=sweep.sampling.DEFAULT_K_PERCENTS, dest="k_percents",
                    help="sampled top-K%% ladder (default 1,5,10,25,50)")
+    p.add_argument("--normalisation", choices=pixel_cert.NORMALISATIONS, default=pixel_cert.DEFAULT_NORMALISATION,
+                   help="how h^K ranks a noisy map: rank |a| (default), own_scale, or paper (the clean map's scale: "
+                        + pixel_cert.PAPER_WARNING + ")")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="attribution passes in fp32, or bf16 autocast + channels_last (for GPUs; see certlib.precision)")
@@ -90,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _plan(args, model: models.LoadedModel) -> list[sweep.PlannedRun]:
     entries = sweep.image_set(args.images, args.limit)
-    return sweep.plan(model, entries, args.methods, args.sigmas, args.n, args.n0, args.seed, args.k_percents)
+    return sweep.plan(model, entries, args.methods, args.sigmas, args.n, args.n0, args.seed, args.k_percents,
+                      normalisation=args.normalisation)
 
 
 def _decision(args) -> sweep.Decision:

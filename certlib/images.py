@@ -427,6 +427,30 @@ def prepare_image(pixels: np.ndarray, in_channels: int, input_size: tuple[int, i
     return _convert_channels(x, in_channels).clamp_(0.0, 1.0).contiguous()
 
 
+def preprocessing_gain(pixel_shape: tuple[int, int, int], in_channels: int, input_size: tuple[int, int],
+                       flexible_size: bool, resize_size: int | None = None) -> float:
+    """An upper bound on how much `prepare_image` can stretch an ℓ2 perturbation of an image of `pixel_shape`
+    [C,H,W]: ‖prepare(u + δ) − prepare(u)‖₂ ≤ gain·‖δ‖₂ for all u, δ. A radius R certified in the model's input
+    space therefore covers every perturbation of the image's own pixels up to R / gain.
+
+    prepare_image is a linear map A (resize, crop, channel conversion; all with non-negative weights) followed by a
+    clamp to [0, 1], which is 1-Lipschitz. For a non-negative matrix, Schur's test bounds the spectral norm by
+    sqrt(max row sum · max column sum); the row sums are A·1 (one forward of an all-ones image) and the column sums
+    Aᵀ·1 (one backward). Exact for integer upsampling (gain 4 for 8×8 -> 32×32) and channel replication (√3)."""
+    c, h, w = (int(v) for v in pixel_shape)
+    ones = torch.ones((1, c, h, w), dtype=torch.float64, requires_grad=True)
+    out_h, out_w = _checked_size(input_size)
+    y = ones
+    if not (flexible_size and _fits_flexibly(h, w, out_h, out_w)):
+        short = resize_size if resize_size is not None else min(out_h, out_w)
+        y = _center_crop(_resize_to_cover(y, short, out_h, out_w), out_h, out_w)
+    y = _convert_channels(y, in_channels)
+    col_sums, = torch.autograd.grad(y.sum(), ones, allow_unused=True)
+    if col_sums is None:                      # an identity that never touched the graph
+        return 1.0
+    return float(torch.sqrt(y.detach().max() * col_sums.max()))
+
+
 def _checked_size(input_size: tuple[int, int]) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in input_size)

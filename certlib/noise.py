@@ -16,6 +16,11 @@ from certlib.errors import CertlibError
 CHUNK = 32
 # Streams separate the draws of one run: selection and estimation samples must be independent (DESIGN §3.2).
 SELECTION, ESTIMATION, UNIFORM = 0, 1, 2
+# "Check it" re-estimates at x + δ_j from stream CHECK_STREAMS + j of the run's own seed: never the run's streams,
+# whatever seed the user picked (with one seed the chunk seeds of two streams differ by a seed-independent amount,
+# which tests/test_noise.py shows is never 0 for any chunk index a run can reach).
+CHECK_STREAMS = 16
+MAX_CHECKS = 16
 
 
 def _chunk_generator(seed: int, stream: int, chunk: int, device: torch.device) -> torch.Generator:

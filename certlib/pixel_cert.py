@@ -23,6 +23,19 @@ from certlib import stats
 from certlib.errors import CertlibError
 
 SCALE_PERCENTILE = 99.5
+# How a noisy map becomes the values that h^K ranks (§3.1 step 2). The first two are functions of the noisy map
+# alone, so h^K is a function of the noisy input and the guarantee at x + δ holds. "paper" divides every noisy map
+# by s(x), the 99.5th percentile of the *clean* map at x (as the paper's released code does): h then depends on x
+# itself, and at x + δ the pipeline certifies a different function. Kept only to reproduce the paper.
+NORMALISATIONS = ("rank", "own_scale", "paper")
+DEFAULT_NORMALISATION = "rank"
+NORMALISATION_LABELS = {
+    "rank": "rank |a| (default)",
+    "own_scale": "each noisy map's own 99.5th percentile, clipped",
+    "paper": "paper: the clean map's 99.5th percentile (not a function of the noisy input alone)",
+}
+PAPER_WARNING = ("not a function of the noisy input alone: the guarantee at x + δ does not hold (each noisy map is "
+                 "divided by a scale of the clean map at x, which a model can change at x + δ)")
 CORRECTIONS = ("holm", "bonferroni")
 ABSTAIN = -1
 
@@ -127,55 +140,77 @@ def _map_scales(flat: torch.Tensor) -> torch.Tensor:
 
 
 def clean_scale(clean_attr: torch.Tensor | np.ndarray) -> float:
-    """s of §3.1 for one clean attribution map [H,W] (tensor or array): its 99.5th percentile, with the fallbacks
-    of `_map_scales` (99.5th percentile of |a| when that is <= 0, then 1.0)."""
+    """s(x) of the "paper" normalisation for one clean attribution map [H,W] (tensor or array): its 99.5th
+    percentile, with the fallbacks of `_map_scales` (99.5th percentile of |a| when that is <= 0, then 1.0)."""
     attr = torch.as_tensor(clean_attr)
     if attr.dim() != 2:
         raise CertlibError(f"clean_attr must be one map [H,W], got shape {tuple(attr.shape)}")
     attr = _check_attr(attr[None].double() if not attr.is_floating_point() else attr[None])
-    return float(_map_scales(attr.flatten(1))[0])
+    return float(_map_scales(attr.flatten(1).double())[0])
 
 
-def _check_scale(scale: object) -> float | None:
-    if scale is None:
-        return None
+def _check_scale(scale: object) -> float:
     try:
         value = float(scale) if not isinstance(scale, bool) else math.nan
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise CertlibError(f"scale must be a positive number or None, got {scale!r}")
+        raise CertlibError(f"scale must be a positive number, got {scale!r}")
     return value
 
 
-def _post_process(flat: torch.Tensor, scale: float | None) -> torch.Tensor:
-    """|clip(a / s, −1, 1)| per map [B,N]; s is the clean map's scale, or each map's own when scale is None."""
-    s = _map_scales(flat)[:, None] if scale is None else torch.tensor(scale, dtype=flat.dtype, device=flat.device)
-    return (flat / s).clamp(-1.0, 1.0).abs()
+def check_normalisation(normalisation: object) -> str:
+    if normalisation not in NORMALISATIONS:
+        raise CertlibError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    return str(normalisation)
 
 
-def top_k_masks(attr: torch.Tensor, k_percents: Sequence[float], scale: float | None = None) -> torch.Tensor:
+def _post_process(flat: torch.Tensor, normalisation: str, scale: float | None) -> torch.Tensor:
+    """The values ranked by h^K, per map [B,N], in float64:
+    "rank": |a|; "own_scale": |clip(a / s(a), −1, 1)| with each map's own s; "paper": |clip(a / s, −1, 1)| with
+    the given s (the clean map's)."""
+    a = flat.double()
+    if normalisation == "rank":
+        return a.abs()
+    s = _map_scales(a)[:, None] if normalisation == "own_scale" else torch.tensor(scale, dtype=a.dtype,
+                                                                                  device=a.device)
+    return (a / s).clamp(-1.0, 1.0).abs()
+
+
+def top_k_masks(attr: torch.Tensor, k_percents: Sequence[float], normalisation: str = DEFAULT_NORMALISATION,
+                scale: float | None = None) -> torch.Tensor:
     """h^K for every K at once: bool [len(K), B, H, W] on attr's device.
 
-    Pixel i of map b is in the top K% iff its post-processed value is strictly above the (100−K)-th percentile of
-    its own post-processed map. Each map is sorted once for all K. Ties at the percentile make the set smaller
-    than K% (e.g. every value clipped to 1 ties: none of them is strictly above a percentile equal to 1); K = 100
-    keeps every pixel above the map's minimum."""
+    Pixel i of map b is in the top K% iff its value (after `normalisation`, see `_post_process`) is strictly above
+    the (100−K)-th percentile of its own map, both in float64 (float32 would round a percentile that falls between
+    two adjacent float32 values onto one of them and drop a pixel). Ties at the percentile make the set smaller
+    than K%: a constant or all-zero map has no top pixels at any K (nothing is strictly above its only value), and
+    under "own_scale" / "paper" every value clipped to 1 ties. K = 100 keeps every pixel above the map's minimum.
+
+    `normalisation="paper"` needs `scale`, the 99.5th percentile of the clean map (`clean_scale`): the paper's
+    variant, *not* a function of the noisy input alone (see NORMALISATIONS)."""
     a = _check_attr(attr)
     ks = _check_k_percents(k_percents)
-    s = _check_scale(scale)
+    norm_kind = check_normalisation(normalisation)
+    if norm_kind == "paper":
+        if scale is None:
+            raise CertlibError("normalisation 'paper' needs scale, the clean map's 99.5th percentile (clean_scale)")
+        scale = _check_scale(scale)
+    elif scale is not None:
+        raise CertlibError(f"scale is only used by normalisation 'paper', got scale={scale!r} with {norm_kind!r}")
     b, h, w = a.shape
-    values = _post_process(a.reshape(b, h * w), s)
-    thresholds = _percentiles(values, [100.0 - k for k in ks])                                 # [B,K]
+    values = _post_process(a.reshape(b, h * w), norm_kind, scale)
+    thresholds = _percentiles(values, [100.0 - k for k in ks])                                 # [B,K] float64
     masks = values[None, :, :] > thresholds.T[:, :, None]                                       # [K,B,N]
     return masks.reshape(len(ks), b, h, w)
 
 
-def top_k_mask(attr: torch.Tensor, k_percent: float, scale: float | None = None) -> torch.Tensor:
+def top_k_mask(attr: torch.Tensor, k_percent: float, normalisation: str = DEFAULT_NORMALISATION,
+               scale: float | None = None) -> torch.Tensor:
     """h^K for one K: bool [B,H,W]; the slice of `top_k_masks` for that K."""
     if not _is_percent(k_percent):
         raise CertlibError(f"k_percent must be in (0, 100], got {k_percent!r}")
-    return top_k_masks(attr, (float(k_percent),), scale)[0]
+    return top_k_masks(attr, (float(k_percent),), normalisation, scale)[0]
 
 
 # ---------------------------------------------------------------------------------------------- decision

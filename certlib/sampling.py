@@ -17,10 +17,11 @@ import torch
 
 from certlib.errors import CertlibError, OutOfMemory
 from certlib.noise import ESTIMATION, SELECTION, UNIFORM, NoiseStream, check_sigma, gaussian_copies, uniform_ball
-from certlib.pixel_cert import clean_scale, top_k_masks
+from certlib.pixel_cert import DEFAULT_NORMALISATION, check_normalisation, clean_scale, top_k_masks
 
 DEFAULT_K_PERCENTS = (1.0, 5.0, 10.0, 25.0, 50.0)
 AttributionFn = Callable[[torch.Tensor], torch.Tensor]   # [B,C,H,W] -> [B,H,W]
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]        # [B,C,H,W] -> [B,classes]
 ProgressFn = Callable[[int, int], None]                   # (samples done, samples total)
 
 
@@ -33,12 +34,17 @@ class TopKCounts:
     n0: int
     n: int
     seed: int
-    scale: float                      # s: 99.5th percentile of the clean map (§3.1)
+    scale: float | None               # s(x), the clean map's 99.5th percentile: only for normalisation "paper"
     clean_attr: np.ndarray            # [H,W] float32, the attribution of the clean input
     clean_masks: np.ndarray           # [K,H,W] bool, h^K(x) of the clean input
     selection_ones: np.ndarray        # [K,H,W] int32, among n0 samples
     estimation_ones: np.ndarray       # [K,H,W] int32, among n samples
     extra: dict = field(default_factory=dict, compare=False)
+    normalisation: str = DEFAULT_NORMALISATION   # how h^K ranks a noisy map (pixel_cert.NORMALISATIONS)
+    # The smoothed classifier's votes on the same noisy copies (argmax of the logits), [classes] int64 each, when
+    # sampled with `logits=`: Cohen et al.'s CERTIFY of the prediction (certlib.prediction_cert) reads them.
+    selection_classes: np.ndarray | None = None
+    estimation_classes: np.ndarray | None = None
 
     @property
     def modes(self) -> np.ndarray:
@@ -128,45 +134,99 @@ def check_counts_config(sigma: float, n0: int, n: int, k_percents: Sequence[floa
     return ks
 
 
+@dataclass
+class _StageCounts:
+    ones: torch.Tensor                         # [K,H,W] int32: copies in which h^K_i = 1
+    classes: torch.Tensor | None               # [classes] int64: copies whose argmax logit is each class
+
+
 @torch.no_grad()
 def _count_stage(attribute: AttributionFn, x: torch.Tensor, sigma: float, stream: NoiseStream, total: int,
-                 ks: tuple[float, ...], scale: float, batch_size: int, done: int, grand_total: int,
-                 progress: ProgressFn | None) -> torch.Tensor:
+                 ks: tuple[float, ...], normalisation: str, scale: float | None, batch_size: int, logits: LogitsFn | None,
+                 done: int, grand_total: int, progress: ProgressFn | None) -> _StageCounts:
     counts = torch.zeros((len(ks), *x.shape[-2:]), dtype=torch.int32, device=x.device)
+    classes = None
     for start in range(0, total, batch_size):
         stop = min(total, start + batch_size)
         noisy = gaussian_copies(x, sigma, stream, start, stop)
         with torch.enable_grad():  # gradient methods need autograd; the counting below does not
             attr = attribute_splitting(attribute, noisy)
-        counts += top_k_masks(attr.detach(), ks, scale).sum(dim=1, dtype=torch.int32)
+        counts += top_k_masks(attr.detach(), ks, normalisation, scale).sum(dim=1, dtype=torch.int32)
+        if logits is not None:
+            votes = torch.bincount(logits(noisy).argmax(dim=1).to(x.device))
+            classes = votes if classes is None else _add_padded(classes, votes)
         if progress is not None:
             progress(done + stop, grand_total)
-    return counts
+    return _StageCounts(counts, classes)
+
+
+def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    size = max(a.numel(), b.numel())
+    return torch.nn.functional.pad(a, (0, size - a.numel())) + torch.nn.functional.pad(b, (0, size - b.numel()))
+
+
+def _class_votes(stage: _StageCounts, num_classes: int) -> np.ndarray | None:
+    if stage.classes is None:
+        return None
+    votes = np.zeros(num_classes, dtype=np.int64)
+    got = stage.classes.cpu().numpy()
+    votes[:got.size] = got
+    return votes
 
 
 def sample_topk_counts(attribute: AttributionFn, x: torch.Tensor, sigma: float, n0: int = 32, n: int = 256,
                        k_percents: Sequence[float] = DEFAULT_K_PERCENTS, seed: int = 0,
-                       batch_size: int | None = None, progress: ProgressFn | None = None) -> TopKCounts:
-    """Draw n0 selection and n estimation copies of x [1,C,H,W] (on its device) and count top-K% membership."""
+                       batch_size: int | None = None, progress: ProgressFn | None = None,
+                       normalisation: str = DEFAULT_NORMALISATION, logits: LogitsFn | None = None) -> TopKCounts:
+    """Draw n0 selection and n estimation copies of x [1,C,H,W] (on its device) and count top-K% membership.
+
+    `normalisation` picks h^K (pixel_cert.NORMALISATIONS; "paper" divides by the clean map's scale and is not a
+    function of the noisy input alone). With `logits`, the argmax class of every noisy copy is counted too, for the
+    prediction certificate (same copies, no extra noise)."""
     ks = check_counts_config(sigma, n0, n, k_percents)
+    norm_kind = check_normalisation(normalisation)
     if x.dim() != 4 or x.shape[0] != 1:
         raise CertlibError(f"x must be one image [1,C,H,W], got shape {tuple(x.shape)}")
     bs = batch_size or auto_batch_size(x, x.device.type)
+    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+        raise CertlibError(f"batch_size must be a positive integer, got {batch_size!r}")
     with torch.enable_grad():
         clean = attribute(x).detach()
     if clean.shape != (1, *x.shape[-2:]):
         raise CertlibError(f"the attribution returned shape {tuple(clean.shape)}, expected {(1, *x.shape[-2:])}")
-    scale = clean_scale(clean[0])
+    # s(x) enters h^K only under the paper's normalisation; the other two never look at the clean map.
+    scale = clean_scale(clean[0]) if norm_kind == "paper" else None
     shape = tuple(x.shape[1:])
-    sel = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, SELECTION, x.device, x.dtype), n0, ks, scale,
-                       bs, 0, n0 + n, progress)
-    est = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, ESTIMATION, x.device, x.dtype), n, ks, scale,
-                       bs, n0, n0 + n, progress)
+    num_classes = int(logits(x).shape[1]) if logits is not None else 0
+    common = dict(ks=ks, normalisation=norm_kind, scale=scale, batch_size=bs, logits=logits, grand_total=n0 + n,
+                  progress=progress)
+    sel = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, SELECTION, x.device, x.dtype), n0, done=0,
+                       **common)
+    est = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, ESTIMATION, x.device, x.dtype), n, done=n0,
+                       **common)
     return TopKCounts(
-        k_percents=ks, sigma=float(sigma), n0=int(n0), n=int(n), seed=int(seed), scale=float(scale),
-        clean_attr=clean[0].float().cpu().numpy(), clean_masks=top_k_masks(clean, ks, scale)[:, 0].cpu().numpy(),
-        selection_ones=sel.cpu().numpy(), estimation_ones=est.cpu().numpy(), extra={"batch_size": bs},
+        k_percents=ks, sigma=float(sigma), n0=int(n0), n=int(n), seed=int(seed), scale=scale,
+        clean_attr=clean[0].float().cpu().numpy(),
+        clean_masks=top_k_masks(clean, ks, norm_kind, scale)[:, 0].cpu().numpy(),
+        selection_ones=sel.ones.cpu().numpy(), estimation_ones=est.ones.cpu().numpy(), extra={"batch_size": bs},
+        normalisation=norm_kind, selection_classes=_class_votes(sel, num_classes),
+        estimation_classes=_class_votes(est, num_classes),
     )
+
+
+def count_at(attribute: AttributionFn, x: torch.Tensor, counts: TopKCounts, stream: int,
+             progress: ProgressFn | None = None) -> np.ndarray:
+    """[K,H,W] int32: in how many of counts.n fresh copies around x (noise stream `stream` of counts.seed) each
+    pixel is in the top K%, with the same base function h^K as `counts` (same normalisation; under "paper" the
+    scale is recomputed from the clean map at x, as a fresh run would)."""
+    with torch.enable_grad():
+        clean = attribute(x).detach()
+    scale = clean_scale(clean[0]) if counts.normalisation == "paper" else None
+    noise = NoiseStream(tuple(x.shape[1:]), counts.seed, stream, x.device, x.dtype)
+    stage = _count_stage(attribute, x, counts.sigma, noise, counts.n, counts.k_percents, counts.normalisation, scale,
+                         counts.extra.get("batch_size") or auto_batch_size(x, x.device.type), None, 0, counts.n,
+                         progress)
+    return stage.ones.cpu().numpy()
 
 
 # ------------------------------------------------------------------------------ uniform-ball smoothing (§4)

@@ -65,7 +65,7 @@ def sparsify(attr: torch.Tensor, level_percents: Sequence[float], variant: str) 
     (|a| ranks them; ties at the percentile keep fewer than τ%). "sparsified" is that indicator; "scaled" multiplies
     it by |a| / max|a| of the same map (an all-zero map stays 0)."""
     kind = _check_variant(variant)
-    masks = top_k_masks(attr, level_percents, None)              # validates attr and the levels
+    masks = top_k_masks(attr, level_percents, "own_scale")              # validates attr and the levels
     if kind == "sparsified":
         return masks.to(torch.float32)
     return masks * _unit_magnitude(attr)[None]
@@ -140,7 +140,7 @@ def sample_smoothgrad(attribute: AttributionFn, x: torch.Tensor, sigma: float, n
         with torch.enable_grad():   # gradient methods need autograd; the sums below do not
             attr = attribute(gaussian_copies(x, sigma, stream, start, stop)).detach()
         attr_sum += attr.sum(0, dtype=torch.float64)
-        masks = top_k_masks(attr, lv, None)                     # both variants keep the same pixels
+        masks = top_k_masks(attr, lv, "own_scale")                    # both variants keep the same pixels
         ones += masks.sum(1, dtype=torch.int32)
         scaled = (masks * _unit_magnitude(attr)[None]).double()
         scaled_sum += scaled.sum(1)

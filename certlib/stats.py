@@ -99,11 +99,12 @@ def clopper_pearson_lower(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> float
 def clopper_pearson_upper(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> float | np.ndarray:
     """One-sided (1 - alpha) Clopper–Pearson upper bound on p from k successes in n trials.
 
-    p_upper = Beta⁻¹(1 - alpha; k + 1, n - k), and 1 when k = n."""
+    p_upper = Beta⁻¹(1 - alpha; k + 1, n - k), and 1 when k = n. Computed as the inverse *survival* function at
+    alpha: 1 - alpha rounds to 1 in float64 for alpha below ~1e-16 (and loses digits long before), isf does not."""
     k_arr, n_arr = check_counts(k, n)
     a = check_alpha(alpha)
     with np.errstate(invalid="ignore"):
-        p_upper = beta.ppf(1.0 - a, k_arr + 1, n_arr - k_arr)
+        p_upper = beta.isf(a, k_arr + 1, n_arr - k_arr)
     p_upper = np.where(k_arr == n_arr, 1.0, p_upper)
     return _scalar_or_array(p_upper, k, n, alpha)
 

@@ -96,6 +96,7 @@ class RunConfig:
                                # changes the base function)
     noise: str = "gaussian"
     cell: int | None = None    # grid cell whose class is the target (localization), None otherwise
+    normalisation: str = "rank"   # how h^K ranks a noisy map (pixel_cert.NORMALISATIONS): a different function
     versions: tuple[tuple[str, str], ...] = field(default_factory=lambda: tuple(sorted(library_versions().items())))
 
     def canonical(self) -> str:
@@ -110,14 +111,16 @@ class RunConfig:
 # ------------------------------------------------------------------------------------------------ serialisation
 
 _ARRAYS = ("clean_attr", "clean_masks", "selection_ones", "estimation_ones")
+_OPTIONAL_ARRAYS = ("selection_classes", "estimation_classes")     # the prediction's votes, when sampled
 
 
 def counts_to_bytes(counts: "TopKCounts", x: np.ndarray) -> bytes:
     buf = io.BytesIO()
     meta = {"k_percents": counts.k_percents, "sigma": counts.sigma, "n0": counts.n0, "n": counts.n,
-            "seed": counts.seed, "scale": counts.scale, "extra": counts.extra}
+            "seed": counts.seed, "scale": counts.scale, "extra": counts.extra, "normalisation": counts.normalisation}
+    optional = {name: getattr(counts, name) for name in _OPTIONAL_ARRAYS if getattr(counts, name) is not None}
     np.savez_compressed(buf, x=np.asarray(x, dtype=np.float32), meta=np.array(json.dumps(meta, default=str)),
-                        **{name: getattr(counts, name) for name in _ARRAYS})
+                        **{name: getattr(counts, name) for name in _ARRAYS}, **optional)
     return buf.getvalue()
 
 
@@ -128,7 +131,10 @@ def counts_from_bytes(blob: bytes) -> tuple["TopKCounts", np.ndarray]:
         meta = json.loads(str(z["meta"]))
         counts = TopKCounts(k_percents=tuple(meta["k_percents"]), sigma=meta["sigma"], n0=meta["n0"], n=meta["n"],
                             seed=meta["seed"], scale=meta["scale"], extra=meta["extra"],
-                            **{name: z[name] for name in _ARRAYS})
+                            # runs stored before the normalisation was recorded used the clean-map scale
+                            normalisation=meta.get("normalisation", "paper"),
+                            **{name: z[name] for name in _ARRAYS},
+                            **{name: z[name] for name in _OPTIONAL_ARRAYS if name in z.files})
         return counts, z["x"]
 
 
@@ -193,8 +199,10 @@ class Store:
     def put(self, config: RunConfig, counts: "TopKCounts", x: np.ndarray, seconds: float = float("nan")) -> None:
         """Store one sampled run (committed at once). A run already stored under this key is kept."""
         if tuple(counts.k_percents) != tuple(config.k_percents) or counts.n != config.n or counts.n0 != config.n0 \
-                or counts.sigma != config.sigma or counts.seed != config.seed:
-            raise CertlibError("the counts do not match their config (K levels, n, n0, σ or seed differ)")
+                or counts.sigma != config.sigma or counts.seed != config.seed \
+                or counts.normalisation != config.normalisation:
+            raise CertlibError("the counts do not match their config (K levels, n, n0, σ, seed or normalisation "
+                               "differ)")
         row = (config.key, config.canonical(), config.model_key, config.method, config.image_key, config.target,
                config.cell, config.sigma, config.n, config.n0, seconds, time.time(), counts_to_bytes(counts, x))
         with self._write() as con:
@@ -272,4 +280,5 @@ def config_from_dict(d: dict) -> RunConfig:
     d["method_params"] = tuple(tuple(p) for p in d["method_params"])
     d["k_percents"] = tuple(d["k_percents"])
     d["versions"] = tuple(tuple(v) for v in d["versions"])
+    d.setdefault("normalisation", "paper")      # stored before it was part of the key: the clean-map scale
     return RunConfig(**d)

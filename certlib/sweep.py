@@ -91,10 +91,12 @@ def _targets(model: LoadedModel, entry: ImageEntry, x: torch.Tensor, target: int
 
 def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[str], sigmas: Sequence[float],
          n: int, n0: int = 32, seed: int = 0, k_percents: Sequence[float] = sampling.DEFAULT_K_PERCENTS,
-         target: int | None = None) -> list[PlannedRun]:
+         target: int | None = None,
+         normalisation: str = pixel_cert.DEFAULT_NORMALISATION) -> list[PlannedRun]:
     """Every run of the sweep, method-major (all images of one method, then the next)."""
     if not sigmas or not methods or not entries:
         raise CertlibError("a sweep needs at least one method, one image and one σ")
+    normalisation = pixel_cert.check_normalisation(normalisation)
     for sigma in sigmas:   # every σ up front, not halfway through a long sweep
         ks = sampling.check_counts_config(sigma, n0, n, k_percents)
     for m in methods:
@@ -111,7 +113,8 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
                 x_sha = images.pixel_sha256(x.numpy())
                 for t, cell in pairs:
                     config = RunConfig(model.spec.key, model.weights_sha256, entry.key, x_sha, t, method, params,
-                                       float(sigma), int(n), int(n0), int(seed), ks, model.compute_key, cell=cell)
+                                       float(sigma), int(n), int(n0), int(seed), ks, model.compute_key, cell=cell,
+                                       normalisation=normalisation)
                     runs.append(PlannedRun(config, x, entry.label))
     return runs
 
@@ -121,6 +124,12 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
 def attribution_fn(model: LoadedModel, method: str, target: int, seed: int):
     explainer = attributions.make_attribution(method, model, seed=seed)
     return lambda xb: explainer.attribute(xb, target)
+
+
+def attribution_and_logits(model: LoadedModel, method: str, target: int, seed: int):
+    """(x -> maps, x -> logits): the logits of a batch just attributed are reused where the method computed them."""
+    explainer = attributions.make_attribution(method, model, seed=seed)
+    return (lambda xb: explainer.attribute(xb, target)), explainer.logits_for
 
 
 def seconds_per_copy(model: LoadedModel, method: str, x: torch.Tensor, target: int, batch_size: int = 16) -> float:
@@ -151,10 +160,11 @@ def estimate_seconds(model: LoadedModel, runs: Sequence[PlannedRun], batch_size:
 def sample_run(model: LoadedModel, run: PlannedRun, batch_size: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> sampling.TopKCounts:
     c = run.config
-    fn = attribution_fn(model, c.method, c.target, c.seed)
+    fn, logits = attribution_and_logits(model, c.method, c.target, c.seed)
     # Through the module attribute, so tests can count sampler calls.
     return sampling.sample_topk_counts(fn, run.x.to(model.device), c.sigma, c.n0, c.n, c.k_percents, seed=c.seed,
-                                       batch_size=batch_size, progress=progress)
+                                       batch_size=batch_size, progress=progress, normalisation=c.normalisation,
+                                       logits=logits)
 
 
 def run_missing(store: Store, model: LoadedModel, runs: Sequence[PlannedRun], batch_size: int | None = None,

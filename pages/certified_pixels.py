@@ -4,8 +4,8 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from certlib import export, images, pixel_cert, stats, viz
-from certlib.pixel_check import check_certificate
+from certlib import export, guarantee, images, pixel_cert, prediction_cert, stats, viz
+from certlib.pixel_check import COLUMN_LABELS, check_certificate
 from ui import downloads, figures, runs
 from ui.workbench import current, remember
 
@@ -18,7 +18,7 @@ SLOW_ON_CPU_MS = {"rise": 330, "occlusion": 150, "integrated_gradients": 30}
 
 wb = current()
 remember(cp_sigma=0.25, cp_n=256, cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3, cp_levels=[5.0, 25.0, 50.0],
-         cp_correction="holm")
+         cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION, cp_alpha_pred=1e-3)
 st.title("Certified pixels")
 st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% membership is smoothed under Gaussian "
            "noise and certified for every ℓ2 perturbation of radius R = σ·Φ⁻¹(τ), or the pixel abstains.")
@@ -30,6 +30,10 @@ with st.container(border=True):
     n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n")
     n0 = c3.select_slider("n0 (selection samples)", [8, 16, 32, 64, 128], key="cp_n0")
     seed = int(c4.number_input("seed", 0, 2**31 - 1, key="cp_seed"))
+    normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
+                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="cp_normalisation")
+    if normalisation == "paper":
+        st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
 
 alpha_now = st.session_state["cp_alpha"]
 levels_now = st.session_state["cp_levels"] or [5.0]
@@ -42,18 +46,21 @@ if n < n_min:
 if wb.method in SLOW_ON_CPU and wb.device == "cpu":
     st.info(f"{SLOW_ON_CPU[wb.method]} is slow on the CPU: expect about {SLOW_ON_CPU_MS[wb.method] * (n + n0) / 1000:.0f} s "
             f"for n0 + n = {n0 + n} samples on the bundled model (more on ImageNet models). Results are cached.")
-counts = runs.topk_counts(wb, runs.SamplingParams(sigma, n0, n, seed))
+counts = runs.topk_counts(wb, runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation))
+gain = runs.preprocessing_gain(wb)
 
 
 @st.fragment
 def decision(counts) -> None:
     st.markdown("**Decision** — re-decided from the cached counts, no resampling")
-    d1, d2, d3, d4 = st.columns([2, 2, 3, 2])
+    d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
     tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cp_tau")
     alpha = d2.select_slider("α (error probability)", ALPHAS, key="cp_alpha", format_func=lambda a: f"{a:g}")
     levels = d3.multiselect("top-K% levels", list(counts.k_percents), key="cp_levels",
                             format_func=lambda k: f"top {k:g}%")
     correction = d4.radio("correction", ["holm", "bonferroni"], key="cp_correction", horizontal=True)
+    alpha_pred = d5.select_slider("α (prediction)", ALPHAS, key="cp_alpha_pred", format_func=lambda a: f"{a:g}",
+                                  help="error probability of the prediction's own certificate (Cohen et al.)")
     if not levels:
         st.info("Choose at least one top-K% level.")
         return
@@ -63,9 +70,9 @@ def decision(counts) -> None:
     if not cert.certifiable:
         st.warning(f"At τ = {tau:g} and α = {alpha:g} over {cert.num_tests} tests nothing can be certified with "
                    f"n = {cert.n}: it needs n ≥ {cert.min_n}. Every pixel abstains.")
-    st.metric("certified radius R = σ·Φ⁻¹(τ)", f"{cert.radius:.3f}",
-              help="ℓ2 norm in [0,1] pixel space; every certified pixel keeps its class for all ‖δ‖₂ ≤ R "
-                   f"with probability ≥ 1 − α (Holm/Bonferroni over {cert.classes.size} tests).")
+    said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
+                              wb.target, wb.model.spec.class_names, prediction_cert.from_counts(counts, alpha_pred))
+    _show_guarantee(said, cert.classes.size, counts.normalisation)
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = viz.certified_overlay(base, cert.classes, ks)
     left, mid, right = st.columns(3)
@@ -84,8 +91,11 @@ def decision(counts) -> None:
     config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
               "image_sha256": wb.image.sha256, "target": wb.target, "method": wb.method, "sigma": counts.sigma,
               "n0": counts.n0, "n": counts.n, "seed": counts.seed, "tau": tau, "alpha": alpha,
-              "correction": correction, "k_percents": ks, "scale_s": counts.scale}
-    summary = {"radius": cert.radius, **{name: dict(zip(map(str, ks), np.round(v, 5).tolist()))
+              "correction": correction, "k_percents": ks, "normalisation": counts.normalisation,
+              "scale_s": counts.scale, "alpha_prediction": alpha_pred}
+    summary = {"radius": cert.radius, "radius_image_pixels": said.radius_image, "rms_per_pixel": said.rms,
+               "prediction": None if said.prediction is None else said.prediction.__dict__,
+               "prediction_covers_R": said.prediction_covers, **{name: dict(zip(map(str, ks), np.round(v, 5).tolist()))
                                          for name, v in cert.fractions.items()}}
     b1, b2, b3 = st.columns(3)   # the files are built only when a button is clicked
     downloads.button(b1, "overlay PNG", partial(export.png_bytes, overlay, upscale=8 if overlay.shape[0] < 128 else 1),
@@ -96,6 +106,23 @@ def decision(counts) -> None:
     downloads.button(b3, "config + summary JSON", partial(export.summary_json, config, summary), "certificate.json",
                      "application/json", key="cp_dl_json")
     st.session_state["cp_last_certificate"] = (cert, sub)
+
+
+def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str) -> None:
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("certified radius R = σ·Φ⁻¹(τ)", f"{said.radius:.3f}",
+              help=f"ℓ2 norm in the model's [0,1] input space; Holm/Bonferroni over {tests} tests.")
+    m2.metric("per-pixel RMS change R/√d", f"{said.rms:.4f}")
+    if said.radius_image is not None:
+        m3.metric("R in the image's own pixels", f"{said.radius_image:.3f}",
+                  help="the image was resized for the model; preprocessing can stretch a perturbation")
+    pred = said.prediction
+    m4.metric("prediction certified up to", "not certified" if pred is None or not pred.certified
+              else f"R_pred = {pred.radius:.3f}")
+    st.markdown(said.sentence)
+    (st.success if said.prediction_covers else st.warning)(said.prediction_sentence)
+    if normalisation == "paper":
+        st.warning(f"Paper variant of h^K: {pixel_cert.PAPER_WARNING}.")
 
 
 def _legend(ks) -> str:
@@ -120,4 +147,6 @@ with st.expander("Check it: perturb by exactly R and re-estimate"):
                                    sub, cert.classes, cert.radius, alpha=st.session_state["cp_alpha"],
                                    progress=lambda d, t: bar.progress(min(1.0, d / t), text=f"Checking: {d}/{t}"))
         bar.empty()
-        st.dataframe([c.__dict__ for c in checks], hide_index=True)
+        for c in checks:
+            (st.error if c.flipped_significant else st.success)(f"{c.kind}: {c.verdict}")
+        st.dataframe([{COLUMN_LABELS[k]: v for k, v in c.__dict__.items()} for c in checks], hide_index=True)

@@ -63,10 +63,10 @@ def test_ties_at_the_percentile_give_fewer_than_k_percent():
 def test_clipping_at_s_merges_the_values_above_it():
     a = _map(list(range(1, 13)) + [100, 200, 300, 400])
     # with s = 50 the four large values all clip to 1 and tie
-    assert int(top_k_mask(a, 12.5, scale=50.0).sum()) == 0
-    assert torch.equal(top_k_mask(a, 25, scale=50.0), a >= 100)
+    assert int(top_k_mask(a, 12.5, "paper", scale=50.0).sum()) == 0
+    assert torch.equal(top_k_mask(a, 25, "paper", scale=50.0), a >= 100)
     # with s = 1000 nothing clips: the top 12.5% (position 13.125) is 300 and 400
-    assert torch.equal(top_k_mask(a, 12.5, scale=1000.0), a >= 300)
+    assert torch.equal(top_k_mask(a, 12.5, "paper", scale=1000.0), a >= 300)
 
 
 def test_sign_is_dropped_after_clipping():
@@ -74,7 +74,11 @@ def test_sign_is_dropped_after_clipping():
     # s = 14.925 from the signed values; -100 clips to -1 and |-1| = 1 makes it the most important pixel
     assert clean_scale(a[0]) == pytest.approx(14.925, rel=1e-14)
     expected = (a >= 13) | (a == -100)
-    assert torch.equal(top_k_mask(a, 25), expected)
+    for normalisation in ("rank", "own_scale"):
+        assert torch.equal(top_k_mask(a, 25, normalisation), expected)
+    # own scale: 15 / 14.925 and -100 both clip to 1 and tie; at K = 6.25% (position 14.0625) nothing is above 1
+    assert int(top_k_mask(a, 6.25, "own_scale").sum()) == 0
+    assert torch.equal(top_k_mask(a, 6.25, "rank"), a == -100)   # ranking |a| directly has no such ties
 
 
 def test_clean_scale_fallbacks_are_documented_behaviour():
@@ -89,26 +93,63 @@ def test_clean_scale_fallbacks_are_documented_behaviour():
     assert clean_scale(torch.from_numpy(m.astype(np.float32))) == pytest.approx(np.percentile(m, 99.5), rel=1e-6)
 
 
-def _numpy_top_k(a, k, s=None):
-    """Reference: DESIGN §3.1 step by step in numpy, one map at a time."""
-    if s is None:
-        s = np.percentile(a, 99.5)
-    v = np.abs(np.clip(a / a.dtype.type(s), -1, 1))
+def _numpy_top_k(a, k, normalisation="rank", s=None):
+    """Reference: DESIGN §3.1 step by step in numpy (float64), one map at a time."""
+    a = a.astype(np.float64)
+    if normalisation == "rank":
+        v = np.abs(a)
+    else:
+        if normalisation == "own_scale":
+            s = np.percentile(a, 99.5)
+        v = np.abs(np.clip(a / s, -1, 1))
     return v > np.percentile(v, 100 - k)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("scale", [None, 0.7])
-def test_top_k_masks_match_numpy_percentiles_on_random_maps(dtype, scale):
+@pytest.mark.parametrize("normalisation, scale", [("rank", None), ("own_scale", None), ("paper", 0.7)])
+def test_top_k_masks_match_numpy_percentiles_on_random_maps(dtype, normalisation, scale):
     rng = np.random.default_rng(1)
     ks = (1, 5, 10, 25, 33.3, 50, 75, 100)
     a = (rng.standard_t(3, size=(4, 13, 17)) + 0.3).astype(dtype)
-    masks = top_k_masks(torch.from_numpy(a), ks, scale).numpy()
+    masks = top_k_masks(torch.from_numpy(a), ks, normalisation, scale).numpy()
     assert masks.shape == (len(ks), 4, 13, 17)
     for i, k in enumerate(ks):
         for b in range(4):
-            assert np.array_equal(masks[i, b], _numpy_top_k(a[b], k, scale)), (k, b)
-            assert np.array_equal(top_k_mask(torch.from_numpy(a), k, scale)[b].numpy(), masks[i, b])
+            assert np.array_equal(masks[i, b], _numpy_top_k(a[b], k, normalisation, scale)), (k, b)
+            assert np.array_equal(top_k_mask(torch.from_numpy(a), k, normalisation, scale)[b].numpy(), masks[i, b])
+
+
+def test_percentile_threshold_in_float64_keeps_exactly_k_percent():
+    # 1,024 distinct float32 values whose two middle ones are adjacent float32 numbers: the median lies between
+    # them. In float32 it would round onto the upper one and drop a pixel; in float64 it is exact.
+    lo = np.nextafter(np.float32(1.0), np.float32(2.0))   # an odd last bit: float32's midpoint rounds up to hi
+    hi = np.nextafter(lo, np.float32(2.0))
+    values = np.concatenate([np.linspace(0.1, 0.9, 511, dtype=np.float32), [lo, hi],
+                             np.linspace(1.5, 3.0, 511, dtype=np.float32)]).astype(np.float32)
+    assert len(np.unique(values)) == 1024
+    a = torch.from_numpy(np.random.default_rng(0).permutation(values).reshape(1, 32, 32))
+    for normalisation in ("rank", "own_scale"):
+        assert int(top_k_mask(a, 50, normalisation).sum()) == 512, normalisation
+    # the float32 rounding this guards against is real
+    f32_median = torch.quantile(torch.from_numpy(values), 0.5)
+    assert int((torch.from_numpy(values) > f32_median).sum()) == 511
+
+
+def test_constant_and_all_zero_maps_have_no_top_pixels():
+    for a in (torch.zeros(2, 8, 8), torch.full((2, 8, 8), 3.5), torch.full((2, 8, 8), -2.0)):
+        for normalisation in ("rank", "own_scale"):
+            assert int(top_k_masks(a, (1, 5, 50, 100), normalisation).sum()) == 0
+        assert int(top_k_masks(a, (5, 50), "paper", 1.0).sum()) == 0
+
+
+def test_paper_normalisation_needs_a_scale_and_the_others_refuse_one():
+    a = torch.randn(1, 4, 4)
+    with pytest.raises(CertlibError, match="normalisation 'paper' needs scale"):
+        top_k_mask(a, 5, "paper")
+    with pytest.raises(CertlibError, match="scale is only used by normalisation 'paper'"):
+        top_k_mask(a, 5, "rank", 1.0)
+    with pytest.raises(CertlibError, match="normalisation must be one of"):
+        top_k_mask(a, 5, "clean")
 
 
 @pytest.mark.parametrize("shape", [(5, 16, 16), (3, 7, 9), (2, 1, 3), (2, 224, 224)])
@@ -120,10 +161,10 @@ def test_partial_topk_thresholds_match_numpy_for_the_upper_levels(shape, ties):
     if ties:
         a = np.round(a * 2) / 2          # few distinct values: thresholds fall on runs of equal values
     ks = (0.5, 1, 5, 10, 25, 49.9, 50)
-    masks = top_k_masks(torch.from_numpy(a), ks, 0.9).numpy()
+    masks = top_k_masks(torch.from_numpy(a), ks, "paper", 0.9).numpy()
     for i, k in enumerate(ks):
         for b in range(shape[0]):
-            assert np.array_equal(masks[i, b], _numpy_top_k(a[b], k, 0.9)), (k, b)
+            assert np.array_equal(masks[i, b], _numpy_top_k(a[b], k, "paper", 0.9)), (k, b)
     scales = [clean_scale(torch.from_numpy(a[b])) for b in range(shape[0])]
     assert scales == pytest.approx([np.percentile(a[b], 99.5) if np.percentile(a[b], 99.5) > 0
                                     else np.percentile(np.abs(a[b]), 99.5) for b in range(shape[0])], rel=1e-6)
@@ -148,32 +189,34 @@ def test_each_map_of_a_batch_uses_its_own_percentile_and_scale():
     a = torch.from_numpy(rng.normal(size=(3, 9, 9)))
     a[1] = a[0] * 64.0                                    # a power of two: a/s is bit-identical
     ks = (5, 25, 50)
-    batch = top_k_masks(a, ks, None)
+    for normalisation in ("rank", "own_scale"):
+        batch = top_k_masks(a, ks, normalisation)
+        for b in range(3):
+            assert torch.equal(batch[:, b], top_k_masks(a[b:b + 1], ks, normalisation)[:, 0])
+        assert torch.equal(batch[:, 0], batch[:, 1])      # a function of each map alone: scaling changes nothing
+    fixed = top_k_masks(a, ks, "paper", clean_scale(a[0]))
     for b in range(3):
-        assert torch.equal(batch[:, b], top_k_masks(a[b:b + 1], ks, None)[:, 0])
-    assert torch.equal(batch[:, 0], batch[:, 1])          # scale=None: each map rescaled by its own s
-    fixed = top_k_masks(a, ks, clean_scale(a[0]))
-    for b in range(3):
-        assert torch.equal(fixed[:, b], top_k_masks(a[b:b + 1], ks, clean_scale(a[0]))[:, 0])
+        assert torch.equal(fixed[:, b], top_k_masks(a[b:b + 1], ks, "paper", clean_scale(a[0]))[:, 0])
     # one shared s: map 1 is 64x larger, everything clips to 1 and ties, so it has no top pixels at all
     assert int(fixed[:, 1].sum()) == 0 and int(fixed[:, 0].sum()) > 0
-    # scale=None equals passing the map's own clean scale
-    assert torch.equal(top_k_masks(a[:1], ks, None), top_k_masks(a[:1], ks, clean_scale(a[0])))
+    # own scale equals passing the map's own clean scale to the paper variant
+    assert torch.equal(top_k_masks(a[:1], ks, "own_scale"), top_k_masks(a[:1], ks, "paper", clean_scale(a[0])))
 
 
 def test_masks_keep_device_and_accept_half_precision():
     a = torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(3))
-    assert top_k_masks(a, (10,), 1.0).device == a.device
-    assert torch.equal(top_k_mask(a.half(), 10, 1.0), top_k_mask(a.half().float(), 10, 1.0))
+    assert top_k_masks(a, (10,), "paper", 1.0).device == a.device
+    assert torch.equal(top_k_mask(a.half(), 10, "paper", 1.0), top_k_mask(a.half().float(), 10, "paper", 1.0))
+    assert torch.equal(top_k_mask(a.half(), 10), top_k_mask(a.half().float(), 10))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_masks_on_cuda_equal_cpu():
     a = torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    for scale in (None, 0.9):
-        gpu = top_k_masks(a.cuda(), (1, 5, 25, 50), scale)
+    for normalisation, scale in (("rank", None), ("own_scale", None), ("paper", 0.9)):
+        gpu = top_k_masks(a.cuda(), (1, 5, 25, 50), normalisation, scale)
         assert gpu.device.type == "cuda"
-        assert torch.equal(gpu.cpu(), top_k_masks(a, (1, 5, 25, 50), scale))
+        assert torch.equal(gpu.cpu(), top_k_masks(a, (1, 5, 25, 50), normalisation, scale))
 
 
 @pytest.mark.parametrize("call, message", [
@@ -185,8 +228,8 @@ def test_masks_on_cuda_equal_cpu():
     (lambda: top_k_mask(np.ones((1, 2, 2)), 5), "attr must be a torch tensor [B,H,W]"),
     (lambda: top_k_mask(torch.ones(1, 2, 2, dtype=torch.int64), 5), "attr must be a floating-point tensor"),
     (lambda: top_k_mask(torch.tensor([[[1.0, float("nan")]]]), 5), "attr contains non-finite values"),
-    (lambda: top_k_mask(torch.ones(1, 2, 2), 5, scale=0.0), "scale must be a positive number or None, got 0.0"),
-    (lambda: top_k_mask(torch.ones(1, 2, 2), 5, scale="big"), "scale must be a positive number or None, got 'big'"),
+    (lambda: top_k_mask(torch.ones(1, 2, 2), 5, "paper", scale=0.0), "scale must be a positive number, got 0.0"),
+    (lambda: top_k_mask(torch.ones(1, 2, 2), 5, "paper", scale="big"), "scale must be a positive number, got 'big'"),
     (lambda: clean_scale(np.ones((1, 2, 2))), "clean_attr must be one map [H,W], got shape (1, 2, 2)"),
     (lambda: certified_radius(0.0, 0.75), "sigma must be a positive number, got 0.0"),
     (lambda: certified_radius(-0.1, 0.75), "sigma must be a positive number, got -0.1"),
@@ -385,7 +428,7 @@ def _pipeline_counts(run):
     x = torch.zeros(1, 1, SIDE, SIDE, dtype=torch.float64)
     x.view(-1)[:D] = torch.from_numpy(X0)
     c = sampling.sample_topk_counts(_anchored_attribution, x, SIGMA, n0=N0, n=N, k_percents=(50,), seed=run)
-    assert c.scale == 1.0
+    assert c.scale is None and c.normalisation == "rank"
     sel, est = c.selection_ones[0].ravel(), c.estimation_ones[0].ravel()
     assert np.array_equal(est[P:], N * (ANCHORS > 0.5)) and np.array_equal(sel[P:], N0 * (ANCHORS > 0.5))
     return sel[:P], est[:P]

@@ -29,7 +29,7 @@ def test_binary_variant_is_the_shared_top_k_indicator_and_ranks_by_magnitude():
     attr = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
     f = S.sparsify(attr, (10.0, 25.0), "sparsified")
     assert f.shape == (2, 3, 16, 16) and f.dtype == torch.float32
-    assert torch.equal(f.bool(), top_k_masks(attr, (10.0, 25.0), None))
+    assert torch.equal(f.bool(), top_k_masks(attr, (10.0, 25.0), "own_scale"))
     # independently: distinct |a| -> the 64 largest |a| of each map are its top 25% (the top 0.5% tie at the clip)
     order = np.argsort(-attr.abs().flatten(1).numpy(), axis=1)[:, :64]
     expected = np.zeros((3, 256), dtype=bool)
@@ -42,7 +42,7 @@ def test_scaled_variant_is_magnitude_over_max_on_the_kept_pixels():
     f = S.sparsify(attr, (20.0, 100.0), "scaled").numpy()
     a = attr.abs().numpy()
     unit = a / a.reshape(2, -1).max(axis=1)[:, None, None]
-    kept = top_k_masks(attr, (20.0, 100.0), None).numpy()
+    kept = top_k_masks(attr, (20.0, 100.0), "own_scale").numpy()
     assert np.allclose(f, np.where(kept, unit[None], 0.0), atol=1e-7)
     assert f.min() >= 0 and f.max() <= 1 and np.isclose(f[0].reshape(2, -1).max(axis=1), 1.0).all()
 

@@ -41,7 +41,8 @@ def _arrays(config: RunConfig, seed: int = 0) -> dict:
                 scale=0.5, extra={}, clean_attr=rng.random((6, 6), dtype=np.float32),
                 clean_masks=rng.random((k, 6, 6)) < 0.3,
                 selection_ones=rng.integers(0, config.n0 + 1, (k, 6, 6), dtype=np.int32),
-                estimation_ones=rng.integers(0, config.n + 1, (k, 6, 6), dtype=np.int32))
+                estimation_ones=rng.integers(0, config.n + 1, (k, 6, 6), dtype=np.int32),
+                normalisation=config.normalisation, selection_classes=None, estimation_classes=None)
 
 
 def _counts(config: RunConfig, seed: int = 0) -> TopKCounts:
@@ -66,12 +67,20 @@ def test_round_trip_keeps_every_array_exactly():
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     assert np.array_equal(got.x, x) and got.seconds == 1.5
     assert (got.counts.k_percents, got.counts.n, got.counts.n0, got.counts.scale) == ((5.0, 50.0), 10, 4, 0.5)
+    assert got.counts.normalisation == "rank" and got.counts.selection_classes is None
+    with_votes = dataclasses.replace(counts, selection_classes=np.array([3, 1, 0]),
+                                     estimation_classes=np.array([7, 2, 1]))
+    other = dataclasses.replace(config, seed=config.seed)
+    s2 = Store(s.path.with_name("votes.sqlite3"))
+    s2.put(other, with_votes, x)
+    back = s2.get(other).counts
+    assert np.array_equal(back.selection_classes, [3, 1, 0]) and np.array_equal(back.estimation_classes, [7, 2, 1])
     assert store.config_from_dict(got.config) == config
 
 
 CHANGED = {"model_key": "m2", "weights_sha256": "v" * 64, "image_key": "digit:4", "input_sha256": "j" * 64,
            "target": 4, "method": "lrp", "method_params": (("p", 2),), "sigma": 0.5, "n": 11, "n0": 5, "seed": 1,
-           "k_percents": (5.0, 25.0), "device": "cuda", "noise": "uniform", "cell": 2,
+           "k_percents": (5.0, 25.0), "device": "cuda", "noise": "uniform", "cell": 2, "normalisation": "paper",
            "versions": (("test", "2"),)}
 
 
@@ -103,6 +112,9 @@ def test_counts_that_do_not_match_their_config_are_refused():
 
     with pytest.raises(CertlibError, match="do not match"):
         Store().put(_config(), _counts(_config(n=12)), np.zeros((1, 1, 6, 6), np.float32))
+    paper = dataclasses.replace(_counts(_config()), normalisation="paper")     # another base function h^K
+    with pytest.raises(CertlibError, match="normalisation"):
+        Store().put(_config(), paper, np.zeros((1, 1, 6, 6), np.float32))
 
 
 def test_derived_values_are_keyed_by_run_and_parameters():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from certlib import attributions, sampling
+from certlib import attributions, images, pixel_cert, sampling
 from certlib.errors import CertlibError
 from certlib.sampling import TopKCounts
 from ui import cache
@@ -21,12 +21,19 @@ class SamplingParams:
     n: int
     seed: int
     k_percents: tuple[float, ...] = sampling.DEFAULT_K_PERCENTS
+    normalisation: str = pixel_cert.DEFAULT_NORMALISATION
 
 
 def attribution_fn(wb: Workbench, seed: int):
     """x [B,C,H,W] -> [B,H,W] for the workbench's model, method and target (the method holds the model lock)."""
     method = attributions.make_attribution(wb.method, wb.model, seed=seed)
     return lambda xb: method.attribute(xb, wb.target)
+
+
+def attribution_and_logits(wb: Workbench, seed: int):
+    """(x -> maps, x -> logits); the logits of a batch just attributed are reused where the method computed them."""
+    method = attributions.make_attribution(wb.method, wb.model, seed=seed)
+    return (lambda xb: method.attribute(xb, wb.target)), method.logits_for
 
 
 def logit_fn(wb: Workbench):
@@ -50,6 +57,17 @@ def shown_in_page(bar=None):
             bar.empty()
 
 
+def preprocessing_gain(wb: Workbench) -> float:
+    """images.preprocessing_gain for the workbench's image and model, cached per (image, model input)."""
+    memo = st.session_state.setdefault("_preprocessing_gain", {})
+    spec = wb.model.spec
+    key = (wb.image.sha256, spec.in_channels, spec.input_size, spec.flexible_size, spec.resize_size)
+    if key not in memo:
+        memo[key] = images.preprocessing_gain(wb.image.pixels.shape, spec.in_channels, spec.input_size,
+                                              spec.flexible_size, spec.resize_size)
+    return memo[key]
+
+
 def run_key(wb: Workbench, kind: str, params) -> tuple:
     """Everything the result depends on: weights, device, image content, target, method, sampling parameters."""
     return (kind, wb.model.weights_sha256, wb.model.compute_key, wb.image.sha256, tuple(wb.x.shape), wb.target,
@@ -68,9 +86,10 @@ def topk_counts(wb: Workbench, params: SamplingParams) -> TopKCounts:
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Sampling noisy attributions: {done}/{total}")
 
+    attribute, logits = attribution_and_logits(wb, params.seed)
     with shown_in_page(bar):
-        counts = sampling.sample_topk_counts(attribution_fn(wb, params.seed), wb.x.to(wb.model.device),
-                                             params.sigma, params.n0, params.n, params.k_percents, seed=params.seed,
-                                             progress=progress)
+        counts = sampling.sample_topk_counts(attribute, wb.x.to(wb.model.device), params.sigma, params.n0, params.n,
+                                             params.k_percents, seed=params.seed, progress=progress,
+                                             normalisation=params.normalisation, logits=logits)
     results.put(key, counts)
     return counts

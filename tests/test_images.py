@@ -381,3 +381,35 @@ def test_to_display_rgb():
     shown = to_display_rgb(photo.pixels)
     assert shown.shape == photo.pixels.shape[1:] + (3,)
     assert to_display_rgb(torch.ones(3, 4, 4)).max() == 255
+
+
+@pytest.mark.parametrize("shape, channels, size, flexible, resize", [
+    ((1, 8, 8), 1, (32, 32), True, None),        # digits: 4× upsampling
+    ((1, 10, 13), 1, (32, 32), False, None),     # non-integer resize and crop
+    ((3, 12, 9), 1, (16, 16), False, None),      # luminance
+    ((1, 16, 20), 3, (16, 16), False, 16),       # replication to RGB
+    ((1, 64, 48), 1, (16, 16), False, None),     # downsampling
+    ((1, 32, 32), 1, (32, 32), True, None),      # nothing to do
+])
+def test_preprocessing_gain_bounds_the_exact_operator_norm(shape, channels, size, flexible, resize):
+    from certlib.images import preprocessing_gain
+
+    d = int(np.prod(shape))
+    columns = []
+    for i in range(d):   # the linear part column by column (a one-hot image never reaches the clamp)
+        e = np.zeros(d, np.float32)
+        e[i] = 1.0
+        columns.append(prepare_image(e.reshape(shape), channels, size, flexible, resize).double().flatten())
+    exact = float(np.linalg.norm(torch.stack(columns, 1).numpy(), 2))
+    gain = preprocessing_gain(shape, channels, size, flexible, resize)
+    assert exact <= gain * (1 + 1e-9) and gain <= 1.35 * exact, (exact, gain)
+    if shape == (1, 8, 8):
+        assert gain == pytest.approx(4.0, rel=1e-6)                  # R in the 8×8 image is R / 4
+    # and the bound holds for the real (clamped) preprocessing on random images and perturbations
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        u = rng.uniform(size=shape).astype(np.float32)
+        delta = rng.normal(scale=0.1, size=shape).astype(np.float32)
+        moved = prepare_image(u + delta, channels, size, flexible, resize) - prepare_image(u, channels, size, flexible,
+                                                                                          resize)
+        assert float(moved.norm()) <= gain * float(np.linalg.norm(delta)) * (1 + 1e-5)

@@ -1,4 +1,6 @@
 """Seeded noise: independence inside a batch, batch-size invariance, exact uniform-ball sampling."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,29 @@ def test_uniform_ball_in_high_dimension_hugs_the_sphere():
     u = uniform_ball(NoiseStream(d_shape, seed=0, stream=2), 0, 64, 2.0)
     norms = u.flatten(1).norm(dim=1)
     assert float(norms.max()) <= 2.0 + 1e-4 and float(norms.min()) > 2.0 * 0.999
+
+
+def test_check_streams_never_share_a_chunk_seed_with_the_run_streams():
+    """Within one seed, stream s chunk c and stream s' chunk c' get the same generator seed iff
+    B·(s − s') + C·(c − c') ≡ 0 (mod 2⁶³ − 1), independent of the seed. Solve it exactly for every pair of streams
+    a run and its checks use: the colliding chunk offset is astronomically far from any reachable chunk."""
+    from certlib import noise
+
+    M, B, C = 2**63 - 1, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+    assert noise._chunk_generator(5, 1, 3, "cpu").initial_seed() == (5 * 0x9E3779B97F4A7C15 + B + 3 * C) % M
+    g = math.gcd(C, M)                         # 7: solvable only when g divides the right-hand side
+    m = M // g
+    c_inv = pow(C // g, -1, m)
+    run_streams = (noise.SELECTION, noise.ESTIMATION, noise.UNIFORM)
+    checks = range(noise.CHECK_STREAMS, noise.CHECK_STREAMS + noise.MAX_CHECKS)
+    reachable = 2**40                          # chunks of 32 copies: far beyond any n a run can draw
+    for s in run_streams + tuple(checks):
+        for t in checks:
+            if s == t:
+                continue
+            r = (-B * (s - t)) % M
+            if r % g:
+                continue                       # no chunk offset at all collides
+            dc = (r // g * c_inv) % m          # all colliding offsets are dc + k·m; the nearest to 0:
+            dc = dc - m if dc > m // 2 else dc
+            assert abs(dc) > reachable, (s, t, dc)

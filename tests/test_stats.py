@@ -217,3 +217,26 @@ def test_bad_arguments_raise_certlib_errors_naming_them(call, message):
         call()
     assert message in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def _exact_lower_tail(k, n, p, digits=80):
+    """sum_{j <= k} C(n, j) p^j (1-p)^(n-j), exactly in decimal arithmetic."""
+    with mpmath.workdps(digits):
+        pm = mpmath.mpf(p)
+        return mpmath.fsum(mpmath.binomial(n, j) * pm ** j * (1 - pm) ** (n - j) for j in range(0, k + 1))
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 1e-9, 1e-14, 1e-17, 1e-20])
+@pytest.mark.parametrize("k, n", [(0, 31), (1, 256), (100, 256), (250, 256), (900, 1000)])
+def test_clopper_pearson_upper_is_exact_down_to_tiny_alpha(k, n, alpha):
+    # U solves P[Bin(n, U) <= k] = alpha. 1 - alpha is 1.0 in float64 below ~1e-16, so an inverse CDF at
+    # 1 - alpha returns 1 (vacuous) there; the inverse survival function keeps full relative accuracy.
+    hi = clopper_pearson_upper(k, n, alpha)
+    assert 0 < hi < 1
+    assert float(_exact_lower_tail(k, n, hi)) == pytest.approx(alpha, rel=1e-7), (k, n, alpha, hi)
+    # and the same bound by mpmath's own root finder
+    with mpmath.workdps(60):
+        root = mpmath.findroot(lambda p: _exact_lower_tail(k, n, p) - alpha, (mpmath.mpf(hi) * (1 - 1e-6),
+                                                                            mpmath.mpf(hi) * (1 + 1e-6)),
+                               solver="anderson")
+    assert hi == pytest.approx(float(root), rel=1e-9)

@@ -4,7 +4,7 @@ from functools import partial
 
 import streamlit as st
 
-from certlib import attributions, export, sweep, viz
+from certlib import attributions, export, pixel_cert, sweep, viz
 from certlib.errors import CertlibError
 from ui import downloads, metrics_runs
 from ui.workbench import current, remember
@@ -18,7 +18,7 @@ RANKED = {"certified": "certified pixels", "certified_top": "certified top-K", "
 wb = current()
 usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, wb.model.spec) is None]
 remember(mx_methods=[m for m in ("grad", "input_x_gradient", "gradcam", "layercam") if m in usable],
-         mx_images="grids", mx_limit=4, mx_sigmas=[0.25], mx_n=100, mx_n0=32, mx_seed=0, mx_tau=0.75,
+         mx_images="grids", mx_limit=4, mx_sigmas=[0.25], mx_n=100, mx_n0=32, mx_seed=0, mx_normalisation=pixel_cert.DEFAULT_NORMALISATION, mx_tau=0.75,
          mx_alpha=1e-3, mx_levels=[5.0, 25.0, 50.0], mx_correction="holm", mx_replacement="blur",
          mx_view_sigma=0.25, mx_line_k=25.0)
 st.session_state["mx_methods"] = [m for m in st.session_state["mx_methods"] if m in usable]
@@ -42,6 +42,10 @@ with st.container(border=True):
     n = c5.select_slider("n (estimation samples)", N_CHOICES, key="mx_n")
     n0 = c6.select_slider("n0 (selection samples)", [8, 16, 32, 64], key="mx_n0")
     seed = int(c7.number_input("seed", 0, 2**31 - 1, key="mx_seed"))
+    normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
+                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="mx_normalisation")
+    if normalisation == "paper":
+        st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
     st.caption("On the CPU, RISE (about 330 ms per noisy copy on the bundled model), Occlusion (about 150 ms) and "
                "Integrated Gradients (about 30 ms) are slow; the other gradient and CAM methods take a few ms. A "
                "grid has four times the pixels of a digit and is explained once per cell (four targets).")
@@ -53,7 +57,8 @@ if not methods or not sigmas:
     st.info("Choose at least one method and one σ.")
     st.stop()
 
-choice = metrics_runs.SweepChoice(tuple(methods), image_set, int(limit), tuple(sorted(sigmas)), int(n), int(n0), seed)
+choice = metrics_runs.SweepChoice(tuple(methods), image_set, int(limit), tuple(sorted(sigmas)), int(n), int(n0), seed,
+                                  normalisation)
 try:
     runs = metrics_runs.plan(wb, choice)
 except CertlibError as exc:

@@ -103,3 +103,13 @@ def test_bad_arguments_name_the_bad_value(data_dir, capsys):
     err = capsys.readouterr().err
     assert "sigma" in err and "-0.5" in err
     assert cli.main(["export"]) == 2 and "--csv" in capsys.readouterr().err
+
+
+def test_normalisation_is_part_of_every_stored_run(data_dir):
+    """The same sweep under the paper's normalisation is another base function: new runs, stored beside the default."""
+    assert cli.main(["run", *TINY, "--methods", "grad", "--sigmas", "0.25"]) == 0
+    assert cli.main(["run", *TINY, "--methods", "grad", "--sigmas", "0.25", "--normalisation", "paper"]) == 0
+    runs = list(store.Store(data_dir / store.DB_NAME).all_runs())
+    assert sorted(r.counts.normalisation for r in runs) == ["paper", "rank"]
+    assert sorted(store.config_from_dict(r.config).normalisation for r in runs) == ["paper", "rank"]
+    assert all(r.counts.estimation_classes.sum() == 16 for r in runs)     # the prediction's votes are stored

@@ -1,4 +1,5 @@
 """The certified-pixels page through AppTest: sampling sliders resample, decision sliders only re-decide."""
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,37 @@ def test_out_of_memory_shows_a_message_and_keeps_the_sidebar(monkeypatch):
     assert not at.exception
     assert any("choose the CPU" in e.value for e in at.error)
     assert at.sidebar.selectbox(key="model_key").value == "digits_sigma0.25"
+
+
+def _metric(at, label_part: str) -> str:
+    return next(m for m in at.metric if label_part in m.label).value
+
+
+def test_the_page_says_what_is_guaranteed_for_this_image(page):
+    """R in the model's input and R/√d, the prediction's own certificate beside it (its α re-decides without
+    resampling); for a photo shrunk to 32×32, R in the photo's own pixels too."""
+    at, calls = page
+    r = _radius(at)
+    assert float(_metric(at, "RMS")) == pytest.approx(r / 32, abs=1e-4)
+    assert not any("own pixels" in m.label for m in at.metric)     # the digit is the model's input as it is
+    text = " ".join(m.value for m in at.markdown)
+    assert "32×32" in text and "fixed class" in text
+    pred = _metric(at, "prediction certified")
+    notes = " ".join(e.value for e in list(at.success) + list(at.warning))
+    assert "R_pred" in pred and "prediction certified up to radius R_pred" in notes
+    at.select_slider(key="cp_alpha_pred").set_value(1e-6).run()
+    assert not at.exception and calls == [0.25]
+    assert _metric(at, "prediction certified") != pred          # a smaller α_pred gives a smaller R_pred
+    at.selectbox(key="image_source").set_value("photo").run()
+    assert not at.exception
+    own = float(_metric(at, "own pixels"))
+    assert own > r                  # a photo of 100,000s of pixels shrunk to 32×32: a perturbation shrinks with it
+    assert re.search(r"in the image's own \d+×\d+×3 pixels", " ".join(m.value for m in at.markdown))
+
+
+def test_the_paper_normalisation_is_labelled_and_resamples(page):
+    at, calls = page
+    assert at.selectbox(key="cp_normalisation").value == "rank"
+    at.selectbox(key="cp_normalisation").set_value("paper").run()
+    assert not at.exception and len(calls) == 2              # another base function: sampled anew
+    assert any("not a function of the noisy input alone" in w.value for w in at.warning)

@@ -29,6 +29,7 @@ class SweepChoice:
     n: int
     n0: int
     seed: int = 0
+    normalisation: str = "rank"
 
 
 def open_store() -> Store:
@@ -46,7 +47,8 @@ def plan(wb: Workbench, choice: SweepChoice) -> list[sweep.PlannedRun]:
         entries = [wb.image] if current else sweep.image_set(choice.image_set, choice.limit)
         memo.clear()   # one selection at a time is enough; plans hold the prepared inputs
         memo[token] = sweep.plan(wb.model, entries, choice.methods, choice.sigmas, choice.n, choice.n0,
-                                 choice.seed, target=wb.target if current else None)
+                                 choice.seed, target=wb.target if current else None,
+                                 normalisation=choice.normalisation)
     return memo[token]
 
 

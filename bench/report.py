@@ -67,10 +67,26 @@ def interactivity_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def normalisation_table(data: dict) -> str:
+    levels = data["rows"][0]["levels"]
+    head = " | ".join(f"certified top-{k:g}%" for k in levels)
+    out = [f"| method | normalisation | {head} | certified top-1% (alone) | empty noisy top-1% masks | s per run |",
+           "|---|---|" + "---|" * len(levels) + "---|---|---|"]
+    for r in data["rows"]:
+        shares = " | ".join(f"{v:.4f}" for v in r["certified top-K"])
+        out.append(f"| {r['method']} | {r['normalisation']} | {shares} | {r['certified_top1_alone']:.4f} | "
+                   f"{r['empty_noisy_top1_masks']:.2f} | {r['seconds_per_run']:.2f} |")
+    p = data["prediction"]
+    out.append(f"\nPrediction certified (α = {p['alpha']:g}) on {len(p['images'])} held-out digits: {p['certified']}; "
+               f"certified beyond R = {data['radius']:.3f} for the explained class: {p['covers_R']}.")
+    return "\n".join(out)
+
+
 def main() -> None:
     for name, render in (("pixel_cert", pixel_cert_tables), ("pixel_cert_resnet50_cpu", pixel_cert_tables),
                          ("pixel_cert_gpu", pixel_cert_tables), ("memory", memory_table),
-                         ("memory_gpu", memory_table), ("interactivity", interactivity_table)):
+                         ("memory_gpu", memory_table), ("interactivity", interactivity_table),
+                         ("normalisation", normalisation_table)):
         data = _load(name)
         if data is not None:
             print(f"## {name}\n\n{render(data)}\n")

@@ -158,8 +158,9 @@ def _registry_model(key: str, device: str) -> models.LoadedModel:
 
 def _move_user_model(key: str, device: str) -> models.LoadedModel:
     m = st.session_state["user_models"][key]
-    m.module.to(device)
-    m.device = device
+    if m.spec.arch != "torchscript":     # uploaded TorchScript runs in its sandboxed worker, on the CPU
+        m.module.to(device)
+        m.device = device
     return m
 
 

@@ -1,0 +1,207 @@
+"""Uploaded TorchScript models run in a sandboxed worker process, never in the app's own process.
+
+    worker = SandboxWorker(archive_bytes, in_channels, height, width)   # checks, starts, loads, probes
+    module = SandboxedModule(worker)                                    # an nn.Module: forward and input gradients
+
+What the worker (certlib._sandbox_worker) may do: compute. It gets the model's bytes through a pipe after it has
+restricted itself with Landlock (no file may be opened, read, written or executed; no TCP bind or connect; with
+Landlock ABI ≥ 6 no signal or abstract socket outside itself), it lives in an empty network namespace where user
+namespaces are allowed, its address space is capped (CERTEXPLORER_SANDBOX_MEMORY_MB, default 4096 MiB on top of
+torch itself) and no file may grow (RLIMIT_FSIZE = 0). Each call has a wall-clock limit (CERTEXPLORER_SANDBOX_TIMEOUT_S,
+default 120 s): past it the worker's process group is killed, the call raises ModelTimeout, and the next call starts a
+fresh worker. Nothing the worker sends is unpickled (certlib._ipc), and every reply's shape is checked.
+
+What it does not protect: the model may use all CPU cores until its time limit, and it can read the inputs it is
+given (the images the user explains with it). Where the kernel has no Landlock, uploaded models are refused unless
+CERTEXPLORER_ALLOW_UNSANDBOXED=1 (then they still run in a separate, time- and memory-limited process).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from certlib import _ipc, landlock
+from certlib.errors import ModelError
+from certlib.torchscript_check import check_archive
+
+TIMEOUT_ENV, MEMORY_ENV, UNSANDBOXED_ENV = ("CERTEXPLORER_SANDBOX_TIMEOUT_S", "CERTEXPLORER_SANDBOX_MEMORY_MB",
+                                            "CERTEXPLORER_ALLOW_UNSANDBOXED")
+DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB = 120.0, 4096
+START_TIMEOUT_S = 120.0          # importing torch in a fresh process on a busy 2-core machine
+
+
+class ModelTimeout(ModelError):
+    """The uploaded model did not answer within its time limit; its worker was stopped."""
+
+
+class SandboxError(ModelError):
+    """The sandbox could not be set up, or the worker died or sent something malformed."""
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        raise ModelError(f"${name} must be a number, got {os.environ[name]!r}") from None
+    if not value > 0:
+        raise ModelError(f"${name} must be positive, got {value}")
+    return value
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+    proc.wait()
+
+
+class SandboxWorker:
+    """One uploaded model in its own sandboxed process; restarted on demand after a timeout or a crash."""
+
+    def __init__(self, archive: bytes, in_channels: int, height: int, width: int, *, timeout: float | None = None,
+                 memory_mb: float | None = None, static_check: bool = True) -> None:
+        if static_check:
+            check_archive(archive)
+        self.archive = np.frombuffer(archive, dtype=np.uint8)
+        self.shape = (int(in_channels), int(height), int(width))
+        self.timeout = timeout if timeout is not None else _env_float(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+        self.memory_mb = memory_mb if memory_mb is not None else _env_float(MEMORY_ENV, DEFAULT_MEMORY_MB)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.restarts = -1
+        self.num_classes, self.notes = self._start()
+
+    # ------------------------------------------------------------------------------------------ process
+
+    def _spawn(self) -> subprocess.Popen:
+        abi = landlock.abi_version()
+        if abi < 1 and os.environ.get(UNSANDBOXED_ENV) != "1":
+            raise SandboxError("this kernel has no Landlock (Linux ≥ 5.13 with 'landlock' among its LSMs), so an "
+                               "uploaded model cannot be isolated from the server's files and is refused; set "
+                               f"{UNSANDBOXED_ENV}=1 to run it anyway (unsafe)")
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": str(torch.get_num_threads()),
+               "LANG": "C.UTF-8"}
+        cmd = [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+               "from certlib._sandbox_worker import main; sys.argv = sys.argv[1:]; main()", root,
+               str(int(self.memory_mb * 2**20))]
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=env, cwd="/", start_new_session=True, close_fds=True)
+
+    def _start(self) -> tuple[int, tuple[str, ...]]:
+        self._proc = self._spawn()
+        self.restarts += 1
+        weakref.finalize(self, _kill, self._proc)
+        hello = self._exchange({}, [], START_TIMEOUT_S, send=False)[0]
+        if not hello.get("ok"):
+            self.close()
+            raise SandboxError(str(hello.get("error", "the sandbox worker did not start")))
+        self.landlock_abi = int(hello.get("landlock_abi", 0))
+        self.network_namespace = bool(hello.get("network_namespace"))
+        c, h, w = self.shape
+        reply, _ = self._exchange({"op": "load", "in_channels": c, "height": h, "width": w}, [self.archive],
+                                  self.timeout)
+        if not reply.get("ok"):
+            self.close()
+            raise ModelError(str(reply.get("error", "the model could not be loaded")) or
+                             "torch.jit.load failed without a reason")
+        classes = reply.get("num_classes")
+        if not isinstance(classes, int) or not 2 <= classes <= 100_000:
+            self.close()
+            raise SandboxError(f"the worker reported {classes!r} classes")
+        notes = tuple(str(n)[:300] for n in reply.get("notes", []) if isinstance(n, str))[:4]
+        return classes, notes
+
+    def close(self) -> None:
+        if self._proc is not None:
+            _kill(self._proc)
+            for f in (self._proc.stdin, self._proc.stdout):
+                if f is not None:
+                    f.close()
+            self._proc = None
+
+    def _exchange(self, header: dict, arrays: list, timeout: float, send: bool = True) -> tuple[dict, list]:
+        proc = self._proc
+        try:
+            if send:
+                _ipc.write_frame(proc.stdin.fileno(), header, arrays)
+            reply, out = _ipc.read_frame(proc.stdout.fileno(), timeout)
+        except _ipc.ChannelTimeout:
+            self.close()
+            doing = {"load": "loading and probing it", "forward": "a forward pass",
+                     "vjp": "an input gradient"}.get(header.get("op"), "starting its worker")
+            rows = f" of {len(arrays[0])} inputs" if header.get("op") in ("forward", "vjp") else ""
+            raise ModelTimeout(f"the uploaded model did not answer within {timeout:g} s ({doing}{rows}); its "
+                               "worker was stopped and a fresh one starts with the next call") from None
+        except (_ipc.ChannelClosed, BrokenPipeError, OSError, ValueError) as exc:
+            code = proc.poll()
+            self.close()
+            how = f"died (exit status {code})" if code is not None else f"sent a malformed reply ({exc})"
+            if code is not None and code < 0:
+                how = f"was killed by signal {-code} (e.g. its memory limit of {self.memory_mb:g} MiB)"
+            raise SandboxError(f"the uploaded model's worker {how}; a fresh one starts with the next call") from None
+        return reply, out
+
+    def call(self, op: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run `op` ("forward" or "vjp") in the worker, starting a fresh one if the last was stopped."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self.close()
+                self._start()
+            reply, out = self._exchange({"op": op}, arrays, self.timeout)
+        if not reply.get("ok"):
+            raise ModelError(f"the uploaded model failed: {str(reply.get('error', 'no reason given'))[:400]}")
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- autograd
+
+class _RemoteLogits(torch.autograd.Function):
+    """logits = worker.forward(x); backward asks the worker for ∂⟨logits, g⟩/∂x (first order only)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, worker: SandboxWorker) -> torch.Tensor:
+        x_np = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        out, = worker.call("forward", [x_np])
+        _expect(out, (x.shape[0], worker.num_classes), "logits")
+        ctx.worker = worker
+        ctx.save_for_backward(x)
+        return torch.from_numpy(out).to(x.device)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, = ctx.saved_tensors
+        x_np = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        g_np = grad_out.detach().to("cpu", torch.float32).contiguous().numpy()
+        grad, = ctx.worker.call("vjp", [x_np, g_np])
+        _expect(grad, tuple(x.shape), "input gradient")
+        return torch.from_numpy(grad).to(x.device, x.dtype), None
+
+
+def _expect(a: np.ndarray, shape: tuple, what: str) -> None:
+    if a.dtype != np.float32 or tuple(a.shape) != tuple(shape):
+        raise SandboxError(f"the worker sent {what} of shape {a.shape} ({a.dtype}), expected {shape} (float32)")
+
+
+class SandboxedModule(nn.Module):
+    """An nn.Module whose forward pass (and input gradient) runs in a SandboxWorker. No parameters, no hooks: the
+    methods that need the model's layers (LRP, the CAM family, Guided Backprop) are unavailable for uploads anyway."""
+
+    def __init__(self, worker: SandboxWorker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _RemoteLogits.apply(x, self.worker)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import struct
@@ -33,6 +34,13 @@ MEANT_FOR = ("digits", "imagenet", "any")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
+# Longer side : shorter side. A 8×1,000,000 strip would otherwise be scaled to a model's short side and reach
+# gigabytes; nothing this long is a photograph of something to explain.
+MAX_ASPECT = 20
+# Uploads above this many pixels are reduced (antialiased, in 8 bits) while decoding: a 40 MP RGBA PNG would
+# otherwise cost gigabytes as float32, and no model here sees more than 1024×1024.
+MAX_WORKING_PIXELS = 2048 * 2048
+PREVIEW_SIDE = 160
 # Decoded format (PIL's name) -> the name users know. Extensions are not trusted: the bytes decide.
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
 
@@ -253,14 +261,17 @@ def load_upload(data: bytes, filename: str | None = None) -> ImageEntry:
     try:
         _check_format(img)
         _check_dimensions(*img.size)
+        _check_jpeg_has_data_for_its_size(img, data)
         _decode(img)
-        pixels = _pixels_from_pil(_apply_exif_orientation(img))
+        original = img.size
+        pixels = _pixels_from_pil(_reduced(_apply_exif_orientation(img)))
     finally:
         img.close()
     entry_hash = pixel_sha256(pixels)
     name = _display_name(filename)
     h, w = pixels.shape[1:]
-    return ImageEntry(key=f"upload:{entry_hash[:12]}", label=f"{name} ({w}×{h})", kind="upload",
+    size = f"{w}×{h}" if (w, h) in (original, original[::-1]) else f"{original[0]}×{original[1]}, reduced to {w}×{h}"
+    return ImageEntry(key=f"upload:{entry_hash[:12]}", label=f"{name} ({size})", kind="upload",
                       pixels=pixels, meant_for="any")
 
 
@@ -338,6 +349,51 @@ def _check_dimensions(width: int, height: int) -> None:
         raise ImageError(_pixel_limit_message(width, height))
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"the image is {width}×{height} pixels; each side must be at least {MIN_SIDE} pixels")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"the image is {width}×{height} pixels, an aspect ratio of "
+                         f"{max(width, height) / min(width, height):.0f}:1; the limit is {MAX_ASPECT}:1 "
+                         "(crop it to the part to explain)")
+
+
+def _check_jpeg_has_data_for_its_size(img: Image.Image, data: bytes) -> None:
+    """Refuse a JPEG whose header promises more pixels than its data can hold. libjpeg fills missing blocks with
+    gray and only warns, so PIL decodes such a file without error. Every 8×8 block of the first component costs at
+    least one bit of entropy-coded data (its DC difference has a Huffman code of ≥ 1 bit, in baseline and
+    progressive scans alike), so a file of fewer than blocks/8 bytes cannot be whole."""
+    if img.format != "JPEG":
+        return
+    width, height = img.size
+    blocks = -(-width // 8) * -(-height // 8)
+    if len(data) * 8 < blocks:
+        raise ImageError(f"the JPEG header says {width}×{height} pixels ({blocks:,} blocks of 8×8), but the file "
+                         f"holds only {len(data):,} bytes, fewer than one bit per block: it is truncated or forged")
+
+
+def _reduced(img: Image.Image) -> Image.Image:
+    """The image reduced (antialiased, before any float conversion) to at most MAX_WORKING_PIXELS pixels."""
+    w, h = img.size
+    if w * h <= MAX_WORKING_PIXELS:
+        return img
+    factor = (MAX_WORKING_PIXELS / (w * h)) ** 0.5
+    size = (max(1, int(w * factor)), max(1, int(h * factor)))
+    if img.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F", "P", "PA", "La", "RGBa"):
+        img = img.convert("RGBA" if _has_transparency(img) else "RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if _has_transparency(img) else "RGB")
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def preview_rgb(pixels: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
+    """uint8 [h,w,3] for a sidebar preview: the longer side `side` pixels, the shorter at least 8 (letterboxed on
+    white), so no upload, however thin, gives a zero-height picture."""
+    rgb = Image.fromarray(to_display_rgb(pixels))
+    w, h = rgb.size
+    scale = side / max(w, h)
+    rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    w, h = rgb.size
+    canvas = Image.new("RGB", (max(w, 8), max(h, 8)), (255, 255, 255))
+    canvas.paste(rgb, ((canvas.width - w) // 2, (canvas.height - h) // 2))
+    return np.asarray(canvas)
 
 
 def _decode(img: Image.Image) -> None:
@@ -485,7 +541,24 @@ def _resize_to_cover(x: torch.Tensor, short: int, out_h: int, out_w: int) -> tor
     new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
     if (new_h, new_w) == (h, w):
         return x
+    x = _precrop_long_side(x, scale, new_h, new_w, out_h, out_w)
+    if tuple(x.shape[-2:]) != (h, w):     # pre-cropped: resize the kept part at the same scale
+        new_h, new_w = max(out_h, round(x.shape[-2] * scale)), max(out_w, round(x.shape[-1] * scale))
     return F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _precrop_long_side(x: torch.Tensor, scale: float, new_h: int, new_w: int, out_h: int,
+                       out_w: int) -> torch.Tensor:
+    """Centre-crop the source along a side that the resize would make more than twice as long as the final crop
+    needs, so a long strip never becomes a huge intermediate (8×1,000,000 at scale 4 would be 4,000,000 wide).
+    The kept part covers the final crop plus a margin for the resize filter; ordinary photos are untouched."""
+    h, w = x.shape[-2:]
+    for dim, size, new, out in ((-2, h, new_h, out_h), (-1, w, new_w, out_w)):
+        if new > 2 * out + 8:
+            keep = min(size, int(math.ceil((out + 8) / scale)) + int(math.ceil(4 / scale)) * 2)
+            start = (size - keep) // 2
+            x = x.narrow(dim, start, keep)
+    return x
 
 
 def _center_crop(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:

@@ -413,3 +413,91 @@ def test_preprocessing_gain_bounds_the_exact_operator_norm(shape, channels, size
         moved = prepare_image(u + delta, channels, size, flexible, resize) - prepare_image(u, channels, size, flexible,
                                                                                           resize)
         assert float(moved.norm()) <= gain * float(np.linalg.norm(delta)) * (1 + 1e-5)
+
+
+# ------------------------------------------------------------------------------------- hostile geometry (issue 14)
+
+def _peak_rss_mb(code: str) -> float:
+    """Run `code` in a fresh interpreter and return its peak RSS in MiB above the baseline after imports."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = f"""
+import resource, sys
+sys.path.insert(0, {str(root)!r})
+import numpy as np, torch
+from PIL import Image
+from certlib import images
+def _clear():
+    open('/proc/self/clear_refs', 'w').write('5')    # reset the peak-RSS mark to the current RSS
+def _peak():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM'):
+            return int(line.split()[1]) / 1024
+_clear(); base = _peak()
+{code}
+print(_peak() - base)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("width, height", [(1_000_000, 8), (8, 5000), (1300, 8)])
+def test_extreme_aspect_uploads_are_refused_with_their_ratio(width, height):
+    data = _encode(Image.new("L", (width, height), 128), "PNG")
+    assert len(data) < 20_000                                  # kilobytes on the wire
+    with pytest.raises(ImageError, match=r"aspect ratio of \d+:1; the limit is 20:1"):
+        load_upload(data, "strip.png")
+
+
+def test_a_long_strip_never_becomes_a_huge_intermediate():
+    # Straight through the library (no upload limits): 8×1,000,000 scaled 4× would be a 512 MB float32 array.
+    grown = _peak_rss_mb("x = images.prepare_image(np.full((1, 8, 1_000_000), 0.5, np.float32), 1, (32, 32), "
+                         "False)\nassert tuple(x.shape) == (1, 1, 32, 32)")
+    assert grown < 150, f"{grown:.0f} MiB"                    # the 32 MB input plus small change
+
+
+def test_the_pre_crop_matches_the_plain_resize():
+    cols = np.arange(600, dtype=np.float32)                    # 50:1, wider than the pre-crop threshold; smooth
+    strip = np.broadcast_to(0.5 + 0.4 * np.sin(cols / 9.0), (1, 12, 600)).astype(np.float32)
+    got = prepare_image(strip, 1, (32, 32), False)
+    t = torch.from_numpy(strip)[None]
+    full = torch.nn.functional.interpolate(t, size=(32, 1600), mode="bilinear", align_corners=False, antialias=True)
+    ref = full[..., :, (1600 - 32) // 2:(1600 - 32) // 2 + 32]
+    assert float((got - ref).abs().max()) < 0.05              # the same picture up to sub-pixel centring
+
+
+def test_huge_uploads_are_reduced_while_decoding_within_a_memory_bound():
+    w, h = 7300, 5440                                          # 39.7 MP RGBA, a few hundred KB as PNG
+    grown = _peak_rss_mb(f"""
+import io
+buf = io.BytesIO()
+Image.new('RGBA', ({w}, {h}), (10, 200, 30, 128)).save(buf, 'PNG')
+_clear(); base = _peak()
+entry = images.load_upload(buf.getvalue(), 'big.png')
+assert entry.pixels.shape[1] * entry.pixels.shape[2] <= images.MAX_WORKING_PIXELS
+assert 'reduced to' in entry.label and '{w}×{h}' in entry.label
+""")
+    assert grown < 900, f"{grown:.0f} MiB"                    # 3 GB before: float32 of 40 MP × 4 channels
+
+
+def test_previews_of_thin_images_cannot_be_empty():
+    for shape in ((1, 8, 1300), (3, 2000, 8), (1, 1, 1)):
+        p = images.preview_rgb(np.zeros(shape, np.float32))
+        assert p.dtype == np.uint8 and p.ndim == 3 and min(p.shape[:2]) >= 8 and max(p.shape[:2]) <= 160
+
+
+def test_a_jpeg_whose_header_promises_more_than_its_data_is_refused():
+    small = _encode(Image.fromarray(_rgb(64, 64)), "JPEG", quality=90)
+    sof = small.index(b"\xff\xc0")
+    forged = bytearray(small)
+    forged[sof + 5:sof + 9] = struct.pack(">HH", 6000, 6000)   # SOF0: height, width
+    with Image.open(io.BytesIO(bytes(forged))) as im:           # control: PIL decodes it without complaint
+        im.load()
+        assert im.size == (6000, 6000)
+    with pytest.raises(ImageError, match="fewer than one bit per block"):
+        load_upload(bytes(forged), "forged.jpg")
+    assert load_upload(small, "fine.jpg").pixels.shape == (3, 64, 64)

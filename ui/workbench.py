@@ -218,7 +218,7 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
         entry = by_key[key]
     if entry is None:
         return None
-    st.image(images.to_display_rgb(entry.pixels), width=160, caption=entry.label)
+    st.image(images.preview_rgb(entry.pixels), caption=entry.label)
     if entry.meant_for not in ("any", spec.family):
         st.caption(f"This image is meant for {entry.meant_for} models; it is converted to what "
                    f"{spec.key} takes ({spec.in_channels} channel(s), {spec.input_size[0]}×{spec.input_size[1]}).")

@@ -46,9 +46,9 @@ def as_targets(target: int | Sequence[int] | torch.Tensor, batch: int, num_class
             raise CertlibError(f"target must hold integer class indices, got dtype {t.dtype}")
         t = t.long()
     elif isinstance(target, (list, tuple)):
-        t = torch.as_tensor([_check_int(v) for v in target], dtype=torch.long, device=device)
+        t = torch.as_tensor([_check_int(v, num_classes) for v in target], dtype=torch.long, device=device)
     else:
-        t = torch.full((batch,), _check_int(target), dtype=torch.long, device=device)
+        t = torch.full((batch,), _check_int(target, num_classes), dtype=torch.long, device=device)
     if t.numel() == 1 and batch != 1:
         t = t.expand(batch)
     if t.numel() != batch:
@@ -59,10 +59,13 @@ def as_targets(target: int | Sequence[int] | torch.Tensor, batch: int, num_class
     return t.contiguous()
 
 
-def _check_int(value) -> int:
+def _check_int(value, num_classes: int) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise CertlibError(f"target class must be an integer, got {value!r}")
-    return int(value)
+    v = int(value.__index__())
+    if not 0 <= v < num_classes:    # before any tensor is built: 10**20 does not fit an int64
+        raise CertlibError(f"target class out of range: this model has classes 0..{num_classes - 1}, got {v}")
+    return v
 
 
 def select(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

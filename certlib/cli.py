@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Sequence
 
@@ -24,11 +25,62 @@ from certlib.store import Store, config_from_dict
 INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
+    return values
+
+
+def _sigmas(text: str) -> tuple[float, ...]:
+    values = _floats(text)
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every σ must be positive, got {text!r}")
+    return values
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    values = _floats(text)
+    if any(not 0 < v <= 100 for v in values):
+        raise argparse.ArgumentTypeError(f"K levels must be in (0, 100], got {text!r}")
+    return values
+
+
+def _in_range(low: float, high: float, closed_high: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = low <= v <= high if closed_high else low <= v < high
+        if not ok or (low == 0 and v == 0):
+            bracket = "]" if closed_high else ")"
+            left = "(" if low == 0 else "["
+            raise argparse.ArgumentTypeError(f"must be in {left}{low:g}, {high:g}{bracket}, got {text}")
+        return v
+    return parse
+
+
+def _count(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high:,}], got {v}")
+        return v
+    return parse
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -47,12 +99,12 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=_methods, default=("grad", "input_x_gradient", "gradcam", "lrp"),
                    help="comma-separated attribution methods, or 'all'")
     p.add_argument("--images", choices=sweep.IMAGE_SETS, default="grids", help="bundled image set")
-    p.add_argument("--limit", type=int, default=8, help="use the first LIMIT images of the set")
-    p.add_argument("--sigmas", type=_floats, default=(0.25,), help="comma-separated noise levels σ")
-    p.add_argument("--n", type=int, default=100, help="estimation samples per run")
-    p.add_argument("--n0", type=int, default=32, help="selection samples per run")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=_floats, default=sweep.sampling.DEFAULT_K_PERCENTS, dest="k_percents",
+    p.add_argument("--limit", type=_count(1, 10_000), default=8, help="use the first LIMIT images of the set")
+    p.add_argument("--sigmas", type=_sigmas, default=(0.25,), help="comma-separated noise levels σ")
+    p.add_argument("--n", type=_count(1, pixel_cert.MAX_N), default=100, help="estimation samples per run")
+    p.add_argument("--n0", type=_count(1, pixel_cert.MAX_N), default=32, help="selection samples per run")
+    p.add_argument("--seed", type=_count(0, 2**62), default=0)
+    p.add_argument("--k", type=_levels, default=sweep.sampling.DEFAULT_K_PERCENTS, dest="k_percents",
                    help="sampled top-K%% ladder (default 1,5,10,25,50)")
     p.add_argument("--normalisation", choices=pixel_cert.NORMALISATIONS, default=pixel_cert.DEFAULT_NORMALISATION,
                    help="how h^K ranks a noisy map: rank |a| (default), own_scale, or paper (the clean map's scale: "
@@ -63,21 +115,22 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_decision_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tau", type=float, default=0.75)
-    p.add_argument("--alpha", type=float, default=1e-3)
-    p.add_argument("--levels", type=_floats, default=sweep.DEFAULT_LEVELS, help="K levels decided (default 5,25,50)")
+    p.add_argument("--tau", type=_in_range(0.5, 1.0), default=0.75, help="vote threshold in [0.5, 1)")
+    p.add_argument("--alpha", type=_in_range(0.0, 1.0), default=1e-3, help="error probability in (0, 1)")
+    p.add_argument("--levels", type=_levels, default=sweep.DEFAULT_LEVELS, help="K levels decided (default 5,25,50)")
     p.add_argument("--correction", choices=("holm", "bonferroni"), default="holm")
     p.add_argument("--replacement", choices=("blur", "zero", "mean"), default="blur",
                    help="what deleted pixels become in the faithfulness curves")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m certlib", description="certified-attribution metrics sweeps")
-    sub = top.add_subparsers(dest="cmd", required=True)
+    top = _Parser(prog="python -m certlib", description="certified-attribution metrics sweeps")
+    sub = top.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="sample methods × images × σ into the store (resumable)")
     _add_sweep_args(run)
     _add_decision_args(run)
-    run.add_argument("--batch-size", type=int, default=None, help="noisy copies per attribution call (default auto)")
+    run.add_argument("--batch-size", type=_count(1, 4096), default=None,
+                     help="noisy copies per attribution call (default auto)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, sample nothing")
     table = sub.add_parser("table", help="per-method means of the stored runs of a sweep")
     _add_sweep_args(table)
@@ -90,6 +143,31 @@ def parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------------------ commands
+
+def _without_duplicates(values: Sequence, what: str) -> tuple:
+    unique = tuple(dict.fromkeys(values))
+    if len(unique) < len(values):
+        print(f"note: duplicate {what} ignored: {', '.join(map(str, values))} -> {', '.join(map(str, unique))}",
+              file=sys.stderr)
+    return unique
+
+
+def _check_decision_levels(args) -> None:
+    missing = [k for k in getattr(args, "levels", ()) if k not in getattr(args, "k_percents", args.levels)]
+    if missing:
+        raise CertlibError(f"--levels {', '.join(f'{k:g}' for k in missing)} are not in the sampled ladder --k "
+                           f"{', '.join(f'{k:g}' for k in args.k_percents)}")
+
+
+def _writable_target(path: str | None, flag: str) -> None:
+    if not path:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CertlibError(f"{flag} {path}: the directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise CertlibError(f"{flag} {path}: is a directory")
+
 
 def _plan(args, model: models.LoadedModel) -> list[sweep.PlannedRun]:
     entries = sweep.image_set(args.images, args.limit)
@@ -133,10 +211,19 @@ def cmd_run(args) -> int:
         left = len(sweep.missing(store, runs))
         print(f"\ninterrupted: {len(runs) - left} of {len(runs)} runs are stored; run the same command to resume")
         return INTERRUPTED
-    bar.close()
+    finally:
+        bar.close()             # before any error message, so the bar never redraws after it
     rows, _, _ = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))
     print(format_table(sweep.summarise(rows)))
+    _report_skipped(store)
     return 0
+
+
+def _report_skipped(store: Store) -> None:
+    if store.skipped:
+        shown = "; ".join(f"{key[:12]} ({why})" for key, why in list(store.skipped.items())[:5])
+        print(f"warning: skipped {len(store.skipped)} damaged run{'s' if len(store.skipped) > 1 else ''} of the "
+              f"store at {store.path}: {shown}", file=sys.stderr)
 
 
 def cmd_table(args) -> int:
@@ -147,6 +234,7 @@ def cmd_table(args) -> int:
     if absent:
         print(f"{absent} of {len(runs)} runs are not stored yet (python -m certlib run … with the same options)")
     print(format_table(sweep.summarise(rows)))
+    _report_skipped(store)
     return 0
 
 
@@ -176,7 +264,11 @@ def _model_for(config) -> models.LoadedModel | None:
 def cmd_export(args) -> int:
     if not args.csv and not args.parquet:
         raise CertlibError("export needs --csv PATH and/or --parquet PATH")
-    rows = export_rows(Store(), _decision(args))
+    _writable_target(args.csv, "--csv")
+    _writable_target(args.parquet, "--parquet")
+    store = Store()
+    rows = export_rows(store, _decision(args))
+    _report_skipped(store)
     if args.csv:
         write_csv(rows, args.csv)
         print(f"{len(rows)} rows -> {args.csv}")
@@ -227,9 +319,25 @@ def _duration(seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    for name, what in (("methods", "methods"), ("sigmas", "σ values"), ("k_percents", "K levels"),
+                       ("levels", "decided K levels")):
+        if hasattr(args, name):
+            setattr(args, name, _without_duplicates(getattr(args, name), what))
     commands = {"run": cmd_run, "table": cmd_table, "export": cmd_export}
     try:
+        if hasattr(args, "k_percents"):
+            _check_decision_levels(args)
         return commands[args.cmd](args)
     except CertlibError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:              # a file the command was told to write or read
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except Exception as exc:            # never a traceback for a user; one line saying what failed
+        if os.environ.get("CERTEXPLORER_DEBUG") == "1":
+            raise
+        print(f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+              "(CERTEXPLORER_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2

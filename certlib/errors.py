@@ -19,3 +19,7 @@ class ModelUnavailableError(ModelError):
 
 class OutOfMemory(CertlibError):
     """The device ran out of memory even for a single noisy copy; the message says what to change."""
+
+
+class StoreError(CertlibError):
+    """The results store cannot be used as asked (damaged, read-only, full); the message names its path."""

@@ -23,6 +23,15 @@ _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1           # ABI 4
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 
 
+_READ_FILE, _READ_DIR, _EXECUTE = 1 << 2, 1 << 3, 1 << 0
+_RULE_PATH_BENEATH = 1
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
 class _RulesetAttr(ctypes.Structure):
     _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
                 ("scoped", ctypes.c_uint64)]
@@ -43,9 +52,10 @@ def abi_version() -> int:
     return max(0, int(version))
 
 
-def restrict_self() -> int:
-    """Deny this process (and its future children) every file-system access, TCP bind/connect (ABI ≥ 4) and
-    signals / abstract UNIX sockets outside it (ABI ≥ 6). Returns the ABI applied; raises OSError on failure."""
+def restrict_self(readable: tuple[str, ...] = (), writable: tuple[str, ...] = ()) -> int:
+    """Deny this process (and its future children) every file-system access except reading (and executing) beneath
+    the directories `readable` and everything beneath `writable` (none by default), and TCP bind/connect (ABI ≥ 4)
+    and signals / abstract UNIX sockets outside it (ABI ≥ 6). Returns the ABI applied; raises OSError on failure."""
     abi = abi_version()
     if abi < 1:
         raise OSError("Landlock is not available in this kernel")
@@ -62,6 +72,16 @@ def restrict_self() -> int:
     if fd < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:
+        every = _FS_RIGHTS_BY_ABI[min(abi, 5)]
+        for path, rights in [(p, _READ_FILE | _READ_DIR | _EXECUTE) for p in readable] + [(p, every) for p in writable]:
+            parent = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = _PathBeneathAttr(allowed_access=rights, parent_fd=parent)
+                if libc.syscall(ctypes.c_long(_SYS_ADD_RULE), ctypes.c_int(fd), ctypes.c_int(_RULE_PATH_BENEATH),
+                                ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+                    raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
+            finally:
+                os.close(parent)
         if libc.syscall(ctypes.c_long(_SYS_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)) != 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:

@@ -264,9 +264,9 @@ def resolve_device(device: str | None) -> str:
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise ModelError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but torch finds no CUDA GPU on this machine")
+        raise ModelError("device 'cuda' was requested but torch finds no CUDA GPU on this machine")
     return device
 
 

@@ -215,9 +215,14 @@ def top_k_mask(attr: torch.Tensor, k_percent: float, normalisation: str = DEFAUL
 
 # ---------------------------------------------------------------------------------------------- decision
 
+# The decision tabulates the binomial tail for k = 0..n; far beyond any sampling budget, and bounded so that a
+# typo (n = 10**10) is an error message rather than a 80 GB allocation.
+MAX_N = 10_000_000
+
+
 def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise CertlibError(f"n must be an integer >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_N:
+        raise CertlibError(f"n must be an integer in [1, {MAX_N:,}], got {n!r}")
     return int(n)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from certlib.errors import CertlibError, OutOfMemory
 from certlib.noise import ESTIMATION, SELECTION, UNIFORM, NoiseStream, check_sigma, gaussian_copies, uniform_ball
-from certlib.pixel_cert import DEFAULT_NORMALISATION, check_normalisation, clean_scale, top_k_masks
+from certlib.pixel_cert import MAX_N, DEFAULT_NORMALISATION, check_normalisation, clean_scale, top_k_masks
 
 DEFAULT_K_PERCENTS = (1.0, 5.0, 10.0, 25.0, 50.0)
 AttributionFn = Callable[[torch.Tensor], torch.Tensor]   # [B,C,H,W] -> [B,H,W]
@@ -126,8 +126,8 @@ def attribute_splitting(attribute: AttributionFn, batch: torch.Tensor) -> torch.
 def check_counts_config(sigma: float, n0: int, n: int, k_percents: Sequence[float]) -> tuple[float, ...]:
     check_sigma(sigma)
     for name, v in (("n0", n0), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise CertlibError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= MAX_N:
+            raise CertlibError(f"{name} must be an integer in [1, {MAX_N:,}], got {v!r}")
     ks = tuple(float(k) for k in k_percents)
     if not ks or any(not 0 < k <= 100 for k in ks):
         raise CertlibError(f"k_percents must be in (0, 100], got {list(k_percents)!r}")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from certlib.errors import CertlibError
+from certlib.errors import CertlibError, StoreError
 from certlib.export import json_default
 
 if TYPE_CHECKING:   # imported lazily: a process that only reads or writes blobs needs no torch
@@ -161,37 +161,100 @@ class StoredRun:
 class Store:
     """One SQLite file; cheap to open (each call opens its own connection, so it is safe across threads)."""
 
-    def __init__(self, path: str | os.PathLike | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, timeout: float = 60.0,
+                 read_only: bool | None = None) -> None:
+        """`read_only=None`: writable when the file system allows it, else opened read-only (reads work, a write
+        raises StoreError). Damaged rows are skipped by `all_runs` and `get` and listed in `self.skipped`."""
         self.path = Path(path) if path is not None else default_path()
         self.timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = bool(read_only)
+        self.skipped: dict[str, str] = {}          # key -> why a stored row could not be read
+        if self.path.is_dir():
+            raise StoreError(f"the results store {self.path} is a directory, not a file")
+        if not self.read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._init_schema()
+                return
+            except StoreError as exc:
+                if read_only is False or not (exc.__cause__ and _read_only_error(exc.__cause__)):
+                    raise
+            except OSError as exc:
+                if read_only is False or not self.path.is_file():
+                    raise StoreError(f"the results directory {self.path.parent} cannot be used: "
+                                     f"{exc.strerror or exc}") from None
+            self.read_only = True
+        if not self.path.is_file():
+            raise StoreError(f"there is no results store at {self.path} to read")
+        self._check_schema()
+
+    def _init_schema(self) -> None:
         with self._connect() as con:
             con.executescript(_SCHEMA)
             con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            found = con.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0]
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        found = None if row is None else row[0]
         if found != str(SCHEMA_VERSION):
-            raise CertlibError(f"{self.path} has store schema {found}; this certlib reads schema {SCHEMA_VERSION}")
+            raise StoreError(f"{self.path} has store schema {found}; this certlib reads schema {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """sqlite's errors as one sentence naming the store (never a raw DatabaseError)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(exc, self.path)) from exc
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, taking the write lock up front so two writers
         # queue on the busy timeout instead of failing on a lock upgrade.
-        with closing(sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)) as con:
-            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                con.execute("PRAGMA journal_mode = WAL")
-            con.execute("PRAGMA synchronous = NORMAL")
-            yield con
+        with self._errors():
+            if self.read_only:
+                connection = self._read_only_connection()
+            else:
+                connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            with closing(connection) as con:
+                con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                if not self.read_only:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        con.execute("PRAGMA journal_mode = WAL")
+                    con.execute("PRAGMA synchronous = NORMAL")
+                yield con
+
+    def _read_only_connection(self) -> sqlite3.Connection:
+        # mode=ro still needs to write the WAL's shared-memory file beside the store; where even that is refused,
+        # immutable=1 reads the file as it is (nobody can be writing it through this file system anyway).
+        for mode in ("mode=ro", "immutable=1"):
+            con = sqlite3.connect(f"file:{self.path}?{mode}", uri=True, timeout=self.timeout, isolation_level=None)
+            try:
+                con.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+                return con
+            except sqlite3.OperationalError as exc:
+                con.close()
+                if mode == "immutable=1" or not _read_only_error(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise StoreError(f"the results store at {self.path} is read-only here: results can be read but not "
+                             "saved")
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:   # sqlite may already have rolled back (a full disk): keep the real error, not this one's
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 raise
 
     # -------------------------------------------------------------------------------------------- runs
@@ -205,8 +268,10 @@ class Store:
                                "differ)")
         row = (config.key, config.canonical(), config.model_key, config.method, config.image_key, config.target,
                config.cell, config.sigma, config.n, config.n0, seconds, time.time(), counts_to_bytes(counts, x))
+        verb = "REPLACE" if config.key in self.skipped else "IGNORE"     # a damaged row is replaced
         with self._write() as con:
-            con.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            con.execute(f"INSERT OR {verb} INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        self.skipped.pop(config.key, None)
 
     def get(self, config: RunConfig) -> StoredRun | None:
         """The stored run for exactly this config, or None."""
@@ -214,8 +279,18 @@ class Store:
             row = con.execute("SELECT config, counts, seconds FROM runs WHERE key = ?", (config.key,)).fetchone()
         if row is None or row[0] != config.canonical():   # equal hashes of unequal configs: never served
             return None
-        counts, x = counts_from_bytes(row[1])
-        return StoredRun(json.loads(row[0]), counts, x, row[2])
+        return self._decoded(config.key, *row)
+
+    def _decoded(self, key: str, config: str, blob: bytes, seconds: float) -> StoredRun | None:
+        """The row as a StoredRun, or None (recorded in self.skipped) when it cannot be read."""
+        try:
+            counts, x = counts_from_bytes(blob)
+            return StoredRun(json.loads(config), counts, x, seconds)
+        except (MemoryError, FileNotFoundError, PermissionError):
+            raise                       # the machine's trouble, not the row's
+        except Exception as exc:        # a damaged row: whatever the decoder raises, the rest stays usable
+            self.skipped[key] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return None
 
     def stored_keys(self, configs: list[RunConfig]) -> set[str]:
         """Which of these configs' keys are in the store (one query per 500)."""
@@ -247,10 +322,11 @@ class Store:
     def all_runs(self) -> Iterator[StoredRun]:
         """Every stored run, oldest first."""
         with self._connect() as con:
-            rows = con.execute("SELECT config, counts, seconds FROM runs ORDER BY created, key").fetchall()
-        for config, blob, seconds in rows:
-            counts, x = counts_from_bytes(blob)
-            yield StoredRun(json.loads(config), counts, x, seconds)
+            rows = con.execute("SELECT key, config, counts, seconds FROM runs ORDER BY created, key").fetchall()
+        for key, config, blob, seconds in rows:
+            run = self._decoded(key, config, blob, seconds)
+            if run is not None:
+                yield run
 
     # -------------------------------------------------------------------------------------------- derived values
 
@@ -262,9 +338,15 @@ class Store:
         with self._connect() as con:
             row = con.execute("SELECT value FROM derived WHERE run_key = ? AND params = ?",
                               (config.key, self._params(params))).fetchone()
-        return None if row is None else json.loads(row[0])
+        try:
+            return None if row is None else json.loads(row[0])
+        except ValueError:
+            return None                   # a damaged cache entry: recomputed and replaced
 
     def put_derived(self, config: RunConfig, params: dict, value: dict) -> None:
+        """Cache a value derived from a run; a read-only store simply does not cache."""
+        if self.read_only:
+            return
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO derived VALUES (?,?,?)",
                         (config.key, self._params(params), json.dumps(value, default=json_default)))
@@ -272,6 +354,27 @@ class Store:
     def integrity(self) -> str:
         with self._connect() as con:
             return con.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _read_only_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _explain(exc: sqlite3.Error, path: Path) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return f"the results store at {path} is damaged: {text}; move it away to start a new one"
+    if "readonly" in low:
+        return f"the results store at {path} is read-only here: {text}"
+    if "disk is full" in low or "disk i/o" in low:
+        return f"the results store at {path} could not be written: {text} (is the disk full?)"
+    if "unable to open" in low:
+        return f"the results store at {path} cannot be opened: {text}"
+    if "locked" in low or "busy" in low:
+        return f"the results store at {path} is busy (another process holds it): {text}"
+    return f"the results store at {path} failed: {text}"
 
 
 def config_from_dict(d: dict) -> RunConfig:

@@ -20,7 +20,7 @@ import torch
 from certlib import attributions, images, metrics, pixel_cert, sampling
 from certlib.errors import CertlibError
 from certlib.images import ImageEntry
-from certlib.models import LoadedModel
+from certlib.models import LoadedModel, validate_target
 from certlib.store import RunConfig, Store, StoredRun
 
 IMAGE_SETS = ("digits", "grids")
@@ -97,6 +97,8 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
     if not sigmas or not methods or not entries:
         raise CertlibError("a sweep needs at least one method, one image and one σ")
     normalisation = pixel_cert.check_normalisation(normalisation)
+    if target is not None:
+        target = validate_target(target, model.spec.num_classes)
     for sigma in sigmas:   # every σ up front, not halfway through a long sweep
         ks = sampling.check_counts_config(sigma, n0, n, k_percents)
     for m in methods:

@@ -99,9 +99,10 @@ def test_bad_arguments_name_the_bad_value(data_dir, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "--methods", "grad,nope"])
     assert exc.value.code == 2 and "nope" in capsys.readouterr().err
-    assert cli.main(["run", "--methods", "grad", "--sigmas", "-0.5", "--limit", "1", "--images", "digits"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--methods", "grad", "--sigmas", "-0.5", "--limit", "1", "--images", "digits"])
     err = capsys.readouterr().err
-    assert "sigma" in err and "-0.5" in err
+    assert exc.value.code == 2 and "σ must be positive" in err and "-0.5" in err
     assert cli.main(["export"]) == 2 and "--csv" in capsys.readouterr().err
 
 
@@ -113,3 +114,118 @@ def test_normalisation_is_part_of_every_stored_run(data_dir):
     assert sorted(r.counts.normalisation for r in runs) == ["paper", "rank"]
     assert sorted(store.config_from_dict(r.config).normalisation for r in runs) == ["paper", "rank"]
     assert all(r.counts.estimation_classes.sum() == 16 for r in runs)     # the prediction's votes are stored
+
+
+# ------------------------------------------------------------------------------------------ bad input (issue 14)
+
+def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["run", "--batch-size", "-4"], ("--batch-size", "-4")),
+    (["run", "--tau", "1.0"], ("--tau", "[0.5, 1)")),
+    (["run", "--alpha", "0"], ("--alpha", "(0, 1)")),
+    (["run", "--n", "0"], ("--n", "got 0")),
+    (["run", "--k", "1,5,101"], ("--k", "(0, 100]")),
+    (["export", "--csv", "/missing/dir/x.csv"], ("/missing/dir", "does not exist")),
+])
+def test_bad_arguments_are_one_line_before_anything_runs(data_dir, args, needles):
+    _one_line_error(_cli(*args), *needles)
+    assert not (data_dir / store.DB_NAME).exists() or len(store.Store(data_dir / store.DB_NAME)) == 0
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line(data_dir):
+    _one_line_error(_cli("run", *TINY, "--device", "cuda"), "no CUDA GPU")
+
+
+def test_duplicate_sigmas_and_methods_are_sampled_once_with_a_notice(data_dir, capsys):
+    assert cli.main(["run", *TINY, "--methods", "grad,grad", "--sigmas", "0.25,0.25"]) == 0
+    err = capsys.readouterr().err
+    assert "duplicate methods ignored" in err and "duplicate σ values ignored" in err
+    assert len(store.Store(data_dir / store.DB_NAME)) == 1
+
+
+def test_a_target_out_of_range_is_refused_at_plan_time():
+    from certlib import models, sweep
+    from certlib.errors import CertlibError
+
+    model = models.load_model("digits_sigma0.25")
+    with pytest.raises(CertlibError, match="out of range"):
+        sweep.plan(model, sweep.image_set("digits", 1), ["grad"], [0.25], 16, target=10)
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv(store.DATA_DIR_ENV, str(blocker))
+    _one_line_error(_cli("run", *TINY), "cannot be used")
+
+
+def test_a_damaged_store_says_so_and_where(data_dir):
+    data_dir.mkdir(parents=True)
+    (data_dir / store.DB_NAME).write_bytes(b"this is not sqlite" * 100)
+    result = _cli("table", *TINY[:-2])
+    _one_line_error(result, "is damaged", "move it away", str(data_dir / store.DB_NAME))
+
+
+def test_one_damaged_row_is_skipped_with_a_warning(data_dir, tmp_path):
+    import sqlite3
+
+    assert _cli("run", *TINY).returncode == 0
+    path = data_dir / store.DB_NAME
+    with sqlite3.connect(path) as con:
+        key = con.execute("SELECT key FROM runs ORDER BY key LIMIT 1").fetchone()[0]
+        con.execute("UPDATE runs SET counts = ? WHERE key = ?", (b"garbage", key))
+    out = _cli("export", "--csv", str(tmp_path / "m.csv"))
+    assert out.returncode == 0, out.stderr
+    assert "skipped 1 damaged run" in out.stderr and key[:12] in out.stderr
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert len({r["sigma"] + r["method"] for r in rows}) == 4 - 1 or len(rows) > 0
+    table = _cli("table", *TINY[:-2])
+    assert table.returncode == 0 and "skipped 1 damaged run" in table.stderr
+
+
+def test_a_read_only_store_still_serves_reads(data_dir, tmp_path):
+    """Under Landlock the whole file system is read-only for the child: `table` still reads the store."""
+    from certlib import landlock
+
+    if landlock.abi_version() < 1:
+        pytest.skip("needs Landlock to make the file system read-only as root")
+    assert _cli("run", *TINY).returncode == 0
+    scratch = tmp_path / "scratch"          # a temporary directory stays writable, as on a real read-only mount
+    scratch.mkdir()
+    code = ("import sys; from certlib import landlock, cli; "
+            f"landlock.restrict_self(readable=('/',), writable=({str(scratch)!r},)); "
+            f"sys.exit(cli.main(['table', *{TINY[:-2]!r}]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| grad | 0.25 |" in out.stdout
+    assert "read-only" not in out.stderr
+
+
+def test_a_full_disk_gives_the_real_error(data_dir):
+    """RLIMIT_FSIZE makes every write past a few KB fail like a full disk: the error says so, and the rollback that
+    follows no longer hides it ("cannot rollback - no transaction is active")."""
+    assert _cli("run", *TINY, "--sigmas", "0.25").returncode == 0
+    size = (data_dir / store.DB_NAME).stat().st_size
+    code = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({size + 4096}, {size + 4096}))
+from certlib import cli
+sys.exit(cli.main(['run', *{TINY!r}, '--sigmas', '0.5']))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, out
+    last = out.stderr.strip().splitlines()[-1]
+    assert "could not be written" in last and "cannot rollback" not in out.stderr and "Traceback" not in out.stderr

@@ -23,3 +23,16 @@ class OutOfMemory(CertlibError):
 
 class StoreError(CertlibError):
     """The results store cannot be used as asked (damaged, read-only, full); the message names its path."""
+
+
+# What pages show as a message instead of a traceback: certlib's own errors, and what a model or an attribution
+# library raises on an input it cannot handle (torch's errors are RuntimeErrors; a model may raise anything).
+SHOWN_ERRORS = (CertlibError, RuntimeError, ValueError, IndexError, TypeError, ArithmeticError, NotImplementedError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable sentence for a page: certlib's message as is, anything else as the model's failure."""
+    if isinstance(exc, CertlibError):
+        return str(exc)
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return f"the model or method failed: {type(exc).__name__}: {lines[-1][:400] if lines else 'no message'}"

@@ -450,9 +450,16 @@ def _chw(arr: np.ndarray) -> np.ndarray:
 
 
 def _display_name(filename: str | None) -> str:
+    return display_name(filename, "upload")
+
+
+def display_name(filename: str | None, default: str) -> str:
+    """A user's file name made safe to show anywhere (Markdown, HTML, captions): its base name, with every
+    character other than letters, digits, space and . , _ + - ( ) replaced by _, at most 60 characters."""
     if not filename:
-        return "upload"
-    name = os.path.basename(str(filename).replace("\\", "/")).strip() or "upload"
+        return default
+    name = os.path.basename(str(filename).replace("\\", "/")).strip()
+    name = re.sub(r"[^\w .,+()-]", "_", name).strip() or default
     return name if len(name) <= 60 else name[:57] + "..."
 
 

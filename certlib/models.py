@@ -368,8 +368,10 @@ def load_torchscript(data: bytes, in_channels: int, height: int, width: int, nam
         worker.close()
         raise ModelError(f"{len(class_names)} class names given but the model returns {num_classes} scores")
     digest = hashlib.sha256(data).hexdigest()
+    from certlib.images import display_name
+
     spec = ModelSpec(
-        key=f"user:{digest[:12]}", label=f"{name} (uploaded TorchScript)", family="user", arch="torchscript",
+        key=f"user:{digest[:12]}", label=f"{display_name(name, 'uploaded model')} (uploaded TorchScript)", family="user", arch="torchscript",
         in_channels=in_channels, input_size=(height, width), flexible_size=False, resize_size=min(height, width),
         class_names=class_names or tuple(f"class {i}" for i in range(num_classes)), cam_layer=None,
         description=f"TorchScript, input [B,{in_channels},{height},{width}] in [0,1], {num_classes} classes",

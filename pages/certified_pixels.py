@@ -143,10 +143,11 @@ with st.expander("Check it: perturb by exactly R and re-estimate"):
     if st.button("Run the check", key="cp_check"):
         cert, sub = st.session_state["cp_last_certificate"]
         bar = st.progress(0.0, text="Checking…")
-        checks = check_certificate(runs.attribution_fn(wb, counts.seed), runs.logit_fn(wb), wb.x.to(wb.model.device),
-                                   sub, cert.classes, cert.radius, alpha=st.session_state["cp_alpha"],
-                                   progress=lambda d, t: bar.progress(min(1.0, d / t), text=f"Checking: {d}/{t}"))
-        bar.empty()
+        with runs.shown_in_page(bar):
+            checks = check_certificate(runs.attribution_fn(wb, counts.seed), runs.logit_fn(wb),
+                                       wb.x.to(wb.model.device), sub, cert.classes, cert.radius,
+                                       alpha=st.session_state["cp_alpha"],
+                                       progress=lambda d, t: bar.progress(min(1.0, d / t), text=f"Checking: {d}/{t}"))
         for c in checks:
             (st.error if c.flipped_significant else st.success)(f"{c.kind}: {c.verdict}")
         st.dataframe([{COLUMN_LABELS[k]: v for k, v in c.__dict__.items()} for c in checks], hide_index=True)

@@ -5,7 +5,7 @@ from functools import partial
 import streamlit as st
 
 from certlib import attributions, export, pixel_cert, sweep, viz
-from certlib.errors import CertlibError
+from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, metrics_runs
 from ui.workbench import current, remember
 
@@ -61,8 +61,8 @@ choice = metrics_runs.SweepChoice(tuple(methods), image_set, int(limit), tuple(s
                                   normalisation)
 try:
     runs = metrics_runs.plan(wb, choice)
-except CertlibError as exc:
-    st.error(str(exc))
+except SHOWN_ERRORS as exc:
+    st.error(describe_error(exc))
     st.stop()
 store = metrics_runs.open_store()
 todo = sweep.missing(store, runs)
@@ -80,8 +80,8 @@ if todo:
         st.session_state["_mx_running"] = True
         try:
             metrics_runs.compute_missing(store, wb, runs)
-        except CertlibError as exc:
-            st.error(str(exc))
+        except SHOWN_ERRORS as exc:
+            st.error(describe_error(exc))
         st.session_state["_mx_running"] = False
         todo = sweep.missing(store, runs)
         status.markdown(f"**{len(runs) - len(todo)} of {len(runs)} runs** are in the store (`{store.path}`).")
@@ -105,8 +105,8 @@ def results(runs) -> None:
     decision = sweep.Decision(tau, alpha, tuple(sorted(levels)), correction, replacement)
     try:   # faithfulness curves of a new decision are computed below, after the charts that need none are drawn
         rows, curves, absent = metrics_runs.collect(store, wb, runs, decision, faithfulness=False)
-    except CertlibError as exc:
-        st.error(str(exc))
+    except SHOWN_ERRORS as exc:
+        st.error(describe_error(exc))
         return
     if not rows:
         st.info("Nothing of this selection is stored yet: press *Compute* above (or run `python -m certlib run`).")
@@ -149,8 +149,8 @@ def results(runs) -> None:
         with st.spinner("Deletion and insertion curves at this decision (the model on every step's image)…"):
             try:
                 rows, curves, absent = metrics_runs.collect(store, wb, runs, decision)
-            except CertlibError as exc:
-                st.error(str(exc))
+            except SHOWN_ERRORS as exc:
+                st.error(describe_error(exc))
                 return
         summary = sweep.summarise(rows)
         at_sigma = [s for s in summary if s["sigma"] == view_sigma]

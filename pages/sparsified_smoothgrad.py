@@ -8,7 +8,7 @@ from certlib import export, images
 from certlib import smoothgrad_viz as sv
 from certlib import sparse_smoothgrad as S
 from certlib import viz
-from certlib.errors import CertlibError
+from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, figures
 from ui import smoothgrad_runs as runs
 from ui.workbench import current, remember
@@ -46,8 +46,8 @@ try:
     randoms = runs.random_runs(wb, params)
     others = [(p, runs.samples(wb, p), runs.random_runs(wb, p))
               for p in (runs.SmoothGradParams(float(s), int(n), seed) for s in sorted(compare))]
-except CertlibError as exc:
-    st.error(f"Sampling failed: {exc}")
+except SHOWN_ERRORS as exc:
+    st.error(f"Sampling failed: {describe_error(exc)}")
     st.stop()
 
 with st.expander("Attack: try to push the top-K pixels out (PGD on the base attribution)"):
@@ -58,8 +58,8 @@ with st.expander("Attack: try to push the top-K pixels out (PGD on the base attr
     if st.button("Run the attack", key="sg_attack"):
         try:
             runs.run_attacks(wb, params, float(st.session_state["sg_k"]))
-        except CertlibError as exc:
-            st.error(f"Attack failed: {exc}")
+        except SHOWN_ERRORS as exc:
+            st.error(f"Attack failed: {describe_error(exc)}")
 
 
 def _points(cert: S.TopKCertificate, base: S.SmoothGradSamples, perturbed, label: str):
@@ -91,8 +91,8 @@ def decision() -> None:
     try:
         cert = S.certify_topk(samples, variant, level, k_percent, eps, alpha, bound)
         more = [(p, S.certify_topk(s, variant, level, k_percent, eps, alpha, bound), s, r) for p, s, r in others]
-    except CertlibError as exc:
-        st.error(str(exc))
+    except SHOWN_ERRORS as exc:
+        st.error(describe_error(exc))
         return
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(f"certified overlap at ε = {eps:g}", f"{cert.paired_overlap:.1%}",

@@ -82,3 +82,13 @@ class Saves(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         torch.save(x, self.path)
         return x.flatten(1)[:, :2] + float(len(self.path))
+
+
+class FailsOnBigBatches(torch.nn.Module):
+    """Loads and probes fine (batches of 1-3), then raises on the batches that sampling sends."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 3:
+            raise RuntimeError("this model only takes up to 3 images at once")
+        v = x.flatten(1)
+        return torch.stack([v.mean(1), v.std(1)], dim=1)

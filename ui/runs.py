@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from certlib import attributions, images, pixel_cert, sampling
-from certlib.errors import CertlibError
+from certlib.errors import SHOWN_ERRORS, describe_error
 from certlib.sampling import TopKCounts
 from ui import cache
 from ui.workbench import Workbench
@@ -45,12 +45,12 @@ def logit_fn(wb: Workbench):
 
 @contextmanager
 def shown_in_page(bar=None):
-    """Computation errors (out of memory, a method that cannot run on this input) end the page with their message;
-    the sidebar and every setting stay as they were."""
+    """Computation errors (out of memory, a method that cannot run on this input, a model that fails or times out)
+    end the page with their message; the sidebar and every setting stay as they were."""
     try:
         yield
-    except CertlibError as exc:
-        st.error(str(exc))
+    except SHOWN_ERRORS as exc:
+        st.error(describe_error(exc))
         st.stop()
     finally:
         if bar is not None:

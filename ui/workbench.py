@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from certlib import attributions, images, models
-from certlib.errors import CertlibError
+from certlib.errors import SHOWN_ERRORS, CertlibError, describe_error
 from certlib.viz import top_k_classes
 from ui import cache
 
@@ -98,8 +98,12 @@ def render_sidebar() -> Workbench | None:
         except CertlibError as exc:
             st.error(f"This image cannot be fed to {model.spec.key}: {exc}")
             return None
-        probs = cache.class_probabilities(model, f"{model.weights_sha256}:{model.device}",
-                                          f"{image.sha256}:{tuple(x.shape)}", x)
+        try:
+            probs = cache.class_probabilities(model, f"{model.weights_sha256}:{model.device}",
+                                              f"{image.sha256}:{tuple(x.shape)}", x)
+        except SHOWN_ERRORS as exc:
+            st.error(f"{model.spec.label} cannot classify this image: {describe_error(exc)}")
+            return None
         target = _target_picker(model.spec, image, probs)
         method = _method_picker(model.spec)
     wb = Workbench(model=model, image=image, x=x, probs=probs, target=target, method=method, device=device)
@@ -190,7 +194,7 @@ def _load_uploaded_model() -> None:
                                     int(st.session_state["model_upload_h"]), int(st.session_state["model_upload_w"]),
                                     name=f.name, device=st.session_state.get("device", "cpu"))
     except CertlibError as exc:
-        st.session_state["model_upload_error"] = f"{f.name}: {exc}"
+        st.session_state["model_upload_error"] = f"{images.display_name(f.name, 'the model')}: {exc}"
         return
     st.session_state["user_models"][m.spec.key] = m
     st.session_state["model_key"] = m.spec.key
@@ -244,7 +248,7 @@ def _read_uploaded_image() -> None:
     try:
         st.session_state["uploaded_image"] = images.load_upload(f.getvalue(), f.name)
     except CertlibError as exc:
-        st.session_state["image_upload_error"] = f"{f.name}: {exc}"
+        st.session_state["image_upload_error"] = f"{images.display_name(f.name, 'the image')}: {exc}"
 
 
 # ------------------------------------------------------------------------------------------- target, method

@@ -1,0 +1,2 @@
+from pathlib import Path
+APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -92,3 +92,17 @@ class FailsOnBigBatches(torch.nn.Module):
             raise RuntimeError("this model only takes up to 3 images at once")
         v = x.flatten(1)
         return torch.stack([v.mean(1), v.std(1)], dim=1)
+
+
+class NoGradient(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.detach().flatten(1)
+        return torch.stack([v.mean(1), v.std(1)], dim=1)
+
+
+class LoopsAlways(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.flatten(1)[:, :2]
+        while bool(y.sum() > -1.0):
+            y = y + 1.0
+        return y

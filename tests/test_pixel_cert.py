@@ -311,8 +311,9 @@ def test_certify_pixels_matches_an_independent_recomputation(correction):
     (dict(votes_for_mode=np.ones(6), modes=np.ones(6)), "votes_for_mode must be [H,W] or [K,H,W], got shape (6,)"),
     (dict(modes=np.full((2, 3), 2)), "modes must be 0 or 1, got 2"),
     (dict(votes_for_mode=np.full((2, 3), 11)), "k must satisfy 0 <= k <= n, got k = 11"),
-    (dict(n=0), "n must be an integer >= 1, got 0"),
-    (dict(n=10.0), "n must be an integer >= 1, got 10.0"),
+    (dict(n=0), "n must be an integer in [1, 10,000,000], got 0"),
+    (dict(n=10.0), "n must be an integer in [1, 10,000,000], got 10.0"),
+    (dict(n=10**10), "n must be an integer in [1, 10,000,000], got 10000000000"),
 ])
 def test_certify_pixels_errors_name_the_argument(kwargs, message):
     args = dict(votes_for_mode=np.full((2, 3), 10), modes=np.ones((2, 3)), n=10, tau=0.75, alpha=0.05,

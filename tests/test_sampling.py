@@ -78,8 +78,8 @@ def test_progress_reaches_the_total():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(sigma=0.0), "sigma must be a positive number, got 0.0"),
-    (dict(sigma=0.2, n=0), "n must be a positive integer, got 0"),
-    (dict(sigma=0.2, n0=2.5), "n0 must be a positive integer, got 2.5"),
+    (dict(sigma=0.2, n=0), "n must be an integer in [1, 10,000,000], got 0"),
+    (dict(sigma=0.2, n0=2.5), "n0 must be an integer in [1, 10,000,000], got 2.5"),
     (dict(sigma=0.2, k_percents=(0,)), r"k_percents must be in \(0, 100\]"),
 ])
 def test_bad_configs_are_named(kwargs, message):

@@ -172,3 +172,43 @@ def test_the_worker_replies_are_checked(monkeypatch):
     with pytest.raises(SandboxError, match="expected"):
         SandboxedModule(worker)(torch.rand(2, 1, 8, 8))
     assert np.frombuffer(worker.archive.tobytes(), np.uint8).size > 0
+
+
+def test_a_model_that_loops_while_loading_is_refused_within_the_limit():
+    start = time.monotonic()
+    with pytest.raises(ModelTimeout, match="loading and probing it"):
+        SandboxWorker(_archive(H.LoopsAlways()), 1, 8, 8, timeout=3.0)
+    assert time.monotonic() - start < 3.0 + 10.0            # the limit plus starting the worker
+
+
+def test_a_model_without_input_gradient_fails_with_a_reason():
+    model = models.load_torchscript(_archive(H.NoGradient()), 1, 8, 8)
+    assert any("no finite input gradient" in n for n in model.notes)
+    with pytest.raises(ModelError, match="no input gradient|does not require grad"):
+        attributions.make_attribution("grad", model).attribute(torch.rand(2, 1, 8, 8), 0)
+    occlusion = attributions.make_attribution("occlusion", model).attribute(torch.rand(2, 1, 8, 8), 0)
+    assert occlusion.shape == (2, 8, 8)                       # forward-only methods still work
+
+
+def test_an_unloadable_archive_gives_a_reason():
+    import zipfile
+
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as z:
+        z.writestr("archive/code/__torch__/m.py", "class M(Module):\n  pass\n")
+        z.writestr("archive/constants.pkl", b"not a pickle")
+        z.writestr("archive/data.pkl", b"not a pickle either")
+    with pytest.raises(ModelError) as info:
+        models.load_torchscript(data.getvalue(), 1, 8, 8)
+    assert len(str(info.value).split(":", 1)[-1].strip()) > 3, str(info.value)
+
+
+def test_huge_n_and_targets_are_errors_not_crashes():
+    from certlib import pixel_cert
+    from certlib.errors import CertlibError
+
+    with pytest.raises(CertlibError, match="n must be an integer in"):
+        pixel_cert.decide(np.zeros((4, 4), int), np.zeros((4, 4), np.int8), 10**10, 0.25, 0.75, 1e-3)
+    model = models.load_model("digits_sigma0.25")
+    with pytest.raises(CertlibError, match="out of range"):
+        attributions.make_attribution("grad", model).attribute(torch.rand(1, 1, 32, 32), 10**20)

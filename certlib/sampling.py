@@ -7,22 +7,20 @@ accumulated on the model's device. What depends on τ, α or the correction is d
 """
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from certlib.errors import CertlibError, OutOfMemory
-from certlib.noise import ESTIMATION, SELECTION, UNIFORM, NoiseStream, check_sigma, gaussian_copies, uniform_ball
+from certlib import engine
+from certlib.engine import (AttributionFn, LogitsFn, ProgressFn, attribute_splitting, auto_batch_size,  # noqa: F401
+                            clean_attribution, free_memory_bytes, resolve_batch_size)
+from certlib.errors import CertlibError
+from certlib.noise import ESTIMATION, SELECTION, NoiseStream, check_sigma
 from certlib.pixel_cert import MAX_N, DEFAULT_NORMALISATION, check_normalisation, clean_scale, top_k_masks
 
 DEFAULT_K_PERCENTS = (1.0, 5.0, 10.0, 25.0, 50.0)
-AttributionFn = Callable[[torch.Tensor], torch.Tensor]   # [B,C,H,W] -> [B,H,W]
-LogitsFn = Callable[[torch.Tensor], torch.Tensor]        # [B,C,H,W] -> [B,classes]
-ProgressFn = Callable[[int, int], None]                   # (samples done, samples total)
 
 
 @dataclass(frozen=True)
@@ -71,58 +69,6 @@ class TopKCounts:
         return self.estimation_ones / float(self.n)
 
 
-# A ResNet-50 forward+backward keeps ~1 KiB of activations per input value (fp32); the bundled CNN far less. Used as
-# a safe over-estimate of what one noisy copy costs, so the batch fits in half of the memory free right now.
-BYTES_PER_INPUT_VALUE = 1024
-MAX_BATCH = 256
-# CPU: large batches are slower, as activations fall out of cache. Measured on 2 cores (bench/, 232 copies): the
-# bundled CNN takes 289/251/239/233/260/312 ms at 8/16/32/64/128/256 rows (LRP 980/818/769/927/1027/1081 ms), and
-# ResNet-50 at 224x224 177 ms per copy at 8 rows vs 217 at 1 and 206 at 16. So a CPU batch holds about
-# CPU_BATCH_VALUES input values (32 bundled digits), but never fewer than CPU_MIN_BATCH copies.
-CPU_BATCH_VALUES = 32 * 32 * 32
-CPU_MIN_BATCH = 8
-
-
-def free_memory_bytes(device: str) -> int:
-    """Memory free for new tensors on `device`: CUDA's free memory, or the host's MemAvailable."""
-    if device == "cuda" and torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info()[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def auto_batch_size(x: torch.Tensor, device: str) -> int:
-    """Noisy copies per attribution call: a power of two that fits in half the free memory of `device`, at most
-    MAX_BATCH; on the CPU also the cache-friendly size (CPU_BATCH_VALUES input values, at least CPU_MIN_BATCH)."""
-    values = int(np.prod(x.shape[1:]))
-    budget = int(0.5 * free_memory_bytes(device)) // (values * BYTES_PER_INPUT_VALUE)
-    if device != "cuda":
-        budget = min(budget, max(CPU_MIN_BATCH, CPU_BATCH_VALUES // values))
-    return int(min(MAX_BATCH, 2 ** int(math.log2(max(1, budget)))))
-
-
-def attribute_splitting(attribute: AttributionFn, batch: torch.Tensor) -> torch.Tensor:
-    """attribute(batch), halving the batch on out-of-memory until single copies fit. Exact: every method is
-    batch-exact and the noise was already drawn. A copy that does not fit alone raises a CertlibError."""
-    try:
-        return attribute(batch)
-    except torch.OutOfMemoryError:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if batch.shape[0] == 1:
-            raise OutOfMemory(f"out of memory on {batch.device} even for one copy of shape "
-                              f"{tuple(batch.shape[1:])}: choose the CPU in the sidebar, a smaller model or a "
-                              "smaller image") from None
-    half = batch.shape[0] // 2
-    return torch.cat([attribute_splitting(attribute, batch[:half]), attribute_splitting(attribute, batch[half:])])
-
-
 def check_counts_config(sigma: float, n0: int, n: int, k_percents: Sequence[float]) -> tuple[float, ...]:
     check_sigma(sigma)
     for name, v in (("n0", n0), ("n", n)):
@@ -134,30 +80,33 @@ def check_counts_config(sigma: float, n0: int, n: int, k_percents: Sequence[floa
     return ks
 
 
-@dataclass
-class _StageCounts:
-    ones: torch.Tensor                         # [K,H,W] int32: copies in which h^K_i = 1
-    classes: torch.Tensor | None               # [classes] int64: copies whose argmax logit is each class
+class TopKCounter:
+    """Reducer: per pixel and K, in how many copies h^K_i = 1 ([K,H,W] int32, on the model's device)."""
+
+    def __init__(self, x: torch.Tensor, ks: tuple[float, ...], normalisation: str, scale: float | None) -> None:
+        self.ks, self.normalisation, self.scale = ks, normalisation, scale
+        self.ones = torch.zeros((len(ks), *x.shape[-2:]), dtype=torch.int32, device=x.device)
+
+    def update(self, noisy: torch.Tensor, attr: torch.Tensor) -> None:
+        self.ones += top_k_masks(attr, self.ks, self.normalisation, self.scale).sum(dim=1, dtype=torch.int32)
 
 
-@torch.no_grad()
-def _count_stage(attribute: AttributionFn, x: torch.Tensor, sigma: float, stream: NoiseStream, total: int,
-                 ks: tuple[float, ...], normalisation: str, scale: float | None, batch_size: int, logits: LogitsFn | None,
-                 done: int, grand_total: int, progress: ProgressFn | None) -> _StageCounts:
-    counts = torch.zeros((len(ks), *x.shape[-2:]), dtype=torch.int32, device=x.device)
-    classes = None
-    for start in range(0, total, batch_size):
-        stop = min(total, start + batch_size)
-        noisy = gaussian_copies(x, sigma, stream, start, stop)
-        with torch.enable_grad():  # gradient methods need autograd; the counting below does not
-            attr = attribute_splitting(attribute, noisy)
-        counts += top_k_masks(attr.detach(), ks, normalisation, scale).sum(dim=1, dtype=torch.int32)
-        if logits is not None:
-            votes = torch.bincount(logits(noisy).argmax(dim=1).to(x.device))
-            classes = votes if classes is None else _add_padded(classes, votes)
-        if progress is not None:
-            progress(done + stop, grand_total)
-    return _StageCounts(counts, classes)
+class ClassVoteCounter:
+    """Reducer: how many copies the model classifies as each class (argmax of `logits`), [classes] int64."""
+
+    def __init__(self, logits: LogitsFn, num_classes: int) -> None:
+        self.logits, self.votes = logits, np.zeros(num_classes, dtype=np.int64)
+        self._device_votes: torch.Tensor | None = None
+
+    def update(self, noisy: torch.Tensor, attr: torch.Tensor) -> None:
+        votes = torch.bincount(self.logits(noisy).argmax(dim=1).to(noisy.device))
+        self._device_votes = votes if self._device_votes is None else _add_padded(self._device_votes, votes)
+
+    def result(self) -> np.ndarray:
+        if self._device_votes is not None:
+            got = self._device_votes.cpu().numpy()
+            self.votes[:got.size] = got
+        return self.votes
 
 
 def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -165,13 +114,12 @@ def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(a, (0, size - a.numel())) + torch.nn.functional.pad(b, (0, size - b.numel()))
 
 
-def _class_votes(stage: _StageCounts, num_classes: int) -> np.ndarray | None:
-    if stage.classes is None:
-        return None
-    votes = np.zeros(num_classes, dtype=np.int64)
-    got = stage.classes.cpu().numpy()
-    votes[:got.size] = got
-    return votes
+def _stage(attribute: AttributionFn, x: torch.Tensor, sigma: float, stream: NoiseStream, total: int,
+           counter: TopKCounter, votes: ClassVoteCounter | None, batch_size: int, done: int, grand_total: int,
+           progress: ProgressFn | None) -> None:
+    reducers = [counter] if votes is None else [counter, votes]
+    engine.stream(attribute, x, engine.GaussianNoise(sigma, stream), total, reducers, batch_size, progress, done,
+                  grand_total)
 
 
 def sample_topk_counts(attribute: AttributionFn, x: torch.Tensor, sigma: float, n0: int = 32, n: int = 256,
@@ -185,32 +133,27 @@ def sample_topk_counts(attribute: AttributionFn, x: torch.Tensor, sigma: float, 
     prediction certificate (same copies, no extra noise)."""
     ks = check_counts_config(sigma, n0, n, k_percents)
     norm_kind = check_normalisation(normalisation)
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise CertlibError(f"x must be one image [1,C,H,W], got shape {tuple(x.shape)}")
-    bs = batch_size or auto_batch_size(x, x.device.type)
-    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
-        raise CertlibError(f"batch_size must be a positive integer, got {batch_size!r}")
-    with torch.enable_grad():
-        clean = attribute(x).detach()
-    if clean.shape != (1, *x.shape[-2:]):
-        raise CertlibError(f"the attribution returned shape {tuple(clean.shape)}, expected {(1, *x.shape[-2:])}")
+    bs = resolve_batch_size(batch_size, x)
+    clean = clean_attribution(attribute, x)
     # s(x) enters h^K only under the paper's normalisation; the other two never look at the clean map.
     scale = clean_scale(clean[0]) if norm_kind == "paper" else None
     shape = tuple(x.shape[1:])
     num_classes = int(logits(x).shape[1]) if logits is not None else 0
-    common = dict(ks=ks, normalisation=norm_kind, scale=scale, batch_size=bs, logits=logits, grand_total=n0 + n,
-                  progress=progress)
-    sel = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, SELECTION, x.device, x.dtype), n0, done=0,
-                       **common)
-    est = _count_stage(attribute, x, sigma, NoiseStream(shape, seed, ESTIMATION, x.device, x.dtype), n, done=n0,
-                       **common)
+    stages = []
+    for stream_id, count, done in ((SELECTION, n0, 0), (ESTIMATION, n, n0)):
+        counter = TopKCounter(x, ks, norm_kind, scale)
+        votes = ClassVoteCounter(logits, num_classes) if logits is not None else None
+        _stage(attribute, x, sigma, NoiseStream(shape, seed, stream_id, x.device, x.dtype), count, counter, votes,
+               bs, done, n0 + n, progress)
+        stages.append((counter, votes))
+    (sel, sel_votes), (est, est_votes) = stages
     return TopKCounts(
         k_percents=ks, sigma=float(sigma), n0=int(n0), n=int(n), seed=int(seed), scale=scale,
         clean_attr=clean[0].float().cpu().numpy(),
         clean_masks=top_k_masks(clean, ks, norm_kind, scale)[:, 0].cpu().numpy(),
         selection_ones=sel.ones.cpu().numpy(), estimation_ones=est.ones.cpu().numpy(), extra={"batch_size": bs},
-        normalisation=norm_kind, selection_classes=_class_votes(sel, num_classes),
-        estimation_classes=_class_votes(est, num_classes),
+        normalisation=norm_kind, selection_classes=None if sel_votes is None else sel_votes.result(),
+        estimation_classes=None if est_votes is None else est_votes.result(),
     )
 
 
@@ -219,63 +162,13 @@ def count_at(attribute: AttributionFn, x: torch.Tensor, counts: TopKCounts, stre
     """[K,H,W] int32: in how many of counts.n fresh copies around x (noise stream `stream` of counts.seed) each
     pixel is in the top K%, with the same base function h^K as `counts` (same normalisation; under "paper" the
     scale is recomputed from the clean map at x, as a fresh run would)."""
-    with torch.enable_grad():
-        clean = attribute(x).detach()
-    scale = clean_scale(clean[0]) if counts.normalisation == "paper" else None
+    scale = clean_scale(clean_attribution(attribute, x)[0]) if counts.normalisation == "paper" else None
+    counter = TopKCounter(x, counts.k_percents, counts.normalisation, scale)
     noise = NoiseStream(tuple(x.shape[1:]), counts.seed, stream, x.device, x.dtype)
-    stage = _count_stage(attribute, x, counts.sigma, noise, counts.n, counts.k_percents, counts.normalisation, scale,
-                         counts.extra.get("batch_size") or auto_batch_size(x, x.device.type), None, 0, counts.n,
-                         progress)
-    return stage.ones.cpu().numpy()
+    _stage(attribute, x, counts.sigma, noise, counts.n, counter, None,
+           resolve_batch_size(counts.extra.get("batch_size"), x), 0, counts.n, progress)
+    return counter.ones.cpu().numpy()
 
 
-# ------------------------------------------------------------------------------ uniform-ball smoothing (§4)
-
-BOUND_MODES = ("normalise", "clip")
-
-
-@dataclass(frozen=True)
-class SmoothedMap:
-    """ĥ(x): the mean of n attributions g(x + η), η ~ U(B(0, r)), each bounded to ‖g‖₂ ≤ M."""
-
-    mean: np.ndarray          # [H,W] float64
-    n: int
-    radius: float
-    M: float
-    bound_mode: str           # "normalise": g·M/‖g‖ (every map has norm M); "clip": g·min(1, M/‖g‖)
-    seed: int
-
-    @property
-    def norm(self) -> float:
-        return float(np.linalg.norm(self.mean))
-
-
-def bound_maps(attr: torch.Tensor, M: float, mode: str) -> torch.Tensor:
-    """Enforce ‖g‖₂ ≤ M per map of attr [B,H,W] (the bound's premise); all-zero maps stay zero."""
-    if mode not in BOUND_MODES:
-        raise CertlibError(f"bound_mode must be one of {BOUND_MODES}, got {mode!r}")
-    norms = attr.flatten(1).norm(dim=1).clamp(min=torch.finfo(attr.dtype).tiny).view(-1, 1, 1)
-    factor = M / norms if mode == "normalise" else torch.clamp(M / norms, max=1.0)
-    return attr * factor
-
-
-def sample_uniform_mean(attribute: AttributionFn, x: torch.Tensor, radius: float, n: int, M: float = 1.0,
-                        bound_mode: str = "normalise", seed: int = 0, batch_size: int | None = None,
-                        progress: ProgressFn | None = None) -> SmoothedMap:
-    """Stream n attributions at x + η, η uniform in the l2 ball of `radius` ([0,1] pixel space), into their mean."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise CertlibError(f"n must be a positive integer, got {n!r}")
-    if not (math.isfinite(M) and M > 0):
-        raise CertlibError(f"M must be a positive number, got {M!r}")
-    bs = batch_size or auto_batch_size(x, x.device.type)
-    stream = NoiseStream(tuple(x.shape[1:]), seed, UNIFORM, x.device, x.dtype)
-    total = torch.zeros(x.shape[-2:], dtype=torch.float64, device=x.device)
-    for start in range(0, n, bs):
-        stop = min(n, start + bs)
-        with torch.enable_grad():
-            attr = attribute_splitting(attribute, x + uniform_ball(stream, start, stop, radius)).detach()
-        total += bound_maps(attr, M, bound_mode).sum(0, dtype=torch.float64)
-        if progress is not None:
-            progress(stop, n)
-    return SmoothedMap(mean=(total / n).cpu().numpy(), n=int(n), radius=float(radius), M=float(M),
-                       bound_mode=bound_mode, seed=int(seed))
+# The uniform certificate's sampling stage lives in certlib.uniform_sampling; re-exported for existing callers.
+from certlib.uniform_sampling import BOUND_MODES, SmoothedMap, bound_maps, sample_uniform_mean  # noqa: E402,F401

@@ -22,25 +22,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from scipy.stats import norm
 
-from certlib import stats
+from certlib import engine, stats
+from certlib.engine import AttributionFn, ProgressFn, clean_attribution, resolve_batch_size
 from certlib.errors import CertlibError
-from certlib.noise import ESTIMATION, NoiseStream, check_sigma, gaussian_copies
+from certlib.noise import ESTIMATION, NoiseStream, check_sigma
 from certlib.pixel_cert import top_k_masks
-from certlib.sampling import auto_batch_size
 
 VARIANTS = ("sparsified", "scaled")
 VARIANT_LABELS = {"sparsified": "Sparsified SmoothGrad (top τ% → 1, rest 0)",
                   "scaled": "Scaled SmoothGrad (top τ% → |a|/max|a|, rest 0)"}
 SCALED_BOUNDS = ("bernstein", "hoeffding")
 DEFAULT_LEVELS = (5.0, 10.0, 20.0, 50.0, 100.0)   # τ: % of pixels each noisy map keeps
-AttributionFn = Callable[[torch.Tensor], torch.Tensor]   # [B,C,H,W] -> [B,H,W]
-ProgressFn = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------------------------- base map f
@@ -111,7 +109,27 @@ def _check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-@torch.no_grad()
+class SparsifiedSums:
+    """Reducer: the sums behind `SmoothGradSamples` (plain SmoothGrad, and per level the kept-pixel counts and the
+    scaled variant's sum and sum of squares), float64 / int32 on the model's device."""
+
+    def __init__(self, x: torch.Tensor, levels: tuple[float, ...]) -> None:
+        hw = tuple(x.shape[-2:])
+        self.levels = levels
+        self.attr_sum = torch.zeros(hw, dtype=torch.float64, device=x.device)
+        self.ones = torch.zeros((len(levels), *hw), dtype=torch.int32, device=x.device)
+        self.scaled_sum = torch.zeros((len(levels), *hw), dtype=torch.float64, device=x.device)
+        self.scaled_sq = torch.zeros_like(self.scaled_sum)
+
+    def update(self, noisy: torch.Tensor, attr: torch.Tensor) -> None:
+        self.attr_sum += attr.sum(0, dtype=torch.float64)
+        masks = top_k_masks(attr, self.levels, "own_scale")             # both variants keep the same pixels
+        self.ones += masks.sum(1, dtype=torch.int32)
+        scaled = (masks * _unit_magnitude(attr)[None]).double()
+        self.scaled_sum += scaled.sum(1)
+        self.scaled_sq += (scaled * scaled).sum(1)
+
+
 def sample_smoothgrad(attribute: AttributionFn, x: torch.Tensor, sigma: float, n: int,
                       levels: Sequence[float] = DEFAULT_LEVELS, seed: int = 0, batch_size: int | None = None,
                       progress: ProgressFn | None = None) -> SmoothGradSamples:
@@ -120,37 +138,17 @@ def sample_smoothgrad(attribute: AttributionFn, x: torch.Tensor, sigma: float, n
     random numbers), which makes ĝ(x + δ) − ĝ(x) far less noisy than independent draws would."""
     _check_sigma(sigma)
     n = _check_positive_int("n", n)
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise CertlibError(f"x must be one image [1,C,H,W], got shape {tuple(x.shape)}")
     lv = tuple(float(v) for v in levels)
-    bs = batch_size or auto_batch_size(x, x.device.type)
-    with torch.enable_grad():
-        clean = attribute(x).detach()
-    if clean.shape != (1, *x.shape[-2:]):
-        raise CertlibError(f"the attribution returned shape {tuple(clean.shape)}, expected {(1, *x.shape[-2:])}")
+    bs = resolve_batch_size(batch_size, x)
+    clean = clean_attribution(attribute, x)
     top_k_masks(clean, lv)                                       # validates the levels before any sampling
-    stream = NoiseStream(tuple(x.shape[1:]), seed, ESTIMATION, x.device, x.dtype)
-    hw = tuple(x.shape[-2:])
-    attr_sum = torch.zeros(hw, dtype=torch.float64, device=x.device)
-    ones = torch.zeros((len(lv), *hw), dtype=torch.int32, device=x.device)
-    scaled_sum = torch.zeros((len(lv), *hw), dtype=torch.float64, device=x.device)
-    scaled_sq = torch.zeros_like(scaled_sum)
-    for start in range(0, n, bs):
-        stop = min(n, start + bs)
-        with torch.enable_grad():   # gradient methods need autograd; the sums below do not
-            attr = attribute(gaussian_copies(x, sigma, stream, start, stop)).detach()
-        attr_sum += attr.sum(0, dtype=torch.float64)
-        masks = top_k_masks(attr, lv, "own_scale")                    # both variants keep the same pixels
-        ones += masks.sum(1, dtype=torch.int32)
-        scaled = (masks * _unit_magnitude(attr)[None]).double()
-        scaled_sum += scaled.sum(1)
-        scaled_sq += (scaled * scaled).sum(1)
-        if progress is not None:
-            progress(stop, n)
+    noise = engine.GaussianNoise(sigma, NoiseStream(tuple(x.shape[1:]), seed, ESTIMATION, x.device, x.dtype))
+    sums = SparsifiedSums(x, lv)
+    engine.stream(attribute, x, noise, n, [sums], bs, progress)
     return SmoothGradSamples(
         levels=lv, sigma=float(sigma), n=n, seed=int(seed), clean_attr=clean[0].float().cpu().numpy(),
-        smoothgrad=(attr_sum / n).cpu().numpy(), ones=ones.cpu().numpy(), scaled_sum=scaled_sum.cpu().numpy(),
-        scaled_sq_sum=scaled_sq.cpu().numpy(),
+        smoothgrad=(sums.attr_sum / n).cpu().numpy(), ones=sums.ones.cpu().numpy(),
+        scaled_sum=sums.scaled_sum.cpu().numpy(), scaled_sq_sum=sums.scaled_sq.cpu().numpy(),
     )
 
 

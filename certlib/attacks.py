@@ -15,7 +15,7 @@ from certlib.attributions import make_attribution
 from certlib.errors import CertlibError
 from certlib.models import LoadedModel
 from certlib.noise import NoiseStream, uniform_ball
-from certlib.pixel_cert import top_k_mask
+from certlib.topk import top_k_mask
 
 RANDOM_STREAM = 7
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certlib import _attr_utils as U
-from certlib import pixel_cert, precision
+from certlib import precision, validate
 from certlib.errors import CertlibError
 from certlib.models import LoadedModel, ModelSpec
 
@@ -166,7 +166,7 @@ class Attribution(ABC):
         if x.shape[1] != self.model.spec.in_channels:
             raise CertlibError(f"x has {x.shape[1]} channels; {self.model.spec.key} takes "
                                f"{self.model.spec.in_channels}")
-        if not pixel_cert.all_finite(x):
+        if not validate.all_finite(x):
             raise CertlibError("x contains NaN or infinite values")
         device = torch.device(self.model.device)
         # A detached alias of the caller's tensor (same storage, own autograd flag). Methods that need gradients get

@@ -68,9 +68,9 @@ class NoiseStream:
 
 
 def check_sigma(sigma: float) -> float:
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-        raise CertlibError(f"sigma must be a positive number, got {sigma!r}")
-    return float(sigma)
+    from certlib.validate import sigma as valid_sigma   # one definition of a valid σ (numpy scalars included)
+
+    return valid_sigma(sigma)
 
 
 def gaussian_copies(x: torch.Tensor, sigma: float, stream: NoiseStream, start: int, stop: int) -> torch.Tensor:

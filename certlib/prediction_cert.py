@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from certlib import stats
+from certlib import stats, validate
 from certlib.errors import CertlibError
-from certlib.pixel_cert import _check_sigma
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def certify_prediction(selection_votes: np.ndarray, estimation_votes: np.ndarray
                            "class")
     if sel.sum() < 1 or est.sum() < 1:
         raise CertlibError("certify_prediction needs at least one selection and one estimation copy")
-    s = _check_sigma(sigma)
+    s = validate.sigma(sigma)
     a = stats.check_scalar_alpha(alpha)
     top = int(np.argmax(sel))
     n, n_a = int(est.sum()), int(est[top])

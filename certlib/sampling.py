@@ -17,8 +17,9 @@ from certlib import engine
 from certlib.engine import (AttributionFn, LogitsFn, ProgressFn, attribute_splitting, auto_batch_size,  # noqa: F401
                             clean_attribution, free_memory_bytes, resolve_batch_size)
 from certlib.errors import CertlibError
-from certlib.noise import ESTIMATION, SELECTION, NoiseStream, check_sigma
-from certlib.pixel_cert import MAX_N, DEFAULT_NORMALISATION, check_normalisation, clean_scale, top_k_masks
+from certlib import validate
+from certlib.noise import ESTIMATION, SELECTION, NoiseStream
+from certlib.topk import DEFAULT_NORMALISATION, check_normalisation, clean_scale, top_k_masks
 
 DEFAULT_K_PERCENTS = (1.0, 5.0, 10.0, 25.0, 50.0)
 
@@ -70,14 +71,10 @@ class TopKCounts:
 
 
 def check_counts_config(sigma: float, n0: int, n: int, k_percents: Sequence[float]) -> tuple[float, ...]:
-    check_sigma(sigma)
-    for name, v in (("n0", n0), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= MAX_N:
-            raise CertlibError(f"{name} must be an integer in [1, {MAX_N:,}], got {v!r}")
-    ks = tuple(float(k) for k in k_percents)
-    if not ks or any(not 0 < k <= 100 for k in ks):
-        raise CertlibError(f"k_percents must be in (0, 100], got {list(k_percents)!r}")
-    return ks
+    validate.sigma(sigma)
+    validate.count("n0", n0)
+    validate.count("n", n)
+    return validate.k_percents(k_percents)
 
 
 class TopKCounter:

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from certlib import engine, stats
+from certlib import engine, stats, validate
 from certlib.engine import AttributionFn, ProgressFn, clean_attribution, resolve_batch_size
 from certlib.errors import CertlibError
-from certlib.noise import ESTIMATION, NoiseStream, check_sigma
-from certlib.pixel_cert import top_k_masks
+from certlib.noise import ESTIMATION, NoiseStream
+from certlib.topk import top_k_masks
 
 VARIANTS = ("sparsified", "scaled")
 VARIANT_LABELS = {"sparsified": "Sparsified SmoothGrad (top τ% → 1, rest 0)",
@@ -97,16 +97,11 @@ class SmoothGradSamples:
         return total / float(self.n)
 
 
-def _check_sigma(sigma: object) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
-        raise CertlibError(f"sigma must be a positive number, got {sigma!r}")
-    return check_sigma(float(sigma))
+_check_sigma = validate.sigma
 
 
 def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise CertlibError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return validate.count(name, value)
 
 
 class SparsifiedSums:
@@ -233,11 +228,7 @@ def _check_k(k: object, num_pixels: int) -> int:
     return int(k)
 
 
-def _check_eps(eps: object) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(eps) and eps >= 0):
-        raise CertlibError(f"eps must be a non-negative number, got {eps!r}")
-    return float(eps)
+_check_eps = validate.eps
 
 
 def _threshold_z(upper_z: np.ndarray, k: int) -> float:

@@ -21,16 +21,13 @@ import math
 from scipy.optimize import brentq
 from scipy.special import betainc
 
+from certlib import validate
 from certlib.errors import CertlibError
 
 BOUNDS = ("paper", "strict")
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok or isinstance(value, bool):
-        raise CertlibError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return float(value)
+_positive = validate.positive
 
 
 def _dimension(d: int) -> int:

@@ -6,13 +6,12 @@ What depends on ε, the target cosine or the confidence level is decided later f
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from certlib import engine
+from certlib import engine, validate
 from certlib.engine import AttributionFn, ProgressFn, resolve_batch_size
 from certlib.errors import CertlibError
 from certlib.noise import UNIFORM, NoiseStream
@@ -60,10 +59,9 @@ def sample_uniform_mean(attribute: AttributionFn, x: torch.Tensor, radius: float
                         bound_mode: str = "normalise", seed: int = 0, batch_size: int | None = None,
                         progress: ProgressFn | None = None) -> SmoothedMap:
     """Stream n attributions at x + η, η uniform in the l2 ball of `radius` ([0,1] pixel space), into their mean."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise CertlibError(f"n must be a positive integer, got {n!r}")
-    if not (math.isfinite(M) and M > 0):
-        raise CertlibError(f"M must be a positive number, got {M!r}")
+    n = validate.count("n", n)
+    validate.positive("M", M)
+    validate.radius(radius)
     if bound_mode not in BOUND_MODES:
         raise CertlibError(f"bound_mode must be one of {BOUND_MODES}, got {bound_mode!r}")
     bs = resolve_batch_size(batch_size, x)

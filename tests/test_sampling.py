@@ -80,7 +80,7 @@ def test_progress_reaches_the_total():
     (dict(sigma=0.0), "sigma must be a positive number, got 0.0"),
     (dict(sigma=0.2, n=0), r"n must be an integer in \[1, 10,000,000\], got 0"),
     (dict(sigma=0.2, n0=2.5), r"n0 must be an integer in \[1, 10,000,000\], got 2.5"),
-    (dict(sigma=0.2, k_percents=(0,)), r"k_percents must be in \(0, 100\]"),
+    (dict(sigma=0.2, k_percents=(0,)), r"k_percents must be a non-empty sequence of numbers in \(0, 100\]"),
 ])
 def test_bad_configs_are_named(kwargs, message):
     with pytest.raises(CertlibError, match=message):

@@ -88,7 +88,7 @@ def input_gradient_and_logits(module: nn.Module, x: torch.Tensor,
 
 
 def channel_sum(attr: torch.Tensor) -> torch.Tensor:
-    """[B,C,H,W] per-channel attributions -> [B,H,W] float32 (the channel sum, DESIGN §3.1 step 1)."""
+    """[B,C,H,W] per-channel attributions -> [B,H,W] float32 (the channel sum, design §3.1 step 1)."""
     return attr.detach().float().sum(dim=1)
 
 

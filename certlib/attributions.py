@@ -1,6 +1,6 @@
 """The 12 attribution methods of Anani et al. (2025), in three families, and which models each applies to.
 
-This module is the registry the workbench picks from and the implementations behind it (DESIGN §3.4). Each method
+This module is the registry the workbench picks from and the implementations behind it (design §3.4). Each method
 is a small class with one entry point, `attribute(x, target)`: a batch x [B,C,H,W] of pixels in [0,1] (normalisation
 lives inside the model) and a target class (one int for all rows, or one per row) -> a signed per-pixel map
 [B,H,W], float32, at the input resolution, on x's device. Per-channel attributions are summed over channels;
@@ -13,7 +13,7 @@ Contracts the certificate relies on:
 - *Batch-exact*: attributing B noisy copies at once gives, per copy, what attributing that copy alone gives (up to
   float rounding). Every method treats rows independently (eval-mode models, per-row scores and gradients).
 - *Deterministic*: a fixed (model, method, params, seed) is a function of x. RISE's random masks are drawn once
-  from (seed, input size) and reused for every call (DESIGN §3.1).
+  from (seed, input size) and reused for every call (design §3.1).
 - *Locked*: `attribute` holds `model.lock` for the whole call, since zennit canonizers, captum's guided-backprop
   hooks and our own forward hooks modify the shared model while they run. Callers must not hold the lock
   themselves (threading.Lock is not re-entrant).

@@ -1,4 +1,4 @@
-"""The three metrics of the dashboard (DESIGN §6), each a function of a decided pixel certificate.
+"""The three metrics of the dashboard (design §6), each a function of a decided pixel certificate.
 
 Inputs are the certified classes of `certlib.pixel_cert.decide` ([K,H,W] int8 in {1, 0, −1}: certified top-K%,
 certified not top-K%, abstain) with their K levels, plus what a metric needs besides (the clean attribution for

@@ -14,7 +14,7 @@ import torch
 from certlib.errors import CertlibError
 
 CHUNK = 32
-# Streams separate the draws of one run: selection and estimation samples must be independent (DESIGN §3.2).
+# Streams separate the draws of one run: selection and estimation samples must be independent (design §3.2).
 SELECTION, ESTIMATION, UNIFORM = 0, 1, 2
 # "Check it" re-estimates at x + δ_j from stream CHECK_STREAMS + j of the run's own seed: never the run's streams,
 # whatever seed the user picked (with one seed the chunk seeds of two streams differ by a seed-independent amount,

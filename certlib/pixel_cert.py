@@ -1,4 +1,4 @@
-"""Pixel-level certified explanations (Anani et al. 2025, on SegCertify / Fischer et al. 2021) — DESIGN §3.
+"""Pixel-level certified explanations (Anani et al. 2025, on SegCertify / Fischer et al. 2021) — design §3.
 
 Two halves, matching the two caching stages of the app:
 - the base function h^K (§3.1): `clean_scale`, `top_k_mask(s)`, run on every batch of noisy attributions by
@@ -19,7 +19,7 @@ from scipy.stats import norm
 from certlib import stats, validate
 from certlib.errors import CertlibError
 # The base function h^K lives in certlib.topk (shared with the other certificates); these names stay importable
-# from here, the module of the public API (DESIGN §2).
+# from here, the module of the public API (design §12).
 from certlib.topk import (DEFAULT_NORMALISATION, NORMALISATION_LABELS, NORMALISATIONS, PAPER_WARNING,  # noqa: F401
                           SCALE_PERCENTILE, check_normalisation, clean_scale, top_k_mask, top_k_masks)
 from certlib.validate import MAX_N, all_finite  # noqa: F401

@@ -1,6 +1,6 @@
 """The expensive stage of the pixel certificate: stream n0 + n noisy attributions into per-pixel counts.
 
-For each noisy copy x + N(0, σ²I) the attribution is post-processed (DESIGN §3.1) into one binary top-K% mask per K
+For each noisy copy x + N(0, σ²I) the attribution is post-processed (design §3.1) into one binary top-K% mask per K
 of a fixed ladder, and only the counts of "in the top K%" are kept: memory O(|K|·H·W), never O(n·H·W). Counts are
 accumulated on the model's device. What depends on τ, α or the correction is decided later from these counts
 (`certlib.pixel_cert`), so moving those sliders never resamples.

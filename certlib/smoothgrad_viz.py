@@ -1,4 +1,4 @@
-"""Figures for Sparsified SmoothGrad (DESIGN §5): pure functions from numpy arrays to images and plotly figures."""
+"""Figures for Sparsified SmoothGrad (design §5): pure functions from numpy arrays to images and plotly figures."""
 from __future__ import annotations
 
 from dataclasses import dataclass

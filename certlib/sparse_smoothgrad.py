@@ -1,4 +1,4 @@
-"""Sparsified SmoothGrad and its certified top-K overlap (Levine, Singla & Feizi 2019, arXiv 1905.12105) — DESIGN §5.
+"""Sparsified SmoothGrad and its certified top-K overlap (Levine, Singla & Feizi 2019, arXiv 1905.12105) — design §5.
 
 Three stages, matching the app's caching:
 - the base map f(x') ∈ [0,1]^{H×W} of one noisy input (`sparsify`): the attribution's top τ% pixels, either set to 1
@@ -8,7 +8,7 @@ Three stages, matching the app's caching:
   a ladder and both variants at once, so moving τ, the variant, K or ε never resamples;
 - the cheap stage: simultaneous confidence bounds [L_i, U_i] on ḡ_i(x) = E f_i(x + N(0, σ²I)) (`confidence_bounds`,
   Bonferroni over pixels) and two certificates, each with its curve and its inverse in ε: per pixel
-  (`certified_topk_overlap`, DESIGN §5) and paired (`paired_topk_overlap`, the paper's count).
+  (`certified_topk_overlap`, design §5) and paired (`paired_topk_overlap`, the paper's count).
 
 Why they hold: f_i ∈ [0,1], so x ↦ Φ⁻¹(ḡ_i(x)) is 1/σ-Lipschitz (Salman et al. 2019, Lemma 2; Levine et al. use the
 same fact), hence for ‖δ‖₂ ≤ ε, ḡ_i(x+δ) ∈ [Φ(Φ⁻¹(L_i) − ε/σ), Φ(Φ⁻¹(U_i) + ε/σ)]. A pixel j stays in the top K of
@@ -269,7 +269,7 @@ def certified_topk_mask(lower: np.ndarray, upper: np.ndarray, k: int, eps: float
 
 
 def certified_topk_overlap(lower: np.ndarray, upper: np.ndarray, k: int, eps: float, sigma: float) -> float:
-    """Certified top-k overlap (DESIGN §5): the fraction of the top k pixels that provably stay in the top k of
+    """Certified top-k overlap (design §5): the fraction of the top k pixels that provably stay in the top k of
     ḡ(x + δ) for every ‖δ‖₂ ≤ ε, given simultaneous bounds lower ≤ ḡ(x) ≤ upper (any shape, flattened)."""
     return float(certified_topk_mask(lower, upper, k, eps, sigma).sum()) / int(k)
 
@@ -421,7 +421,7 @@ def estimated_topk(mean: np.ndarray, tie_break: np.ndarray, k: int) -> np.ndarra
 class TopKCertificate:
     """Everything the page shows for one (variant, τ, K, ε, α) from cached sums; maps are [H,W].
 
-    Two certified overlaps of the estimated top k: per pixel (DESIGN §5 — which pixels provably stay) and paired
+    Two certified overlaps of the estimated top k: per pixel (design §5 — which pixels provably stay) and paired
     (Levine et al.'s count — how many provably stay; never lower)."""
 
     variant: str

@@ -1,5 +1,5 @@
 """Exact binomial statistics for the certificates: Clopper–Pearson bounds, the one-sided binomial test, and the
-Holm / Bonferroni corrections (DESIGN §3.2, §5).
+Holm / Bonferroni corrections (design §3.2, §5).
 
 Everything is vectorised over numpy arrays (broadcasting like numpy) and returns a Python float when every input
 is a scalar. scipy's `binom.sf` and `beta.ppf` evaluate the regularised incomplete beta function with relative

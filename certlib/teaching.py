@@ -1,12 +1,12 @@
-"""Toy computations behind the Learn page (DESIGN §7): small, exact, instant (numpy/scipy only).
+"""Toy computations behind the Learn page (design §7): small, exact, instant (numpy/scipy only).
 
 Four lessons, one per section of this module:
 1. randomized smoothing on the plane (Cohen et al. 2019): a hand-made classifier f on R², the smoothed classifier
    g(x) = argmax_c P[f(x + N(0, σ²I)) = c], its certified ℓ2 radius σ·Φ⁻¹(p_A) and the τ-threshold radius σ·Φ⁻¹(τ)
-   of the segmentation form (Fischer et al. 2021) that the pixel certificate of DESIGN §3 uses;
+   of the segmentation form (Fischer et al. 2021) that the pixel certificate of design §3 uses;
 2. a per-pixel certificate on an 8×8 toy "attribution" whose top-K pixels flip under noise: votes, p-values, Holm;
-3. the ball-overlap geometry behind the uniform-smoothing bound (DESIGN §4);
-4. the certified top-K overlap of sparsified SmoothGrad (DESIGN §5) on a toy map of per-pixel values in [0, 1].
+3. the ball-overlap geometry behind the uniform-smoothing bound (design §4);
+4. the certified top-K overlap of sparsified SmoothGrad (design §5) on a toy map of per-pixel values in [0, 1].
 
 Nothing here touches a model; every sample is drawn from a seeded numpy generator, so the page is reproducible.
 """
@@ -360,7 +360,7 @@ class TopKToy:
 
 def topk_toy_certificate(eps: float, sigma: float, k: int, half_width: float = 0.0,
                          values: np.ndarray | None = None) -> TopKToy:
-    """Certified top-K overlap on a toy map (a teaching re-derivation of DESIGN §5, kept apart from
+    """Certified top-K overlap on a toy map (a teaching re-derivation of design §5, kept apart from
     certlib.sparse_smoothgrad on purpose). The bounds are the map ± half_width, clipped to [0, 1] (on the real page
     they are Bonferroni confidence bounds from samples). Pixel j is certified when fewer than K other pixels i can
     rise at least as high as j can fall: #{i ≠ j : high_after_i ≥ low_after_j} < K — ties count against j, so j

@@ -1,4 +1,4 @@
-"""Closed-form bounds for uniformly smoothed attributions (Wang & Kong 2024; DESIGN §4).
+"""Closed-form bounds for uniformly smoothed attributions (Wang & Kong 2024; design §4).
 
 h(x) = E_{η ~ U(B(0, r))}[g(x + η)] with ‖g‖₂ ≤ M. Moving x by δ (‖δ‖₂ = ε) only exchanges the two caps that the
 balls B(x, r) and B(x + δ, r) do not share, so ‖h(x + δ) − h(x)‖ ≤ a := M · V_U / V_S with V_U = 2 (V_S − V_∩).

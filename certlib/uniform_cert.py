@@ -1,4 +1,4 @@
-"""The uniform-smoothing certificate of one image (Wang & Kong 2024; DESIGN §4), from a sampled ĥ(x).
+"""The uniform-smoothing certificate of one image (Wang & Kong 2024; design §4), from a sampled ĥ(x).
 
 The closed-form bounds in `uniform_bound` take ‖h(x)‖, the norm of the *exact* smoothed map. We only have the mean ĥ
 of n samples, so the certificate plugs in a lower confidence bound on ‖h(x)‖ instead (McDiarmid; see

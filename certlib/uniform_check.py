@@ -1,4 +1,4 @@
-"""The empirical side of the uniform-smoothing bound (DESIGN §4.4): how similar ĥ(x+δ) stays to ĥ(x) when δ is a
+"""The empirical side of the uniform-smoothing bound (design §4.4): how similar ĥ(x+δ) stays to ĥ(x) when δ is a
 random direction of norm ε, or an attribution attack within the ε-ball.
 
 Both smoothed maps are estimated with the *same* noise draws η₁…η_n (common random numbers), so the measured

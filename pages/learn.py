@@ -1,4 +1,4 @@
-"""Learn (DESIGN §7): four model-free lessons, each a few sliders over an instant toy from certlib.teaching."""
+"""Learn (design §7): four model-free lessons, each a few sliders over an instant toy from certlib.teaching."""
 import numpy as np
 import streamlit as st
 

@@ -1,4 +1,4 @@
-"""Metrics (Anani et al. 2025, DESIGN §6): certified robustness, certified localization and faithfulness of several
+"""Metrics (Anani et al. 2025, design §6): certified robustness, certified localization and faithfulness of several
 methods, sampled once into the on-disk store (shared with `python -m certlib run`) and re-decided for any τ, α, K."""
 from functools import partial
 

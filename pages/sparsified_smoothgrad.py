@@ -101,7 +101,7 @@ def decision() -> None:
                    f"{cert.mean.size} pixels).")
     m2.metric("per pixel", f"{cert.overlap:.1%}",
               help=f"{int(cert.certified_mask.sum())} named pixels (green) each provably stay in the top {cert.k} "
-                   "(DESIGN §5): fewer than K others can reach their lowest value. Never above the paired share.")
+                   "(design §5): fewer than K others can reach their lowest value. Never above the paired share.")
     m3.metric(f"largest ε for ≥ {target:.0%}", f"{cert.max_paired_eps(target):.4f}",
               help="Paired: certified for every ε strictly below this value; 0 means not even at ε = 0.")
     m4.metric("per pixel", f"{cert.max_eps(target):.4f}", help="The same for the per-pixel certificate.")

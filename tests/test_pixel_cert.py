@@ -94,7 +94,7 @@ def test_clean_scale_fallbacks_are_documented_behaviour():
 
 
 def _numpy_top_k(a, k, normalisation="rank", s=None):
-    """Reference: DESIGN §3.1 step by step in numpy (float64), one map at a time."""
+    """Reference: design §3.1 step by step in numpy (float64), one map at a time."""
     a = a.astype(np.float64)
     if normalisation == "rank":
         v = np.abs(a)

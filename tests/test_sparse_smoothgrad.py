@@ -1,4 +1,4 @@
-"""Sparsified SmoothGrad (DESIGN §5): the base maps, the streaming sums, the simultaneous bounds and the certified
+"""Sparsified SmoothGrad (design §5): the base maps, the streaming sums, the simultaneous bounds and the certified
 top-K overlap — against hand-worked cases, a brute-force count, closed-form smoothed maps attacked by exhaustive
 search, and Monte-Carlo coverage."""
 import math

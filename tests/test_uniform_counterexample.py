@@ -1,4 +1,4 @@
-"""Settling DESIGN §4's doubt by falsification: bounded attribution functions g for which the published bound fails.
+"""Settling design §4's doubt by falsification: bounded attribution functions g for which the published bound fails.
 
 h(x) = E_{η ~ U(B(0,r))}[g(x + η)] is estimated here by plain Monte-Carlo integration of a g defined by which of
 the two balls B(x, r), B(x + δ, r) a point lies in — independent of the library's volume formulas. The bounds

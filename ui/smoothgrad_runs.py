@@ -1,4 +1,4 @@
-"""Glue between the workbench and the expensive stages of Sparsified SmoothGrad (DESIGN §5): cached sampling at x
+"""Glue between the workbench and the expensive stages of Sparsified SmoothGrad (design §5): cached sampling at x
 and at perturbed inputs, the attribution attack, progress bars. Everything that K, ε, τ, the variant or α change is
 recomputed by the page from these cached sums; nothing here depends on them (the attack's K% target excepted)."""
 from __future__ import annotations

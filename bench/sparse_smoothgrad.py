@@ -21,13 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import write  # noqa: E402
-from certlib import attacks, attributions, models  # noqa: E402
+from certlib import attributions, models, sparse_check  # noqa: E402
 from certlib import sparse_smoothgrad as S  # noqa: E402
 from certlib.images import digit_gallery, prepare_image  # noqa: E402
 
@@ -68,31 +67,21 @@ def main() -> None:
         for sigma in SIGMAS:
             t0 = time.perf_counter()
             clean = S.sample_smoothgrad(attribute, x, sigma, args.n, seed=0)
-            perturbed = []   # (kind, eps, SmoothGradSamples)
-            base_overlaps = {}
-            unit = attacks.random_directions(x, 1.0, RANDOM_DIRECTIONS, seed=0)
-            for ratio in EPS_OVER_SIGMA:
-                eps = ratio * sigma
-                for j in range(RANDOM_DIRECTIONS):
-                    perturbed.append(("random", eps, S.sample_smoothgrad(attribute, x + eps * unit[j:j + 1], sigma,
-                                                                         args.n, seed=0)))
-                hit = attacks.attribution_attack(model, METHOD, x, target, eps, loss="topk",
-                                                 k_percent=ATTACK_K_PERCENT, steps=20, restarts=4, seed=0)
-                perturbed.append(("attack", eps, S.sample_smoothgrad(attribute, x + hit.delta, sigma, args.n,
-                                                                     seed=0)))
-                base_overlaps[eps] = hit.base_similarity     # top-10% overlap of the *base* maps at x + δ vs x
+            eps_values = [ratio * sigma for ratio in EPS_OVER_SIGMA]
+            perturbed = sparse_check.random_runs(attribute, x, sigma, args.n, S.DEFAULT_LEVELS, 0, eps_values,
+                                                 directions=RANDOM_DIRECTIONS)
+            perturbed += sparse_check.attacked_runs(model, METHOD, attribute, x, target, sigma, args.n,
+                                                    S.DEFAULT_LEVELS, 0, eps_values, ATTACK_K_PERCENT)
             for variant, level, k_percent in CONFIGS:
                 cert, summary = certified_side(clean, variant, level, k_percent, sigma)
                 points = []
-                for kind, eps, samples in perturbed:
-                    empirical = S.empirical_topk_overlap(clean.mean(variant, level), samples.mean(variant, level),
-                                                         cert.k)
-                    paired = float(cert.paired_at([eps])[0])
-                    points.append({"kind": kind, "eps": eps, "empirical": empirical, "certified_paired": paired,
-                                   "certified_per_pixel": float(cert.overlap_at([eps])[0]),
-                                   **({"base_map_overlap": base_overlaps[eps]} if kind == "attack" else {})})
+                for run, check in zip(perturbed, sparse_check.overlap_checks(cert, clean, perturbed)):
+                    points.append({"kind": check.kind, "eps": check.eps, "empirical": check.empirical,
+                                   "certified_paired": check.certified,
+                                   "certified_per_pixel": float(cert.overlap_at([check.eps])[0]),
+                                   **({"base_map_overlap": run.base_similarity} if run.kind == "attack" else {})})
                     checked += 1
-                    violations += empirical < paired      # the paired claim is never below the per-pixel one
+                    violations += check.violates      # the paired claim is never below the per-pixel one
                 runs.append({"image": entry.key, "label": entry.label, "target": target, "sigma": sigma,
                              "variant": variant, "level_percent": level, "k_percent": k_percent, "k": cert.k,
                              **summary, "points": points})

@@ -18,7 +18,7 @@ import numpy as np
 
 from certlib import uniform_bound as ub
 from certlib.errors import CertlibError
-from certlib.sampling import SmoothedMap
+from certlib.uniform_sampling import SmoothedMap
 
 KINDS = {"strict": "proven worst case", "paper": "as published (Wang & Kong, Thm 1)"}
 DEFAULT_CONFIDENCE = 1e-3

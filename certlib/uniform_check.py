@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from certlib import attacks, sampling
+from certlib import attacks, uniform_sampling
 from certlib.attributions import make_attribution
 from certlib.errors import CertlibError
 from certlib.models import LoadedModel
-from certlib.sampling import SmoothedMap
+from certlib.uniform_sampling import SmoothedMap
 
 POINT_KINDS = ("random", "attack")
 
@@ -62,7 +62,7 @@ def empirical_cosines(model: LoadedModel, method: str, x: torch.Tensor, target: 
             result = attacks.attribution_attack(model, method, x, target, eps, loss="cosine", steps=attack_steps,
                                                 restarts=attack_restarts, seed=smoothed.seed)
             delta, how = result.delta, f"PGD on the base map's cosine, {result.gradient_source}"
-        moved = sampling.sample_uniform_mean(attribute, x + delta, smoothed.radius, smoothed.n, smoothed.M,
+        moved = uniform_sampling.sample_uniform_mean(attribute, x + delta, smoothed.radius, smoothed.n, smoothed.M,
                                              smoothed.bound_mode, smoothed.seed, batch_size)
         with torch.no_grad(), model.lock:
             kept = int(model.module(x + delta).argmax(1)) == label
@@ -71,3 +71,20 @@ def empirical_cosines(model: LoadedModel, method: str, x: torch.Tensor, target: 
         if progress is not None:
             progress(done + 1, len(jobs))
     return points
+
+
+@dataclass(frozen=True)
+class BoundCheck:
+    """Measured cosines against one bound ("strict" = proven, "paper" = published) of a certificate."""
+
+    kind: str
+    below: int                 # points whose measured cosine is below the bound at their ε
+    points: int
+    smallest_margin: float     # min over points of (measured cosine − bound)
+
+
+def check_bound(cert, points: Sequence[CosinePoint], kind: str) -> BoundCheck:
+    """Compare measured cosines with `cert.bound(eps, kind)`; a point below the proven ("strict") bound would
+    contradict the certificate beyond its δ_conf sampling risk, below the published one shows it is not valid."""
+    margins = [p.cosine - cert.bound(p.eps, kind) for p in points]
+    return BoundCheck(kind, sum(m < -1e-9 for m in margins), len(margins), min(margins, default=float("nan")))

@@ -8,8 +8,8 @@ from certlib import export, guarantee, images, pixel_cert, prediction_cert, stat
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
 from ui import downloads, figures, runs
 from ui.workbench import current, remember
+from ui.controls import ALPHAS
 
-ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
 # Measured per noisy copy on the bundled 32x32 model, 2-core CPU (see bench/); the gradient methods take ~1-5 ms.
 SLOW_ON_CPU = {"rise": "RISE (500 masks per copy)", "occlusion": "Occlusion (225 windows per copy)",

@@ -5,10 +5,10 @@ import streamlit as st
 from certlib import stats, teaching
 from certlib import teaching_viz as tv
 from certlib.errors import CertlibError
-from certlib.uniform_bound import ball_non_overlap_fraction
+from certlib.uniform_bound import difference_bound
 from ui.workbench import remember, render_sidebar
+from ui.controls import ALPHAS
 
-ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-6]
 PLANE_N = [50, 100, 200, 500, 1000, 2000]
 PIXEL_N = [10, 20, 50, 100, 200, 500, 1000, 2000]
 DIMS = sorted({*teaching.dimension_ladder().tolist(), 2, 3, 784, 1024, 3072, 150_528})
@@ -127,7 +127,7 @@ def overlap_lesson() -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("shared volume in d = 2", f"{teaching.overlap_versus_dimension(ratio, [2])[0]:.4f}")
     m2.metric(f"shared volume V∩/V in d = {d}", f"{fraction:.4g}")
-    m3.metric("bound factor V_U/V", f"{2 * ball_non_overlap_fraction(d, 1.0, ratio):.4g}",
+    m3.metric("bound factor V_U/V", f"{difference_bound(1.0, d, 1.0, ratio):.4g}",
               help="‖h(x+δ) − h(x)‖ ≤ M times this (computed without cancellation when V∩/V is near 1)")
     m4.metric(f"ε/r keeping half the volume (d = {d})", f"{teaching.eps_over_r_for_overlap(d, 0.5):.4g}")
     left, right = st.columns(2)

@@ -8,10 +8,10 @@ from certlib import attributions, export, pixel_cert, sweep, viz
 from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, metrics_runs
 from ui.workbench import current, remember
+from ui.controls import ALPHAS
 
 SIGMAS = [0.12, 0.15, 0.25, 0.33, 0.5, 0.75, 1.0]
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000]
-ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
 RANKED = {"certified": "certified pixels", "certified_top": "certified top-K", "certified_gridpg": "certified GridPG",
           "deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC"}
 

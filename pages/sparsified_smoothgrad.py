@@ -4,16 +4,16 @@ from functools import partial
 
 import streamlit as st
 
-from certlib import export, images
+from certlib import export, images, sparse_check
 from certlib import smoothgrad_viz as sv
 from certlib import sparse_smoothgrad as S
 from certlib import viz
 from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, figures
 from ui import smoothgrad_runs as runs
+from ui.controls import ALPHAS
 from ui.workbench import current, remember
 
-ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]
 N_CHOICES = [32, 64, 128, 256, 500, 1000, 2000, 4000]
 SIGMA_CHOICES = [0.12, 0.25, 0.5, 0.75, 1.0]
 
@@ -37,7 +37,7 @@ with st.container(border=True):
                              help="Samples these σ too (cached) and adds their curves and random points.")
 
 params = runs.SmoothGradParams(float(sigma), int(n), seed)
-per_sigma = n * (1 + len(params.eps_values) * runs.RANDOM_DIRECTIONS)
+per_sigma = n * (1 + len(params.eps_values) * sparse_check.RANDOM_DIRECTIONS)
 st.caption(f"Each σ draws {per_sigma} noisy attributions: n at x and n at each of {len(params.eps_values)} randomly "
            "perturbed inputs (ε = " + ", ".join(f"{e:g}" for e in params.eps_values) + "). Each is sampled once and "
            "cached; the decision below never resamples.")
@@ -52,7 +52,7 @@ except SHOWN_ERRORS as exc:
 
 with st.expander("Attack: try to push the top-K pixels out (PGD on the base attribution)"):
     st.caption(f"For each ε in {', '.join(f'{e:g}' for e in params.eps_values)} an ℓ2 PGD attack "
-               f"({runs.ATTACK_STEPS} steps, {runs.ATTACK_RESTARTS} restarts, label kept) drives the top "
+               f"({sparse_check.ATTACK_STEPS} steps, {sparse_check.ATTACK_RESTARTS} restarts, label kept) drives the top "
                f"{st.session_state['sg_k']:g}% of the plain attribution away; the smoothed map is then re-sampled "
                "at the attacked input. The certificate says no attacked point can fall below the curve.")
     if st.button("Run the attack", key="sg_attack"):
@@ -62,20 +62,7 @@ with st.expander("Attack: try to push the top-K pixels out (PGD on the base attr
             st.error(f"Attack failed: {describe_error(exc)}")
 
 
-def _points(cert: S.TopKCertificate, base: S.SmoothGradSamples, perturbed, label: str):
-    """(plot points, table rows) of the empirical overlaps of perturbed runs under the current decision; each row
-    carries the paired certified overlap at the same ε (the stronger of the two claims)."""
-    points, rows = [], []
-    for run in perturbed:
-        empirical = S.empirical_topk_overlap(base.mean(cert.variant, cert.level),
-                                             run.samples.mean(cert.variant, cert.level), cert.k)
-        points.append(sv.OverlapPoint(run.kind, run.eps, empirical, label, run.note))
-        rows.append((label, run.kind, run.eps, empirical, float(cert.paired_at([run.eps])[0])))
-    return points, rows
-
-
-@st.fragment
-def decision() -> None:
+def _controls():
     st.markdown("**Decision** — from the cached sums, no resampling")
     d1, d2, d3, d4, d5 = st.columns([3, 2, 2, 2, 2])
     variant = d1.radio("variant", S.VARIANTS, key="sg_variant", format_func=S.VARIANT_LABELS.get)
@@ -88,12 +75,10 @@ def decision() -> None:
     bound = e1.radio("bound for the scaled variant", S.SCALED_BOUNDS, key="sg_bound", horizontal=True,
                      disabled=variant != "scaled", help="Clopper–Pearson is used for the binary variant.")
     target = e2.slider("certify at least this overlap", 0.05, 1.0, step=0.05, key="sg_target")
-    try:
-        cert = S.certify_topk(samples, variant, level, k_percent, eps, alpha, bound)
-        more = [(p, S.certify_topk(s, variant, level, k_percent, eps, alpha, bound), s, r) for p, s, r in others]
-    except SHOWN_ERRORS as exc:
-        st.error(describe_error(exc))
-        return
+    return variant, level, k_percent, eps, alpha, bound, target
+
+
+def _metrics(cert: S.TopKCertificate, eps: float, target: float) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(f"certified overlap at ε = {eps:g}", f"{cert.paired_overlap:.1%}",
               help=f"At least this share of the top {cert.k} pixels stays in the top {cert.k} for every ‖δ‖₂ ≤ ε "
@@ -105,10 +90,12 @@ def decision() -> None:
     m3.metric(f"largest ε for ≥ {target:.0%}", f"{cert.max_paired_eps(target):.4f}",
               help="Paired: certified for every ε strictly below this value; 0 means not even at ε = 0.")
     m4.metric("per pixel", f"{cert.max_eps(target):.4f}", help="The same for the per-pixel certificate.")
-
     if cert.paired_at([0.0])[0] == 0:
         st.info("Nothing is certified even at ε = 0: the confidence intervals of the top K overlap those of the "
                 "others. More samples n, a larger α, a smaller K or a larger τ help.")
+
+
+def _maps(cert: S.TopKCertificate, variant: str, level: float):
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = sv.topk_certified_overlay(base, cert.top_mask, cert.certified_mask)
     left, mid, right = st.columns(3)
@@ -120,26 +107,31 @@ def decision() -> None:
                        key="sg_overlay")
     right.markdown(f"<span style='color:rgb{sv.CERTIFIED_RGB}'>■</span> certified at ε (per pixel) &nbsp; "
                    f"<span style='color:rgb{sv.UNCERTIFIED_RGB}'>■</span> top-K, not certified", unsafe_allow_html=True)
+    return overlay
 
+
+def _empirical(decided, eps: float):
+    """Certified curves of every σ with their empirical points; says so when a point falls below its curve."""
     attacked = runs.attack_runs(wb, params)
-    curves, points, rows = [], [], []
-    for p, c, s, r in [(params, cert, samples, randoms + [a for v in attacked.values() for a in v])] + more:
+    curves, checks = [], []
+    for p, c, s, perturbed in decided:
         label = f"σ = {p.sigma:g}"
         grid = c.eps_axis()
         curves.append(sv.OverlapCurve(label, grid, c.paired_at(grid), "paired"))
         curves.append(sv.OverlapCurve(label, grid, c.overlap_at(grid), "per pixel"))
-        pts, rs = _points(c, s, r, label)
-        points += pts
-        rows += rs
+        checks += sparse_check.overlap_checks(c, s, perturbed, label)
+    points = [sv.OverlapPoint(c.kind, c.eps, c.empirical, c.label, c.note) for c in checks]
     st.plotly_chart(sv.overlap_curve_figure(curves, points, eps), key="sg_curve")
-    below = [r for r in rows if r[3] < r[4]]
-    if below:
-        st.error(f"{len(below)} empirical overlap(s) fall below the (paired) certified one: "
-                 + "; ".join(f"{lab} {kind} ε = {e:g}: {emp:.1%} < {cer:.1%}" for lab, kind, e, emp, cer in below))
+    problem = sparse_check.violation_summary(checks)
+    if problem:
+        st.error(problem)
     else:
-        st.caption(f"All {len(rows)} empirical overlaps lie on or above the certified curve of their σ "
+        st.caption(f"All {len(checks)} empirical overlaps lie on or above the certified curve of their σ "
                    f"(random directions{'; attacks' if attacked else '; run the attack above for attacked points'}).")
+    return curves, checks
 
+
+def _downloads(cert: S.TopKCertificate, overlay, curves, checks) -> None:
     b1, b2, b3 = st.columns(3)   # the files are built only when a button is clicked
     downloads.button(b1, "overlay PNG", partial(export.png_bytes, overlay, upscale=8 if overlay.shape[0] < 128 else 1),
                      "topk_certified_overlay.png", "image/png", key="sg_dl_png")
@@ -147,10 +139,27 @@ def decision() -> None:
                                                   cert.lower, cert.upper, cert.top_mask, cert.certified_mask,
                                                   cert.radii),
                      "sparsified_smoothgrad.csv", "text/csv", key="sg_dl_csv")
+    rows = [(c.label, c.kind, c.eps, c.empirical, c.certified) for c in checks]
     downloads.button(b3, "curve + points CSV",
                      partial(export.overlap_curve_csv, [(f"{c.kind} {c.label}", c.eps, c.certified) for c in curves],
                              rows),
                      "certified_overlap_curve.csv", "text/csv", key="sg_dl_curve")
+
+
+@st.fragment
+def decision() -> None:
+    variant, level, k_percent, eps, alpha, bound, target = _controls()
+    try:
+        cert = S.certify_topk(samples, variant, level, k_percent, eps, alpha, bound)
+        more = [(p, S.certify_topk(s, variant, level, k_percent, eps, alpha, bound), s, r) for p, s, r in others]
+    except SHOWN_ERRORS as exc:
+        st.error(describe_error(exc))
+        return
+    _metrics(cert, eps, target)
+    overlay = _maps(cert, variant, level)
+    attacked = [a for v in runs.attack_runs(wb, params).values() for a in v]
+    curves, checks = _empirical([(params, cert, samples, randoms + attacked)] + more, eps)
+    _downloads(cert, overlay, curves, checks)
 
 
 with st.container(border=True):

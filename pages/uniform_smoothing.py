@@ -4,7 +4,7 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from certlib import uniform_cert, uniform_viz, viz
+from certlib import uniform_cert, uniform_check, uniform_viz, viz
 from certlib.uniform_cert import KINDS
 from ui import downloads, figures, uniform_runs
 from ui.uniform_runs import UniformParams
@@ -91,16 +91,16 @@ def _verdict(cert, points) -> None:
     if not points:
         st.caption("No measured points yet: run the measurement below to set real cosines beside the bounds.")
         return
-    for kind in KINDS:
-        below = [p for p in points if p.cosine < cert.bound(p.eps, kind) - 1e-9]
-        if below and kind == "strict":
-            st.error(f"{len(below)} measured cosine(s) fall below the proven bound: this should not happen up to "
+    checks = {kind: uniform_check.check_bound(cert, points, kind) for kind in KINDS}
+    for kind, check in checks.items():
+        if check.below and kind == "strict":
+            st.error(f"{check.below} measured cosine(s) fall below the proven bound: this should not happen up to "
                      f"the δ_conf = {cert.delta:g} sampling risk. Please report it with the CSV.")
-        elif below:
-            st.warning(f"{len(below)} measured cosine(s) fall below the published bound ({KINDS[kind]}): it is not "
+        elif check.below:
+            st.warning(f"{check.below} measured cosine(s) fall below the published bound ({KINDS[kind]}): it is not "
                        "a valid lower bound here (see docs/uniform_bound.md).")
-    margin = min(p.cosine - cert.bound(p.eps, "strict") for p in points)
-    st.caption(f"Smallest margin measured − proven bound over {len(points)} points: {margin:.4f}. Label kept at "
+    st.caption(f"Smallest margin measured − proven bound over {len(points)} points: "
+               f"{checks['strict'].smallest_margin:.4f}. Label kept at "
                f"{sum(p.label_kept for p in points)}/{len(points)} perturbed points.")
 
 

@@ -2,13 +2,13 @@
 appear on request and never fall below the proven bound."""
 import pytest
 
-from certlib import sampling, uniform_viz
+from certlib import uniform_sampling, uniform_viz
 
 
 @pytest.fixture
 def page(open_page):
     radius_and_n = lambda *args, **kwargs: (args[2], args[3])  # noqa: E731
-    return open_page("pages/uniform_smoothing.py", sampling, "sample_uniform_mean", radius_and_n, us_n=64)
+    return open_page("pages/uniform_smoothing.py", uniform_sampling, "sample_uniform_mean", radius_and_n, us_n=64)
 
 
 def _metric(at, start: str) -> str:

@@ -57,6 +57,27 @@ def shown_in_page(bar=None):
             bar.empty()
 
 
+def progress_bar(text: str):
+    """(bar, progress(done, total)) for a certlib call; the caller empties the bar."""
+    bar = st.progress(0.0, text=text)
+    return bar, lambda done, total: bar.progress(min(1.0, done / total), text=f"{text} {done}/{total}")
+
+
+def cached_run(wb: Workbench, kind: str, params, compute, text: str | None = None):
+    """The get / compute / put of every expensive stage: the cached result of (workbench, kind, params), else
+    compute(progress) under a progress bar (when `text` is given) with failures shown in the page, then stored."""
+    results = cache.sampling_results()
+    key = run_key(wb, kind, params)
+    hit = results.get(key)
+    if hit is not None:
+        return hit
+    bar, progress = progress_bar(text) if text else (None, None)
+    with shown_in_page(bar):
+        value = compute(progress)
+    results.put(key, value)
+    return value
+
+
 def preprocessing_gain(wb: Workbench) -> float:
     """images.preprocessing_gain for the workbench's image and model, cached per (image, model input)."""
     memo = st.session_state.setdefault("_preprocessing_gain", {})
@@ -76,20 +97,9 @@ def run_key(wb: Workbench, kind: str, params) -> tuple:
 
 def topk_counts(wb: Workbench, params: SamplingParams) -> TopKCounts:
     """Cached sampling stage; computes with a progress bar only when this exact config was never sampled."""
-    results = cache.sampling_results()
-    key = run_key(wb, "topk_counts", params)
-    hit = results.get(key)
-    if hit is not None:
-        return hit
-    bar = st.progress(0.0, text=f"Sampling {params.n0 + params.n} noisy attributions…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Sampling noisy attributions: {done}/{total}")
-
-    attribute, logits = attribution_and_logits(wb, params.seed)
-    with shown_in_page(bar):
-        counts = sampling.sample_topk_counts(attribute, wb.x.to(wb.model.device), params.sigma, params.n0, params.n,
-                                             params.k_percents, seed=params.seed, progress=progress,
-                                             normalisation=params.normalisation, logits=logits)
-    results.put(key, counts)
-    return counts
+    def compute(progress) -> TopKCounts:
+        attribute, logits = attribution_and_logits(wb, params.seed)
+        return sampling.sample_topk_counts(attribute, wb.x.to(wb.model.device), params.sigma, params.n0, params.n,
+                                           params.k_percents, seed=params.seed, progress=progress,
+                                           normalisation=params.normalisation, logits=logits)
+    return cached_run(wb, "topk_counts", params, compute, "Sampling noisy attributions:")

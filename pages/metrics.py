@@ -4,7 +4,7 @@ from functools import partial
 
 import streamlit as st
 
-from certlib import attributions, export, pixel_cert, sweep, viz
+from certlib import attributions, export, metrics, pixel_cert, sweep, viz
 from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, metrics_runs
 from ui.workbench import current, remember
@@ -87,36 +87,32 @@ if todo:
         status.markdown(f"**{len(runs) - len(todo)} of {len(runs)} runs** are in the store (`{store.path}`).")
 
 
-@st.fragment
-def results(runs) -> None:
+def _decision_controls(runs) -> sweep.Decision | None:
     st.markdown("**Decision** — re-decided from the stored counts, no resampling")
     d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
     tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="mx_tau")
     alpha = d2.select_slider("α (error probability)", ALPHAS, key="mx_alpha", format_func=lambda a: f"{a:g}")
     levels = d3.multiselect("top-K% levels", list(runs[0].config.k_percents), key="mx_levels",
                             format_func=lambda k: f"top {k:g}%")
-    correction = d4.radio("correction", ["holm", "bonferroni"], key="mx_correction", horizontal=True)
-    replacement = d5.radio("deleted pixels become", ["blur", "zero", "mean"], key="mx_replacement", horizontal=True,
-                           help="blur: the image blurred with σ = 1/4 of its side (default); zero: black; "
-                                "mean: the image's mean colour")
+    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="mx_correction", horizontal=True)
+    replacement = d5.radio("deleted pixels become", list(metrics.REPLACEMENTS), key="mx_replacement",
+                           horizontal=True, help="blur: the image blurred with σ = 1/4 of its side (default); "
+                                                 "zero: black; mean: the image's mean colour")
     if not levels:
         st.info("Choose at least one top-K% level.")
-        return
-    decision = sweep.Decision(tau, alpha, tuple(sorted(levels)), correction, replacement)
-    try:   # faithfulness curves of a new decision are computed below, after the charts that need none are drawn
-        rows, curves, absent = metrics_runs.collect(store, wb, runs, decision, faithfulness=False)
+        return None
+    return sweep.Decision(tau, alpha, tuple(sorted(levels)), correction, replacement)
+
+
+def _collect(runs, decision: sweep.Decision, faithfulness: bool):
+    try:
+        return metrics_runs.collect(store, wb, runs, decision, faithfulness=faithfulness)
     except SHOWN_ERRORS as exc:
         st.error(describe_error(exc))
-        return
-    if not rows:
-        st.info("Nothing of this selection is stored yet: press *Compute* above (or run `python -m certlib run`).")
-        return
-    if absent:
-        st.caption(f"{absent} of {len(runs)} runs are not computed yet; the charts show the stored ones.")
-    if not all(r["certifiable"] for r in rows):
-        st.warning(f"With n = {rows[0]['n']} nothing can be certified at α = {alpha:g} over this many tests: every "
-                   "pixel abstains. Choose a larger n (or α).")
-    summary = sweep.summarise(rows)
+        return None
+
+
+def _view_controls(summary, decision: sweep.Decision):
     stored_sigmas = sorted({s["sigma"] for s in summary})
     if st.session_state.get("mx_view_sigma") not in stored_sigmas:
         st.session_state["mx_view_sigma"] = stored_sigmas[0]
@@ -126,10 +122,10 @@ def results(runs) -> None:
     view_sigma = v1.selectbox("σ shown in the bars, curves and ranking", stored_sigmas, key="mx_view_sigma")
     line_k = v2.selectbox("top-K% of the robustness-vs-σ chart", list(decision.levels), key="mx_line_k",
                           format_func=lambda k: f"top {k:g}%")
-    at_sigma = [s for s in summary if s["sigma"] == view_sigma]
-    labels = {s["method"]: s["method_label"] for s in summary}
-    families = {s["method"]: s["family"] for s in summary}
+    return view_sigma, line_k
 
+
+def _robustness_and_localization(rows, summary, at_sigma, line_k) -> None:
     st.subheader("Certified robustness")
     r1, r2 = st.columns(2)
     r1.plotly_chart(viz.metric_bars(at_sigma, "certified", "certified pixels (top-K or not top-K)"), key="mx_rob")
@@ -144,16 +140,12 @@ def results(runs) -> None:
                         key="mx_gridpg")
     else:
         st.caption("Localization needs 2×2 grids: choose the grid image set.")
-    st.subheader("Faithfulness")
-    if metrics_runs.faithfulness_missing(runs, curves, absent):
-        with st.spinner("Deletion and insertion curves at this decision (the model on every step's image)…"):
-            try:
-                rows, curves, absent = metrics_runs.collect(store, wb, runs, decision)
-            except SHOWN_ERRORS as exc:
-                st.error(describe_error(exc))
-                return
-        summary = sweep.summarise(rows)
-        at_sigma = [s for s in summary if s["sigma"] == view_sigma]
+
+
+def _faithfulness_and_ranking(curves, summary, view_sigma) -> None:
+    at_sigma = [s for s in summary if s["sigma"] == view_sigma]
+    labels = {s["method"]: s["method_label"] for s in summary}
+    families = {s["method"]: s["family"] for s in summary}
     if image_set == "grids":
         st.caption("On grids the target is a cell's class, to which the model often gives a low probability; "
                    "the deletion and insertion curves say most on single digits.")
@@ -169,6 +161,38 @@ def results(runs) -> None:
     st.subheader("Ranking")
     st.plotly_chart(viz.ranking_heatmap(sweep.method_scores(summary, view_sigma), RANKED, sweep.RANKED_METRICS,
                                         labels), key="mx_rank")
+
+
+@st.fragment
+def results(runs) -> None:
+    decision = _decision_controls(runs)
+    if decision is None:
+        return
+    # faithfulness curves of a new decision are computed below, after the charts that need none are drawn
+    got = _collect(runs, decision, faithfulness=False)
+    if got is None:
+        return
+    rows, curves, absent = got
+    if not rows:
+        st.info("Nothing of this selection is stored yet: press *Compute* above (or run `python -m certlib run`).")
+        return
+    if absent:
+        st.caption(f"{absent} of {len(runs)} runs are not computed yet; the charts show the stored ones.")
+    if not all(r["certifiable"] for r in rows):
+        st.warning(f"With n = {rows[0]['n']} nothing can be certified at α = {decision.alpha:g} over this many "
+                   "tests: every pixel abstains. Choose a larger n (or α).")
+    summary = sweep.summarise(rows)
+    view_sigma, line_k = _view_controls(summary, decision)
+    _robustness_and_localization(rows, summary, [s for s in summary if s["sigma"] == view_sigma], line_k)
+    st.subheader("Faithfulness")
+    if metrics_runs.faithfulness_missing(runs, curves, absent):
+        with st.spinner("Deletion and insertion curves at this decision (the model on every step's image)…"):
+            got = _collect(runs, decision, faithfulness=True)
+        if got is None:
+            return
+        rows, curves, absent = got
+        summary = sweep.summarise(rows)
+    _faithfulness_and_ranking(curves, summary, view_sigma)
     downloads.button(st, "metrics CSV (one row per run and K)", partial(export.metrics_csv, rows),   # built on click
                      "certified_metrics.csv", "text/csv", key="mx_dl_csv")
 

@@ -81,3 +81,20 @@ def test_bad_arguments_are_named(setup, kwargs, message):
     model, x, target = setup
     with pytest.raises(CertlibError, match=message):
         attacks.attribution_attack(model, "grad", x, target, **kwargs)
+
+
+def test_random_directions_have_the_exact_norm():
+    d = attacks.random_directions(torch.zeros(1, 3, 8, 8), 0.7, 5, seed=2)
+    assert d.shape == (5, 3, 8, 8)
+    assert torch.allclose(d.flatten(1).norm(dim=1), torch.full((5,), 0.7))
+
+
+def test_guided_direction_has_the_norm_and_says_how(setup):
+    model, x, target = setup
+    method = attributions.make_attribution("grad", model)
+    attribute = lambda xb: method.attribute(xb, target)  # noqa: E731
+    logit = lambda xb: model.module(xb)[:, target]  # noqa: E731
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[10:20, 10:20] = True
+    d, how = attacks.topk_flip_direction(attribute, logit, x, mask, 0.3)
+    assert abs(float(d.norm()) - 0.3) < 1e-5 and how

@@ -151,15 +151,6 @@ def test_duplicate_sigmas_and_methods_are_sampled_once_with_a_notice(data_dir, c
     assert len(store.Store(data_dir / store.DB_NAME)) == 1
 
 
-def test_a_target_out_of_range_is_refused_at_plan_time():
-    from certlib import models, sweep
-    from certlib.errors import CertlibError
-
-    model = models.load_model("digits_sigma0.25")
-    with pytest.raises(CertlibError, match="out of range"):
-        sweep.plan(model, sweep.image_set("digits", 1), ["grad"], [0.25], 16, target=10)
-
-
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from certlib import models, sampling, store, sweep
+from certlib import store
 from certlib.sampling import TopKCounts
 from certlib.store import RunConfig, Store
 
@@ -178,30 +178,3 @@ def test_two_writer_processes_do_not_corrupt_the_store():
         got = s.get(_config(seed=seed))
         assert got is not None and np.array_equal(got.counts.estimation_ones, _counts(_config(seed=seed), seed)
                                                   .estimation_ones) and got.x[0, 0, 0, 0] == seed
-
-
-def test_an_interrupted_sweep_resumes_where_it_stopped(monkeypatch):
-    model = models.load_model("digits_sigma0.25")
-    runs = sweep.plan(model, sweep.image_set("digits", 3), ["grad"], [0.25, 0.5], n=6, n0=2, k_percents=(5, 50))
-    assert len(runs) == 6
-    real = sampling.sample_topk_counts
-    calls = []
-
-    def flaky(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sampling, "sample_topk_counts", flaky)
-    s = Store()
-    with pytest.raises(KeyboardInterrupt):
-        sweep.run_missing(s, model, runs)
-    assert len(s) == 2 and len(sweep.missing(s, runs)) == 4
-    calls.clear()
-    monkeypatch.setattr(sampling, "sample_topk_counts", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    assert sweep.run_missing(s, model, runs) == 4 and len(calls) == 4
-    assert sweep.run_missing(s, model, runs) == 0 and len(calls) == 4
-    # a resumed run holds exactly what an uninterrupted one would (sampling is seeded per run)
-    fresh = sweep.sample_run(model, runs[0])
-    assert np.array_equal(s.get(runs[0].config).counts.estimation_ones, fresh.estimation_ones)

@@ -73,15 +73,11 @@ def select(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
-def input_gradient(module: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """∂y_t/∂x per row for x [B,C,H,W] that requires grad: one backward of the summed target scores (rows are
-    independent through an eval-mode model, so each row gets its own gradient)."""
-    return input_gradient_and_logits(module, x, targets)[0]
-
-
 def input_gradient_and_logits(module: nn.Module, x: torch.Tensor,
                               targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂y_t/∂x, the detached logits of the same forward pass)."""
+    """(∂y_t/∂x per row for x [B,C,H,W] that requires grad, the detached logits of the same forward pass): one
+    backward of the summed target scores (rows are independent through an eval-mode model, so each row gets its
+    own gradient)."""
     logits = module(x)
     grad, = torch.autograd.grad(select(logits, targets).sum(), x)
     return grad, logits.detach()

@@ -352,12 +352,6 @@ def paired_topk_overlap(lower: np.ndarray, upper: np.ndarray, top_mask: np.ndarr
     return float(_overlap_from_radii(radii, radii.size, [eps])[0])
 
 
-def paired_overlap_curve(lower: np.ndarray, upper: np.ndarray, top_mask: np.ndarray, eps_values: Sequence[float],
-                         sigma: float) -> np.ndarray:
-    radii = paired_certified_eps(lower, upper, top_mask, sigma)
-    return _overlap_from_radii(radii, radii.size, eps_values)
-
-
 def max_paired_eps(lower: np.ndarray, upper: np.ndarray, top_mask: np.ndarray, sigma: float,
                    overlap: float) -> float:
     radii = paired_certified_eps(lower, upper, top_mask, sigma)

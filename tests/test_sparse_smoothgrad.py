@@ -328,7 +328,7 @@ def test_paired_is_the_exact_worst_case_inside_the_bounds_and_never_below_per_pi
             maps = lo + (hi - lo) * rng.random((50, d))
             ranks = np.argsort(np.argsort(-maps, axis=1), axis=1)
             assert ((ranks[:, top] < k).sum(1) / k >= paired).all()
-        curve = S.paired_overlap_curve(lower, upper, top, np.linspace(0, sigma, 17), sigma)
+        curve = [S.paired_topk_overlap(lower, upper, top, e, sigma) for e in np.linspace(0, sigma, 17)]
         assert (np.diff(curve) <= 0).all()
 
 

@@ -1,8 +1,10 @@
-"""Downloads: overlay PNG, per-pixel CSV and a JSON summary of a pixel certificate (bytes, no UI)."""
+"""Every download the app offers, as bytes (no UI): overlay PNGs, per-pixel CSVs, JSON summaries, the metrics
+table, the sparse certificate's curves and the uniform certificate's bounds."""
 from __future__ import annotations
 
 import io
 import json
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -103,3 +105,14 @@ def overlap_curve_csv(curves: list[tuple[str, np.ndarray, np.ndarray]],
     for label, kind, e, empirical, certified in points:
         buf.write(f"{kind},{label},{e:.6g},{empirical:.6g},{certified:.6g}\n")
     return buf.getvalue().encode()
+
+
+def uniform_curves_csv(eps: np.ndarray, curves: dict[str, np.ndarray], points: Sequence = ()) -> bytes:
+    """The uniform certificate's download: the bound curves over ε, then the measured points (two CSV blocks)."""
+    lines = ["eps," + ",".join(f"bound_{k}" for k in curves)]
+    lines += [f"{e:.6g}," + ",".join(f"{curves[k][i]:.6f}" for k in curves) for i, e in enumerate(eps)]
+    if points:
+        lines += ["", "eps,kind,smoothed_cosine,base_cosine,label_kept,how"]
+        lines += [f"{p.eps:.6g},{p.kind},{p.cosine:.6f},{p.base_cosine:.6f},{int(p.label_kept)},\"{p.how}\""
+                  for p in points]
+    return ("\n".join(lines) + "\n").encode()

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from certlib import teaching
-from certlib.viz import ABSTAIN_RGB, LEVEL_RGB
+from certlib.pixel_viz import ABSTAIN_RGB, LEVEL_RGB
 
 CLASS_FILL = ("#c6dbef", "#fdd0a2", "#c7e9c0", "#dadaeb")     # light: regions
 CLASS_MARK = ("#2171b5", "#d94801", "#238b45", "#6a51a3")     # dark: samples

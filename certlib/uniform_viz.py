@@ -65,14 +65,3 @@ def bound_png(eps: np.ndarray, curves: dict[str, np.ndarray], points: Sequence =
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
-
-
-def curves_csv(eps: np.ndarray, curves: dict[str, np.ndarray], points: Sequence = ()) -> bytes:
-    """Two blocks in one CSV: the bound curves over ε, then the measured points."""
-    lines = ["eps," + ",".join(f"bound_{k}" for k in curves)]
-    lines += [f"{e:.6g}," + ",".join(f"{curves[k][i]:.6f}" for k in curves) for i, e in enumerate(eps)]
-    if points:
-        lines += ["", "eps,kind,smoothed_cosine,base_cosine,label_kept,how"]
-        lines += [f"{p.eps:.6g},{p.kind},{p.cosine:.6f},{p.base_cosine:.6f},{int(p.label_kept)},\"{p.how}\""
-                  for p in points]
-    return ("\n".join(lines) + "\n").encode()

@@ -4,7 +4,7 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from certlib import export, guarantee, images, pixel_cert, prediction_cert, stats, viz
+from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, stats, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
 from ui import downloads, figures, runs
 from ui.workbench import current, remember
@@ -74,7 +74,7 @@ def decision(counts) -> None:
                               wb.target, wb.model.spec.class_names, prediction_cert.from_counts(counts, alpha_pred))
     _show_guarantee(said, cert.classes.size, counts.normalisation)
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
-    overlay = viz.certified_overlay(base, cert.classes, ks)
+    overlay = pixel_viz.certified_overlay(base, cert.classes, ks)
     left, mid, right = st.columns(3)
     with left:
         st.image(base, caption=f"input ({base.shape[1]}×{base.shape[0]}), target {wb.model.spec.class_names[wb.target]}",
@@ -83,11 +83,11 @@ def decision(counts) -> None:
                                                                                             "clean attribution")),
                         key="cp_attr")
     with mid:
-        st.plotly_chart(viz.overlay_figure(overlay, sub.top_frequency, ks,
-                                           viz.certified_levels(cert.classes, ks)), key="cp_overlay")
+        st.plotly_chart(pixel_viz.overlay_figure(overlay, sub.top_frequency, ks,
+                                           pixel_viz.certified_levels(cert.classes, ks)), key="cp_overlay")
         st.markdown(_legend(ks), unsafe_allow_html=True)
     with right:
-        st.plotly_chart(viz.certificate_bars(ks, cert.fractions), key="cp_bars")
+        st.plotly_chart(pixel_viz.certificate_bars(ks, cert.fractions), key="cp_bars")
     config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
               "image_sha256": wb.image.sha256, "target": wb.target, "method": wb.method, "sigma": counts.sigma,
               "n0": counts.n0, "n": counts.n, "seed": counts.seed, "tau": tau, "alpha": alpha,
@@ -127,8 +127,8 @@ def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str) -
 
 def _legend(ks) -> str:
     order = np.argsort(ks)
-    chips = [(viz.LEVEL_RGB[r % len(viz.LEVEL_RGB)], f"certified top {ks[i]:g}%") for r, i in enumerate(order)]
-    chips += [(viz.ABSTAIN_RGB, "abstain"), ((255, 255, 255), "certified not top (transparent)")]
+    chips = [(pixel_viz.LEVEL_RGB[r % len(pixel_viz.LEVEL_RGB)], f"certified top {ks[i]:g}%") for r, i in enumerate(order)]
+    chips += [(pixel_viz.ABSTAIN_RGB, "abstain"), ((255, 255, 255), "certified not top (transparent)")]
     return " ".join(f"<span style='display:inline-block;width:12px;height:12px;background:rgb{c};"
                     f"border:1px solid #888;margin:0 4px 0 10px'></span>{label}" for c, label in chips)
 

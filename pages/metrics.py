@@ -4,7 +4,7 @@ from functools import partial
 
 import streamlit as st
 
-from certlib import attributions, export, metrics, pixel_cert, sweep, viz
+from certlib import attributions, export, metrics, metrics_viz, pixel_cert, sweep
 from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, metrics_runs
 from ui.workbench import current, remember
@@ -128,15 +128,15 @@ def _view_controls(summary, decision: sweep.Decision):
 def _robustness_and_localization(rows, summary, at_sigma, line_k) -> None:
     st.subheader("Certified robustness")
     r1, r2 = st.columns(2)
-    r1.plotly_chart(viz.metric_bars(at_sigma, "certified", "certified pixels (top-K or not top-K)"), key="mx_rob")
-    r2.plotly_chart(viz.sigma_lines(summary, "certified", line_k, f"certified pixels at top {line_k:g}% vs σ"),
+    r1.plotly_chart(metrics_viz.metric_bars(at_sigma, "certified", "certified pixels (top-K or not top-K)"), key="mx_rob")
+    r2.plotly_chart(metrics_viz.sigma_lines(summary, "certified", line_k, f"certified pixels at top {line_k:g}% vs σ"),
                     key="mx_sigma")
     st.subheader("Certified localization")
     if any(r["cell"] is not None for r in rows):
         l1, l2 = st.columns(2)
-        l1.plotly_chart(viz.metric_bars(at_sigma, "certified_gridpg", "certified GridPG (random = 25%)"),
+        l1.plotly_chart(metrics_viz.metric_bars(at_sigma, "certified_gridpg", "certified GridPG (random = 25%)"),
                         key="mx_loc")
-        l2.plotly_chart(viz.metric_bars(at_sigma, "gridpg_clean", "plain GridPG of the clean map", per_k=False),
+        l2.plotly_chart(metrics_viz.metric_bars(at_sigma, "gridpg_clean", "plain GridPG of the clean map", per_k=False),
                         key="mx_gridpg")
     else:
         st.caption("Localization needs 2×2 grids: choose the grid image set.")
@@ -151,15 +151,15 @@ def _faithfulness_and_ranking(curves, summary, view_sigma) -> None:
                    "the deletion and insertion curves say most on single digits.")
     mean = [c for c in sweep.mean_curves(curves) if c["sigma"] == view_sigma]
     f1, f2 = st.columns(2)
-    f1.plotly_chart(viz.faithfulness_figure(mean, "deletion", families, labels), key="mx_del")
-    f2.plotly_chart(viz.faithfulness_figure(mean, "insertion", families, labels), key="mx_ins")
+    f1.plotly_chart(metrics_viz.faithfulness_figure(mean, "deletion", families, labels), key="mx_del")
+    f2.plotly_chart(metrics_viz.faithfulness_figure(mean, "insertion", families, labels), key="mx_ins")
     a1, a2 = st.columns(2)
-    a1.plotly_chart(viz.metric_bars(at_sigma, "deletion_auc", "deletion AUC (lower = more faithful)", per_k=False,
+    a1.plotly_chart(metrics_viz.metric_bars(at_sigma, "deletion_auc", "deletion AUC (lower = more faithful)", per_k=False,
                                     percent=False), key="mx_del_auc")
-    a2.plotly_chart(viz.metric_bars(at_sigma, "insertion_auc", "insertion AUC (higher = more faithful)",
+    a2.plotly_chart(metrics_viz.metric_bars(at_sigma, "insertion_auc", "insertion AUC (higher = more faithful)",
                                     per_k=False, percent=False), key="mx_ins_auc")
     st.subheader("Ranking")
-    st.plotly_chart(viz.ranking_heatmap(sweep.method_scores(summary, view_sigma), RANKED, sweep.RANKED_METRICS,
+    st.plotly_chart(metrics_viz.ranking_heatmap(sweep.method_scores(summary, view_sigma), RANKED, sweep.RANKED_METRICS,
                                         labels), key="mx_rank")
 
 

@@ -5,7 +5,7 @@ from functools import partial
 import streamlit as st
 
 from certlib import export, images, sparse_check
-from certlib import smoothgrad_viz as sv
+from certlib import sparse_viz as sv
 from certlib import sparse_smoothgrad as S
 from certlib import viz
 from certlib.errors import SHOWN_ERRORS, describe_error

@@ -4,7 +4,7 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from certlib import uniform_cert, uniform_check, uniform_viz, viz
+from certlib import export, uniform_cert, uniform_check, uniform_viz, viz
 from certlib.uniform_cert import KINDS
 from ui import downloads, figures, uniform_runs
 from ui.uniform_runs import UniformParams
@@ -77,7 +77,7 @@ def certificate() -> None:
     b1, b2 = st.columns(2)   # the files are built only when a button is clicked
     downloads.button(b1, "plot PNG", partial(uniform_viz.bound_png, eps_axis, curves, points), "uniform_bound.png",
                      "image/png", key="us_dl_png")
-    downloads.button(b2, "curves + points CSV", partial(uniform_viz.curves_csv, eps_axis, curves, points),
+    downloads.button(b2, "curves + points CSV", partial(export.uniform_curves_csv, eps_axis, curves, points),
                      "uniform_bound.csv", "text/csv", key="us_dl_csv")
 
 

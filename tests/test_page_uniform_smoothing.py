@@ -2,7 +2,7 @@
 appear on request and never fall below the proven bound."""
 import pytest
 
-from certlib import uniform_sampling, uniform_viz
+from certlib import export, uniform_sampling, uniform_viz
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def test_certificate_controls_build_no_download_files(page, monkeypatch):
     """The plot PNG (matplotlib, ~0.1 s) and the CSV are built only when their button is clicked."""
     at, calls = page
     built = []
-    for name in ("bound_png", "curves_csv"):
-        monkeypatch.setattr(uniform_viz, name, lambda *a, _name=name, **k: built.append(_name) or b"")
+    for module, name in ((uniform_viz, "bound_png"), (export, "uniform_curves_csv")):
+        monkeypatch.setattr(module, name, lambda *a, _name=name, **k: built.append(_name) or b"")
     at.slider(key="us_eps_frac").set_value(0.2).run()
     at.slider(key="us_T").set_value(0.8).run()
     assert not at.exception and built == []

@@ -538,7 +538,7 @@ def test_pixel_csv_and_curve_csv_round_trip():
 
 
 def test_overlay_colours_certified_and_uncertified_top_pixels_only():
-    from certlib import smoothgrad_viz as sv
+    from certlib import sparse_viz as sv
 
     base = np.full((2, 2, 3), 100, dtype=np.uint8)
     top = np.array([[True, True], [False, False]])

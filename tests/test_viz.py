@@ -18,7 +18,7 @@ def test_probability_bar_highlights_the_target():
 
 
 def test_certified_levels_by_hand():
-    from certlib.viz import certified_levels
+    from certlib.pixel_viz import certified_levels
 
     # K ladder given out of order (50, 5, 25); four pixels: top at 5% (and so 25, 50), top only at 50%,
     # abstaining somewhere and top nowhere, certified "not top" everywhere
@@ -31,7 +31,7 @@ def test_certified_levels_by_hand():
 
 
 def test_certified_overlay_colours_by_smallest_level_and_never_hides_abstain():
-    from certlib.viz import ABSTAIN_RGB, LEVEL_RGB, certified_overlay
+    from certlib.pixel_viz import ABSTAIN_RGB, LEVEL_RGB, certified_overlay
 
     base = np.full((1, 4, 3), 100, dtype=np.uint8)
     classes = np.array([[1, 1, -1, 0], [1, 0, 0, 0]], dtype=np.int8).reshape(2, 1, 4)

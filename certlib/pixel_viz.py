@@ -1,0 +1,64 @@
+"""Figures of the pixel certificate (design §3.3): the certified / abstain overlay, its hover map and the bars of
+certified shares per K. Pure functions of numpy arrays (see certlib.viz for how figures are built)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+ABSTAIN_RGB = (255, 191, 0)                       # amber: "no certificate here", never hidden
+LEVEL_RGB = ((214, 39, 40), (255, 127, 14), (148, 103, 189), (31, 119, 180), (23, 190, 207), (44, 160, 44),
+             (140, 86, 75), (227, 119, 194))      # one colour per K level, smallest K first
+
+
+def certified_levels(classes: np.ndarray, k_percents: tuple[float, ...]) -> np.ndarray:
+    """Per pixel: index of the smallest K whose certified class is 1 (top-K), -1 if abstaining at some level and
+    certified 1 nowhere, -2 if certified 0 ('not top') at every level. classes: [K,H,W] in {1, 0, -1}."""
+    order = np.argsort(k_percents)
+    cls = np.asarray(classes)[order]
+    top = cls == 1
+    first_top = np.where(top.any(0), order[np.argmax(top, axis=0)], -2)
+    abstain = (cls == -1).any(0)
+    return np.where(top.any(0), first_top, np.where(abstain, -1, -2))
+
+
+def certified_overlay(base_rgb: np.ndarray, classes: np.ndarray, k_percents: tuple[float, ...],
+                      alpha: float = 0.75) -> np.ndarray:
+    """uint8 [H,W,3]: base image with certified top-K pixels coloured by their smallest K, abstain in amber,
+    certified-not-top left transparent (the base image shows through)."""
+    levels = certified_levels(classes, k_percents)
+    rank = {int(i): r for r, i in enumerate(np.argsort(k_percents))}
+    colour = np.zeros((*levels.shape, 3), dtype=np.float32)
+    weight = np.zeros(levels.shape, dtype=np.float32)
+    for i in range(len(k_percents)):
+        colour[levels == i] = LEVEL_RGB[rank[i] % len(LEVEL_RGB)]
+        weight[levels == i] = alpha
+    colour[levels == -1] = ABSTAIN_RGB
+    weight[levels == -1] = alpha
+    out = base_rgb.astype(np.float32) * (1 - weight[..., None]) + colour * weight[..., None]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_figure(overlay_rgb: np.ndarray, top_frequency: np.ndarray, k_percents: tuple[float, ...],
+                   levels: np.ndarray) -> go.Figure:
+    """The overlay as an image; hover shows each K's vote frequency (share of noisy copies in the top K%)."""
+    order = np.argsort(k_percents)
+    names = {-1: "abstain", -2: "certified not top"}
+    level_text = np.vectorize(lambda v: names.get(int(v), f"certified top-{k_percents[int(v)]:g}%"))(levels)
+    custom = np.stack([level_text] + [np.char.mod("%.3f", top_frequency[i]) for i in order], axis=-1)
+    hover = "row %{y}, col %{x}<br>%{customdata[0]}<br>" + "<br>".join(
+        f"in top-{k_percents[i]:g}%: %{{customdata[{j + 1}]}}" for j, i in enumerate(order)) + "<extra></extra>"
+    return go.Figure(dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover),
+                     layout=dict(margin=dict(l=0, r=0, t=0, b=0), height=420, xaxis=dict(visible=False),
+                                 yaxis=dict(visible=False)))
+
+
+def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndarray]) -> go.Figure:
+    """Stacked bars per K of the share of pixels certified top / certified not top / abstaining."""
+    order = np.argsort(k_percents)
+    x = [f"top {k_percents[i]:g}%" for i in order]
+    colours = {"certified top-K": "#d62728", "certified not top-K": "#c7c7c7", "abstain": "#ffbf00"}
+    bars = [dict(type="bar", name=name, x=x, y=np.asarray(fractions[name])[order], marker_color=colours[name],
+                 hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>") for name in colours]
+    return go.Figure(bars, layout=dict(barmode="stack",
+                                       yaxis=dict(tickformat=".0%", range=[0, 1], title="share of pixels"),
+                                       height=320, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h")))

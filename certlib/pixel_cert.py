@@ -136,6 +136,17 @@ def _fractions(classes: np.ndarray) -> dict[str, np.ndarray]:
     return {name: (per_level == value).mean(axis=1) for name, value in zip(FRACTION_NAMES, (1, 0, ABSTAIN))}
 
 
+def too_few_samples(n: int, tau: float, alpha: float, num_tests: int) -> str | None:
+    """The warning to show when n is too small for anything to be certified at (τ, α) over `num_tests` tests (even
+    n votes out of n give a p-value above α / num_tests), else None. Shown before sampling and after deciding."""
+    n_min = stats.min_samples_to_certify(tau, alpha, num_tests)
+    if _check_n(n) >= n_min:
+        return None
+    return (f"With n = {n}, no pixel can be certified at τ = {tau:g} and α = {alpha:g} over {num_tests} tests: even "
+            f"n votes out of n give a p-value above α/{num_tests}. Choose n ≥ {n_min} (or a larger α / smaller τ); "
+            "until then every pixel abstains.")
+
+
 def decide(votes_for_mode: np.ndarray, modes: np.ndarray, n: int, sigma: float, tau: float, alpha: float,
            correction: str = "holm") -> PixelCertificate:
     """Certify every pixel (and level) and bundle what the page shows: classes, p-values, R and, per level, the

@@ -4,7 +4,7 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, stats, viz
+from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
 from ui import downloads, figures, runs
 from ui.workbench import current, remember
@@ -35,13 +35,12 @@ with st.container(border=True):
     if normalisation == "paper":
         st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
 
-alpha_now = st.session_state["cp_alpha"]
-levels_now = st.session_state["cp_levels"] or [5.0]
-tests = int(np.prod(wb.x.shape[-2:])) * len(levels_now)
-n_min = stats.min_samples_to_certify(st.session_state["cp_tau"], alpha_now, tests)
-if n < n_min:
-    st.warning(f"With n = {n}, no pixel can be certified at α = {alpha_now:g} over {tests} tests: even n votes "
-               f"out of n give a p-value above α/{tests}. Choose n ≥ {n_min} (or a larger α / smaller τ).")
+# Before sampling, warn with the decision last chosen (the decision widgets below are drawn after sampling).
+chosen = st.session_state
+shortfall = pixel_cert.too_few_samples(n, chosen["cp_tau"], chosen["cp_alpha"],
+                                       int(np.prod(wb.x.shape[-2:])) * len(chosen["cp_levels"] or [5.0]))
+if shortfall:
+    st.warning(shortfall)
 
 if wb.method in SLOW_ON_CPU and wb.device == "cpu":
     st.info(f"{SLOW_ON_CPU[wb.method]} is slow on the CPU: expect about {SLOW_ON_CPU_MS[wb.method] * (n + n0) / 1000:.0f} s "
@@ -58,7 +57,7 @@ def decision(counts) -> None:
     alpha = d2.select_slider("α (error probability)", ALPHAS, key="cp_alpha", format_func=lambda a: f"{a:g}")
     levels = d3.multiselect("top-K% levels", list(counts.k_percents), key="cp_levels",
                             format_func=lambda k: f"top {k:g}%")
-    correction = d4.radio("correction", ["holm", "bonferroni"], key="cp_correction", horizontal=True)
+    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="cp_correction", horizontal=True)
     alpha_pred = d5.select_slider("α (prediction)", ALPHAS, key="cp_alpha_pred", format_func=lambda a: f"{a:g}",
                                   help="error probability of the prediction's own certificate (Cohen et al.)")
     if not levels:
@@ -67,9 +66,9 @@ def decision(counts) -> None:
     sub = counts.select_levels(sorted(levels))
     ks = sub.k_percents
     cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, tau, alpha, correction)
-    if not cert.certifiable:
-        st.warning(f"At τ = {tau:g} and α = {alpha:g} over {cert.num_tests} tests nothing can be certified with "
-                   f"n = {cert.n}: it needs n ≥ {cert.min_n}. Every pixel abstains.")
+    shortfall = pixel_cert.too_few_samples(cert.n, tau, alpha, cert.num_tests)
+    if shortfall:
+        st.warning(shortfall)
     said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
                               wb.target, wb.model.spec.class_names, prediction_cert.from_counts(counts, alpha_pred))
     _show_guarantee(said, cert.classes.size, counts.normalisation)

@@ -507,3 +507,13 @@ def test_monte_carlo_votes_are_unbiased_given_the_selected_class(simulation):
     excess = np.sum(votes - N * p_mode, axis=1)
     t = excess.mean() / (excess.std(ddof=1) / math.sqrt(RUNS))
     assert abs(t) < 4.5, t
+
+
+def test_too_few_samples_names_the_smallest_useful_n():
+    from certlib.pixel_cert import too_few_samples
+
+    # 0.75^n <= 1e-3 / 3072 first at n = 52 (ln(3.26e-7) / ln(0.75) = 51.9)
+    message = too_few_samples(32, 0.75, 1e-3, 3072)
+    assert "n ≥ 52" in message and "n = 32" in message
+    assert too_few_samples(51, 0.75, 1e-3, 3072) is not None and too_few_samples(52, 0.75, 1e-3, 3072) is None
+    assert 0.75 ** 52 <= 1e-3 / 3072 < 0.75 ** 51

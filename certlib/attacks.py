@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certlib.attributions import make_attribution
+from certlib import validate
 from certlib.errors import CertlibError
 from certlib.models import LoadedModel
 from certlib.noise import NoiseStream, uniform_ball
@@ -146,10 +147,8 @@ def attribution_attack(model: LoadedModel, method: str, x: torch.Tensor, target:
         raise CertlibError(f"loss must be one of {ATTACK_LOSSES}, got {loss!r}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
         raise CertlibError(f"eps must be a non-negative number, got {eps!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise CertlibError(f"steps must be a positive integer, got {steps!r}")
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise CertlibError(f"restarts must be a positive integer, got {restarts!r}")
+    validate.count("steps", steps, high=10_000)
+    validate.count("restarts", restarts, high=1_000)
     if x.dim() != 4 or x.shape[0] != 1:
         raise CertlibError(f"x must be one image [1,C,H,W], got shape {tuple(x.shape)}")
     x = x.detach().to(model.device)

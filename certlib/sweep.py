@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from certlib import attributions, images, metrics, pixel_cert, sampling
+from certlib import validate
 from certlib.errors import CertlibError
 from certlib.images import ImageEntry
 from certlib.models import LoadedModel, validate_target
@@ -62,8 +63,8 @@ def image_set(name: str, limit: int | None = None) -> list[ImageEntry]:
     """The bundled "digits" (held-out) or "grids" (2×2, four distinct classes), the first `limit` of them."""
     if name not in IMAGE_SETS:
         raise CertlibError(f"image set must be one of {IMAGE_SETS}, got {name!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise CertlibError(f"limit must be a positive integer, got {limit!r}")
+    if limit is not None:
+        validate.count("limit", limit, high=100_000)
     if name == "grids":
         return images.grid_gallery(max(images.DEFAULT_GRIDS, limit or 0))[:limit]
     return images.digit_gallery()[:limit]

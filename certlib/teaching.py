@@ -21,6 +21,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from certlib import stats
+from certlib import validate
 from certlib.errors import CertlibError
 from certlib.uniform_bound import ball_overlap_fraction
 
@@ -30,35 +31,19 @@ SELECTION_SAMPLES = 31   # n0: odd, so a per-pixel majority never ties
 # ---------------------------------------------------------------------------------------------- validation
 
 def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value > 0):
-        raise CertlibError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+    return validate.positive(name, value)
 
 
 def _non_negative(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value >= 0):
-        raise CertlibError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
+    return validate.positive(name, value, allow_zero=True)
 
 
 def _count(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise CertlibError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return validate.count(name, value, low=minimum)
 
 
-def _tau(tau: object) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.integer, np.floating)) or not 0.5 <= tau < 1:
-        raise CertlibError(f"tau must be in [0.5, 1), got {tau!r}")
-    return float(tau)
-
-
-def _alpha(alpha: object) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) or not 0 < alpha < 1:
-        raise CertlibError(f"alpha must be in (0, 1), got {alpha!r}")
-    return float(alpha)
+_tau = validate.tau
+_alpha = validate.alpha
 
 
 # ------------------------------------------------------------------------------------ 1. smoothing on the plane

@@ -31,9 +31,7 @@ _positive = validate.positive
 
 
 def _dimension(d: int) -> int:
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise CertlibError(f"d must be a positive integer, got {d!r}")
-    return d
+    return validate.count("d", d, high=10**9)
 
 
 def ball_non_overlap_fraction(d: int, r: float, eps: float) -> float:
@@ -112,8 +110,7 @@ def h_norm_lower_confidence(h_hat_norm: float, M: float, n: int, delta: float) -
     t = M/√n + M·sqrt(2 ln(1/δ)/n): E‖ĥ − h‖ ≤ M/√n (variance of the mean), and ‖ĥ − h‖ changes by at most 2M/n
     when one sample changes, so McDiarmid's inequality adds the deviation term. Clipped at 0."""
     h_hat, M = _positive("h_hat_norm", h_hat_norm, allow_zero=True), _positive("M", M)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise CertlibError(f"n must be a positive integer, got {n!r}")
+    validate.count("n", n)
     if not (isinstance(delta, (int, float)) and 0 < delta < 1):
         raise CertlibError(f"delta must be in (0, 1), got {delta!r}")
     t = M / math.sqrt(n) + M * math.sqrt(2 * math.log(1 / delta) / n)

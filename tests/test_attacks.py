@@ -74,8 +74,8 @@ def test_softplus_twin_replaces_every_relu_and_leaves_the_model_alone(setup):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(eps=-1.0), "eps must be a non-negative number"),
     (dict(eps=0.5, loss="l1"), "loss must be one of"),
-    (dict(eps=0.5, steps=0), "steps must be a positive integer"),
-    (dict(eps=0.5, restarts=0), "restarts must be a positive integer"),
+    (dict(eps=0.5, steps=0), r"steps must be an integer in \[1, 10,000\]"),
+    (dict(eps=0.5, restarts=0), r"restarts must be an integer in \[1, 1,000\]"),
 ])
 def test_bad_arguments_are_named(setup, kwargs, message):
     model, x, target = setup

@@ -113,7 +113,7 @@ def test_strict_bound_is_minus_one_once_the_change_can_exceed_h():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: ub.ball_overlap_fraction(0, 1.0, 0.1), "d must be a positive integer, got 0"),
+    (lambda: ub.ball_overlap_fraction(0, 1.0, 0.1), r"d must be an integer in \[1, 1,000,000,000\], got 0"),
     (lambda: ub.ball_overlap_fraction(3, -1.0, 0.1), "r must be a positive number, got -1.0"),
     (lambda: ub.ball_overlap_fraction(3, 1.0, -0.1), "eps must be a non-negative number"),
     (lambda: ub.cosine_lower_bound(0.0, 1.0, 3, 1.0, 0.1), "h_norm must be a positive number"),

@@ -58,14 +58,14 @@ def _percentiles_of_sorted(sorted_vals: torch.Tensor, percents: Sequence[float])
     """Per-row percentiles of row-sorted values [B,N] -> [B,P], with numpy's / torch's default 'linear' rule:
     position q·(N−1), interpolated between its two neighbours with the same lerp formula both libraries use."""
     lo, hi, frac = _percentile_positions(sorted_vals.shape[-1], percents, sorted_vals)
-    return torch.lerp(sorted_vals[:, lo], sorted_vals[:, hi], frac)
+    return torch.lerp(sorted_vals[:, lo].double(), sorted_vals[:, hi].double(), frac)
 
 
 def _percentile_positions(n: int, percents: Sequence[float], like: torch.Tensor):
     pos = torch.tensor([p / 100.0 * (n - 1) for p in percents], dtype=torch.float64)
     lo = pos.floor().long()
     hi = torch.clamp(lo + 1, max=n - 1)
-    frac = (pos - lo).to(like.dtype).to(like.device)
+    frac = (pos - lo).to(like.device)                 # float64: the interpolation is done in float64
     return lo.to(like.device), hi.to(like.device), frac
 
 
@@ -80,7 +80,7 @@ def _percentiles(vals: torch.Tensor, percents: Sequence[float]) -> torch.Tensor:
     if need > n // 2 + 1:
         return _percentiles_of_sorted(vals.sort(dim=-1).values, percents)
     top = vals.topk(need, dim=-1, largest=True, sorted=True).values     # descending: ascending position p is
-    return torch.lerp(top[:, n - 1 - lo], top[:, n - 1 - hi], frac)     # at index n-1-p
+    return torch.lerp(top[:, n - 1 - lo].double(), top[:, n - 1 - hi].double(), frac)     # at index n-1-p
 
 
 def _map_scales(flat: torch.Tensor) -> torch.Tensor:
@@ -122,12 +122,12 @@ def check_normalisation(normalisation: object) -> str:
 
 
 def _post_process(flat: torch.Tensor, normalisation: str, scale: float | None) -> torch.Tensor:
-    """The values ranked by h^K, per map [B,N], in float64:
-    "rank": |a|; "own_scale": |clip(a / s(a), −1, 1)| with each map's own s; "paper": |clip(a / s, −1, 1)| with
-    the given s (the clean map's)."""
-    a = flat.double()
+    """The values ranked by h^K, per map [B,N]:
+    "rank": |a| (exact in a's own dtype, so no float64 copy is needed); "own_scale": |clip(a / s(a), −1, 1)| with
+    each map's own s, and "paper": |clip(a / s, −1, 1)| with the given s (the clean map's), both in float64."""
     if normalisation == "rank":
-        return a.abs()
+        return flat.abs()
+    a = flat.double()
     s = _map_scales(a)[:, None] if normalisation == "own_scale" else torch.tensor(scale, dtype=a.dtype,
                                                                                   device=a.device)
     return (a / s).clamp(-1.0, 1.0).abs()
@@ -157,7 +157,10 @@ def top_k_masks(attr: torch.Tensor, k_percents: Sequence[float], normalisation: 
     b, h, w = a.shape
     values = _post_process(a.reshape(b, h * w), norm_kind, scale)
     thresholds = _percentiles(values, [100.0 - k for k in ks])                                 # [B,K] float64
-    masks = values[None, :, :] > thresholds.T[:, :, None]                                       # [K,B,N]
+    # v > t (t in float64) is v >= the smallest value of v's dtype above t: compared without a float64 copy of v
+    t = thresholds.to(values.dtype)
+    above = torch.where(t.double() > thresholds, t, torch.nextafter(t, torch.full_like(t, math.inf)))
+    masks = values[None, :, :] >= above.T[:, :, None]                                          # [K,B,N]
     return masks.reshape(len(ks), b, h, w)
 
 

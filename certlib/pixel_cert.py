@@ -150,7 +150,10 @@ def too_few_samples(n: int, tau: float, alpha: float, num_tests: int) -> str | N
 def decide(votes_for_mode: np.ndarray, modes: np.ndarray, n: int, sigma: float, tau: float, alpha: float,
            correction: str = "holm") -> PixelCertificate:
     """Certify every pixel (and level) and bundle what the page shows: classes, p-values, R and, per level, the
-    shares certified top-K / certified not top-K / abstain. Cheap: reruns on every τ / α slider move."""
+    shares certified top-K / certified not top-K / abstain. Cheap: reruns on every τ / α slider move.
+
+    Guarantee: with probability ≥ 1 − α (over the estimation samples), every pixel not abstaining keeps its smoothed
+    class h^K for every input perturbation ‖δ‖₂ ≤ R = σ·Φ⁻¹(τ) (design §3.2)."""
     radius = certified_radius(sigma, tau)
     k, cls, n, t, a, corr = _check_decision(votes_for_mode, modes, n, tau, alpha, correction)
     classes, pvalues = _certify(k, cls, n, t, a, corr)

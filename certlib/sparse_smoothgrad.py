@@ -460,7 +460,10 @@ class TopKCertificate:
 
 def certify_topk(samples: SmoothGradSamples, variant: str, level: float, k_percent: float, eps: float,
                  alpha: float, scaled_bound: str = "bernstein") -> TopKCertificate:
-    """Bound ĝ(x), pick the top K% and certify them at ε — the cheap stage, rerun on every slider move."""
+    """Bound ĝ(x), pick the top K% and certify them at ε — the cheap stage, rerun on every slider move.
+
+    Guarantee: with probability ≥ 1 − α, at least `paired_overlap` of the top-K pixels of the estimated ĝ(x) stay in
+    the top K of ĝ(x + δ) for every ‖δ‖₂ ≤ ε, and each pixel of `certified_mask` stays there itself (design §5)."""
     lower, upper = confidence_bounds(samples, variant, level, alpha, scaled_bound)
     k = k_from_percent(k_percent, lower.size)
     mean = samples.mean(variant, level)

@@ -73,7 +73,10 @@ def _check_kind(kind: str) -> None:
 
 
 def certify_uniform(smoothed: SmoothedMap, d: int, delta: float = DEFAULT_CONFIDENCE) -> UniformCertificate:
-    """The certificate of a sampled ĥ(x) in input dimension d = C·H·W."""
+    """The certificate of a sampled ĥ(x) in input dimension d = C·H·W.
+
+    Guarantee: with probability ≥ 1 − δ over the n samples, ‖h(x)‖ ≥ h_norm_lower, and then for every ‖δ‖₂ ≤ ε the
+    cosine between h(x) and h(x + δ) is at least `bound(ε, "strict")` (design §4)."""
     lower = ub.h_norm_lower_confidence(smoothed.norm, smoothed.M, smoothed.n, delta)
     return UniformCertificate(h_hat_norm=smoothed.norm, h_norm_lower=lower, delta=float(delta), M=smoothed.M,
                               d=int(d), r=smoothed.radius, n=smoothed.n)

@@ -1,0 +1,38 @@
+"""certlib.guarantee: the numbers and sentences of what a pixel certificate promises for one image."""
+import math
+
+import numpy as np
+import pytest
+
+from certlib.guarantee import describe
+from certlib.prediction_cert import certify_prediction
+
+NAMES = tuple(f"class {i}" for i in range(3))
+
+
+def _pred(votes: int, n: int = 256):
+    return certify_prediction(np.array([0, 32, 0]), np.array([n - votes, votes, 0]), 0.25, 1e-3)
+
+
+def test_radius_in_model_and_image_pixels_and_rms():
+    said = describe(0.2, 1e-3, (1, 32, 32), (1, 8, 8), 4.0, 1, NAMES, _pred(256))
+    assert said.radius == 0.2 and said.rms == pytest.approx(0.2 / 32)
+    assert said.radius_image == pytest.approx(0.05) and said.rms_image == pytest.approx(0.05 / 8)
+    assert "8×8" in said.sentence and "32×32" in said.sentence and "“class 1”" in said.sentence
+    same = describe(0.2, 1e-3, (1, 32, 32), (1, 32, 32), 1.0, 1, NAMES, None)
+    assert same.radius_image is None and "own" not in same.sentence
+    assert same.prediction_sentence == "The prediction was not sampled with this run."
+
+
+def test_the_prediction_sentence_says_whether_the_class_can_change_within_r():
+    strong = _pred(256)                       # R_pred = 0.25·Φ⁻¹(1e-3^(1/256)) ≈ 0.48
+    assert describe(0.2, 1e-3, (1, 32, 32), (1, 32, 32), 1.0, 1, NAMES, strong).prediction_covers
+    assert "cannot change within R" in describe(0.2, 1e-3, (1, 32, 32), (1, 32, 32), 1.0, 1, NAMES,
+                                                strong).prediction_sentence
+    other = describe(0.2, 1e-3, (1, 32, 32), (1, 32, 32), 1.0, 2, NAMES, strong)
+    assert not other.prediction_covers and "not the explained class" in other.prediction_sentence
+    beyond = describe(0.9, 1e-3, (1, 32, 32), (1, 32, 32), 1.0, 1, NAMES, strong)
+    assert not beyond.prediction_covers and "may change within R" in beyond.prediction_sentence
+    weak = describe(0.2, 1e-3, (1, 32, 32), (1, 32, 32), 1.0, 1, NAMES, _pred(130))
+    assert not weak.prediction_covers and "prediction not certified" in weak.prediction_sentence
+    assert math.isclose(strong.radius, 0.4832316547, rel_tol=1e-8)          # 0.25·Φ⁻¹(1e-3^(1/256))

@@ -648,6 +648,13 @@ def make_attribution(method: str, model: LoadedModel, *, seed: int = 0, **params
     return ATTRIBUTIONS[method](model, seed=seed, **params)
 
 
+def for_target(model: LoadedModel, method: str, target: int, seed: int = 0):
+    """(x -> maps, x -> logits) for one model, method, target class and seed: what the samplers take. The logits
+    of a batch just attributed are reused where the method computed them (`Attribution.logits_for`)."""
+    explainer = make_attribution(method, model, seed=seed)
+    return (lambda xb: explainer.attribute(xb, target)), explainer.logits_for
+
+
 def attribute(model: LoadedModel, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor, method: str, *,
               seed: int = 0, **params) -> torch.Tensor:
     """One-shot `make_attribution(method, model, seed=seed, **params).attribute(x, target)` -> [B,H,W]."""

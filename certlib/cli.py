@@ -153,7 +153,7 @@ def _without_duplicates(values: Sequence, what: str) -> tuple:
 
 
 def _check_decision_levels(args) -> None:
-    missing = [k for k in getattr(args, "levels", ()) if k not in getattr(args, "k_percents", args.levels)]
+    missing = [k for k in args.levels if k not in args.k_percents]    # run and table have both options
     if missing:
         raise CertlibError(f"--levels {', '.join(f'{k:g}' for k in missing)} are not in the sampled ladder --k "
                            f"{', '.join(f'{k:g}' for k in args.k_percents)}")

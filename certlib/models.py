@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import operator
 import os
 import threading
-import zipfile
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -333,17 +331,6 @@ def _sha256_path(path: Path) -> str:
 
 # ------------------------------------------------------------------------------------------- user TorchScript
 
-def _check_torchscript_archive(data: bytes) -> None:
-    """Refuse anything that is not a TorchScript zip *before* torch sees it: no pickle is ever unpickled here."""
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise ModelError("the uploaded file is not a TorchScript archive (not a zip file); "
-                         "export with torch.jit.script(model) or torch.jit.trace(model, x), then .save(path)")
-    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    if not any("/code/" in n for n in names) or not any(n.endswith("constants.pkl") for n in names):
-        raise ModelError("the uploaded file is a torch.save() checkpoint, not TorchScript: certexplorer never "
-                         "unpickles arbitrary files; export with torch.jit.script(model).save(path)")
-
-
 def load_torchscript(data: bytes, in_channels: int, height: int, width: int, name: str = "uploaded model",
                      class_names: tuple[str, ...] | None = None, device: str | None = "cpu") -> LoadedModel:
     """Load a user TorchScript classifier taking [B,C,H,W] in [0,1] and returning logits [B,num_classes]."""
@@ -357,11 +344,11 @@ def load_torchscript(data: bytes, in_channels: int, height: int, width: int, nam
     for what, v in (("height", height), ("width", width)):
         if not 8 <= v <= 1024:
             raise ModelError(f"input {what} must be between 8 and 1024 pixels, got {v}")
-    _check_torchscript_archive(data)
     from certlib.sandbox import SandboxedModule, SandboxWorker
 
-    # Never loaded here: the archive's code is checked against the operator allow-list, then it is loaded and run
-    # only in a sandboxed worker process (no files, no network, memory and time limits; see certlib.sandbox).
+    # Never loaded here: the archive's format and code are checked (certlib.torchscript_check: no pickle is ever
+    # unpickled, operators on an allow-list), then it is loaded and run only in a sandboxed worker process (no
+    # files, no network, memory and time limits; see certlib.sandbox).
     worker = SandboxWorker(data, in_channels, height, width)
     num_classes = worker.num_classes
     if class_names is not None and len(class_names) != num_classes:

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from certlib import validate
 from certlib.errors import CertlibError
 
 CHUNK = 32
@@ -68,9 +69,7 @@ class NoiseStream:
 
 
 def check_sigma(sigma: float) -> float:
-    from certlib.validate import sigma as valid_sigma   # one definition of a valid σ (numpy scalars included)
-
-    return valid_sigma(sigma)
+    return validate.sigma(sigma)        # one definition of a valid σ (numpy scalars included)
 
 
 def gaussian_copies(x: torch.Tensor, sigma: float, stream: NoiseStream, start: int, stop: int) -> torch.Tensor:

@@ -91,24 +91,16 @@ class TopKCounter:
 class ClassVoteCounter:
     """Reducer: how many copies the model classifies as each class (argmax of `logits`), [classes] int64."""
 
-    def __init__(self, logits: LogitsFn, num_classes: int) -> None:
-        self.logits, self.votes = logits, np.zeros(num_classes, dtype=np.int64)
-        self._device_votes: torch.Tensor | None = None
+    def __init__(self, logits: LogitsFn, num_classes: int, device: torch.device) -> None:
+        self.logits, self.num_classes = logits, num_classes
+        self.votes = torch.zeros(num_classes, dtype=torch.int64, device=device)
 
     def update(self, noisy: torch.Tensor, attr: torch.Tensor) -> None:
-        votes = torch.bincount(self.logits(noisy).argmax(dim=1).to(noisy.device))
-        self._device_votes = votes if self._device_votes is None else _add_padded(self._device_votes, votes)
+        self.votes += torch.bincount(self.logits(noisy).argmax(dim=1).to(self.votes.device),
+                                     minlength=self.num_classes)
 
     def result(self) -> np.ndarray:
-        if self._device_votes is not None:
-            got = self._device_votes.cpu().numpy()
-            self.votes[:got.size] = got
-        return self.votes
-
-
-def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    size = max(a.numel(), b.numel())
-    return torch.nn.functional.pad(a, (0, size - a.numel())) + torch.nn.functional.pad(b, (0, size - b.numel()))
+        return self.votes.cpu().numpy()
 
 
 def _stage(attribute: AttributionFn, x: torch.Tensor, sigma: float, stream: NoiseStream, total: int,
@@ -139,7 +131,7 @@ def sample_topk_counts(attribute: AttributionFn, x: torch.Tensor, sigma: float, 
     stages = []
     for stream_id, count, done in ((SELECTION, n0, 0), (ESTIMATION, n, n0)):
         counter = TopKCounter(x, ks, norm_kind, scale)
-        votes = ClassVoteCounter(logits, num_classes) if logits is not None else None
+        votes = ClassVoteCounter(logits, num_classes, x.device) if logits is not None else None
         _stage(attribute, x, sigma, NoiseStream(shape, seed, stream_id, x.device, x.dtype), count, counter, votes,
                bs, done, n0 + n, progress)
         stages.append((counter, votes))

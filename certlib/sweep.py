@@ -125,14 +125,7 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
 # ------------------------------------------------------------------------------------------------ sampling
 
 def attribution_fn(model: LoadedModel, method: str, target: int, seed: int):
-    explainer = attributions.make_attribution(method, model, seed=seed)
-    return lambda xb: explainer.attribute(xb, target)
-
-
-def attribution_and_logits(model: LoadedModel, method: str, target: int, seed: int):
-    """(x -> maps, x -> logits): the logits of a batch just attributed are reused where the method computed them."""
-    explainer = attributions.make_attribution(method, model, seed=seed)
-    return (lambda xb: explainer.attribute(xb, target)), explainer.logits_for
+    return attributions.for_target(model, method, target, seed)[0]
 
 
 def seconds_per_copy(model: LoadedModel, method: str, x: torch.Tensor, target: int, batch_size: int = 16) -> float:
@@ -163,7 +156,7 @@ def estimate_seconds(model: LoadedModel, runs: Sequence[PlannedRun], batch_size:
 def sample_run(model: LoadedModel, run: PlannedRun, batch_size: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> sampling.TopKCounts:
     c = run.config
-    fn, logits = attribution_and_logits(model, c.method, c.target, c.seed)
+    fn, logits = attributions.for_target(model, c.method, c.target, c.seed)
     # Through the module attribute, so tests can count sampler calls.
     return sampling.sample_topk_counts(fn, run.x.to(model.device), c.sigma, c.n0, c.n, c.k_percents, seed=c.seed,
                                        batch_size=batch_size, progress=progress, normalisation=c.normalisation,

@@ -89,13 +89,27 @@ def _problems_in(source: str, filename: str) -> list[str]:
     return problems
 
 
-def check_archive(data: bytes) -> None:
-    """Raise ModelError naming every refused operator of the TorchScript archive `data` (a zip)."""
+def _open_archive(data: bytes) -> zipfile.ZipFile:
+    """The TorchScript zip, or a ModelError *before* torch sees anything else: no pickle is ever unpickled here."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ModelError("the uploaded file is not a TorchScript archive (not a zip file); "
+                         "export with torch.jit.script(model) or torch.jit.trace(model, x), then .save(path)")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        infos = [i for i in archive.infolist() if "/code/" in i.filename and i.filename.endswith(".py")]
+        names = archive.namelist()
     except zipfile.BadZipFile as exc:
         raise ModelError(f"the uploaded file is not a readable TorchScript archive: {exc}") from None
+    if not any("/code/" in n for n in names) or not any(n.endswith("constants.pkl") for n in names):
+        raise ModelError("the uploaded file is a torch.save() checkpoint, not TorchScript: certexplorer never "
+                         "unpickles arbitrary files; export with torch.jit.script(model).save(path)")
+    return archive
+
+
+def check_archive(data: bytes) -> None:
+    """Raise ModelError when `data` is not a TorchScript archive (a zip with code/ and constants.pkl), or name
+    every refused operator of its code."""
+    archive = _open_archive(data)
+    infos = [i for i in archive.infolist() if "/code/" in i.filename and i.filename.endswith(".py")]
     if not infos:
         raise ModelError("the TorchScript archive holds no code (code/*.py); export with torch.jit.script(model)")
     if sum(i.file_size for i in infos) > MAX_CODE_BYTES:

@@ -26,14 +26,7 @@ class SamplingParams:
 
 def attribution_fn(wb: Workbench, seed: int):
     """x [B,C,H,W] -> [B,H,W] for the workbench's model, method and target (the method holds the model lock)."""
-    method = attributions.make_attribution(wb.method, wb.model, seed=seed)
-    return lambda xb: method.attribute(xb, wb.target)
-
-
-def attribution_and_logits(wb: Workbench, seed: int):
-    """(x -> maps, x -> logits); the logits of a batch just attributed are reused where the method computed them."""
-    method = attributions.make_attribution(wb.method, wb.model, seed=seed)
-    return (lambda xb: method.attribute(xb, wb.target)), method.logits_for
+    return attributions.for_target(wb.model, wb.method, wb.target, seed)[0]
 
 
 def logit_fn(wb: Workbench):
@@ -98,7 +91,7 @@ def run_key(wb: Workbench, kind: str, params) -> tuple:
 def topk_counts(wb: Workbench, params: SamplingParams) -> TopKCounts:
     """Cached sampling stage; computes with a progress bar only when this exact config was never sampled."""
     def compute(progress) -> TopKCounts:
-        attribute, logits = attribution_and_logits(wb, params.seed)
+        attribute, logits = attributions.for_target(wb.model, wb.method, wb.target, params.seed)
         return sampling.sample_topk_counts(attribute, wb.x.to(wb.model.device), params.sigma, params.n0, params.n,
                                            params.k_percents, seed=params.seed, progress=progress,
                                            normalisation=params.normalisation, logits=logits)

@@ -376,9 +376,7 @@ def _reduced(img: Image.Image) -> Image.Image:
         return img
     factor = (MAX_WORKING_PIXELS / (w * h)) ** 0.5
     size = (max(1, int(w * factor)), max(1, int(h * factor)))
-    if img.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F", "P", "PA", "La", "RGBa"):
-        img = img.convert("RGBA" if _has_transparency(img) else "RGB")
-    if img.mode == "P":
+    if img.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I", "F", "PA", "La", "RGBa"):   # "P" included
         img = img.convert("RGBA" if _has_transparency(img) else "RGB")
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 

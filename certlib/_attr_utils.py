@@ -167,7 +167,10 @@ class _LeafTracer(fx.Tracer):
         self.leaf = leaf
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name == self.leaf or super().is_leaf_module(m, module_qualified_name)
+        # Modules that declare `fx_leaf` compute from their input's shape (TensorFlow-style "SAME" padding), which
+        # symbolic tracing cannot follow; they are called as they are.
+        return (module_qualified_name == self.leaf or getattr(m, "fx_leaf", False)
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 _TAILS: "weakref.WeakKeyDictionary[nn.Module, dict[str, fx.GraphModule | None]]" = weakref.WeakKeyDictionary()

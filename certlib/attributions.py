@@ -201,6 +201,12 @@ class Attribution(ABC):
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """x [B,C,H,W] on the model's device, targets [B] -> [B,H,W]."""
 
+    def cost_probe(self, height: int, width: int) -> tuple["Attribution", float]:
+        """(a cheaper attribution, how many times more this one costs) for timing inputs of that size: methods
+        whose cost is a count of model passes (RISE's masks, Occlusion's windows, IG's steps) are timed on a
+        fraction of the count, so an estimate before sampling costs no more than a few gradients (see certlib.cost)."""
+        return self, 1.0
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model.spec.key!r}, seed={self.seed})"
 
@@ -267,6 +273,11 @@ class IntegratedGradients(Attribution):
         if n_steps < 1:
             raise CertlibError(f"n_steps must be >= 1, got {n_steps!r}")
         self.n_steps, self.method, self.rows_per_pass = int(n_steps), method, rows_per_pass
+
+    def cost_probe(self, height: int, width: int) -> tuple[Attribution, float]:
+        steps = min(self.n_steps, 2)
+        return (IntegratedGradients(self.model, seed=self.seed, n_steps=steps, method=self.method),
+                self.n_steps / steps)
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         from captum.attr import IntegratedGradients as CaptumIntegratedGradients
@@ -403,8 +414,17 @@ class RISE(Attribution):
 
     def masks_for(self, height: int, width: int) -> torch.Tensor:
         """The masks [N,H,W] this instance uses for inputs of that size (on the model's device)."""
-        n = self.n_masks or (500 if height * width <= 64 * 64 else 1000)
-        return U.rise_masks(n, self.grid, self.p_keep, height, width, self.seed, str(torch.device(self.model.device)))
+        return U.rise_masks(self.mask_count(height, width), self.grid, self.p_keep, height, width, self.seed,
+                            str(torch.device(self.model.device)))
+
+    def mask_count(self, height: int, width: int) -> int:
+        return self.n_masks or (500 if height * width <= 64 * 64 else 1000)
+
+    def cost_probe(self, height: int, width: int) -> tuple[Attribution, float]:
+        n = self.mask_count(height, width)
+        few = max(1, n // 50)
+        return (RISE(self.model, seed=self.seed, n_masks=few, grid=self.grid, p_keep=self.p_keep, score=self.score),
+                n / few)
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -447,12 +467,25 @@ class Occlusion(Attribution):
         patch = min(self.patch or patch, height, width)
         return patch, self.stride or (stride if self.patch is None else max(1, patch // 2))
 
+    @staticmethod
+    def window_count(height: int, width: int, patch: int, stride: int) -> int:
+        return (-(-(height - patch) // stride) + 1) * (-(-(width - patch) // stride) + 1)
+
+    def cost_probe(self, height: int, width: int) -> tuple[Attribution, float]:
+        patch, stride = self.geometry(height, width)
+        # Each window costs one forward pass whatever its size: time non-overlapping windows 4 strides wide
+        # (captum wants stride <= patch); + 1: captum also scores the unoccluded input once.
+        wide = min(4 * stride, height, width)
+        coarse = Occlusion(self.model, seed=self.seed, patch=wide, stride=wide)
+        return coarse, (self.window_count(height, width, patch, stride) + 1) / \
+            (self.window_count(height, width, *coarse.geometry(height, width)) + 1)
+
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         from captum.attr import Occlusion as CaptumOcclusion
 
         b, c, h, w = x.shape
         patch, stride = self.geometry(h, w)
-        windows = (-(-(h - patch) // stride) + 1) * (-(-(w - patch) // stride) + 1)
+        windows = self.window_count(h, w, patch, stride)
         rows = self.rows_per_pass or U.rows_per_pass(c * h * w, x.device)
         attr = CaptumOcclusion(self.module).attribute(
             x, sliding_window_shapes=(c, patch, patch), strides=(c, stride, stride), baselines=0.0,

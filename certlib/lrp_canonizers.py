@@ -13,6 +13,24 @@ from zennit.layer import Sum
 from certlib.efficientnet_lite import MBConv
 
 
+class ExactSequentialMergeBatchNorm(SequentialMergeBatchNorm):
+    """zennit's SequentialMergeBatchNorm, exact for any batch-norm ε.
+
+    zennit folds running_var + ε into the convolution and then turns the BatchNorm into "identity" by setting its
+    statistics to (mean 0, var 1) — but keeps ε, so the BatchNorm still divides by sqrt(1 + ε). With PyTorch's
+    ε = 1e-5 that is negligible; EfficientNet-Lite's TensorFlow ε = 1e-3 shifts each of its 49 BatchNorms by 0.05%,
+    so the canonized model would explain a slightly different function. ε is set to 0 while merged, restored after."""
+
+    def register(self, linears, batch_norm) -> None:
+        self.batch_norm_eps = batch_norm.eps
+        super().register(linears, batch_norm)
+        batch_norm.eps = 0.0
+
+    def remove(self) -> None:
+        super().remove()
+        self.batch_norm.eps = self.batch_norm_eps
+
+
 class MBConvResidualCanonizer(AttributeCanonizer):
     """Gives each residual MBConv block of EfficientNet-Lite an explicit `Sum` for `input + branch`."""
 
@@ -36,4 +54,4 @@ class EfficientNetLiteCanonizer(CompositeCanonizer):
     one Sequential with their convolution) and residual sums made explicit."""
 
     def __init__(self) -> None:
-        super().__init__((SequentialMergeBatchNorm(), MBConvResidualCanonizer()))
+        super().__init__((ExactSequentialMergeBatchNorm(), MBConvResidualCanonizer()))

@@ -14,6 +14,7 @@ import hashlib
 import json
 import operator
 import os
+import sys
 import threading
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -26,7 +27,7 @@ from torch import nn
 from certlib.digits_cnn import CAM_LAYER as DIGITS_CAM_LAYER
 from certlib.digits_cnn import NUM_CLASSES as DIGITS_CLASSES
 from certlib.digits_cnn import DigitsCNN
-from certlib import efficientnet_lite
+from certlib import efficientnet_lite, weights_download
 from certlib import precision as precision_mod
 from certlib.errors import ModelError, ModelUnavailableError
 
@@ -232,13 +233,24 @@ def _load_imagenet(spec: ModelSpec) -> nn.Module:
     return PixelSpaceModel(net, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def download_imagenet_weights(key: str) -> Path:
-    """torchvision's real download into torch hub's cache (hash-checked). Needs network access."""
+def imagenet_weights_url(key: str) -> str:
+    """Where torchvision publishes the weights ($CERTEXPLORER_WEIGHTS_MIRROR replaces the server)."""
+    return weights_download.mirrored(_weights_enum(key).url)
+
+
+def imagenet_weights_megabytes(key: str) -> float | None:
+    """The weights file's size in MB as torchvision's metadata states it."""
+    return _weights_enum(key).meta.get("_file_size")
+
+
+def download_imagenet_weights(key: str, progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Download torchvision's weights into torch hub's checkpoint cache, hash-checked as torch.hub does (the file
+    name's sha256 prefix); progress(bytes, total). Needs network access (or a mirror); raises WeightsDownloadError."""
     if key not in IMAGENET_MODELS:
         raise ModelError(f"unknown ImageNet model {key!r}; choose one of {sorted(IMAGENET_MODELS)}")
-    _weights_enum(key).get_state_dict(progress=True, check_hash=True)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / imagenet_weights_file(key)
-    return path
+    url = imagenet_weights_url(key)
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / imagenet_weights_file(key)
+    return weights_download.download(url, dest, weights_download.expected_hash_prefix(url), progress)
 
 
 # ------------------------------------------------------------------------------- bundled ImageNet: EfficientNet-Lite0
@@ -448,7 +460,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{spec.key:18s} {status}")
     else:
         for key in args.keys:
-            print(f"{key}: {download_imagenet_weights(key)}")
+            def show(done: int, total: int | None, key: str = key) -> None:
+                of = f" of {total / 1e6:.1f}" if total else ""
+                print(f"\r{key}: {done / 1e6:.1f}{of} MB", end="", file=sys.stderr, flush=True)
+
+            path = download_imagenet_weights(key, progress=show)
+            print(f"\n{key}: {path}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from certlib import attributions, images, metrics, pixel_cert, sampling
+from certlib import attributions, cost, images, metrics, pixel_cert, sampling
 from certlib import validate
 from certlib.errors import CertlibError
 from certlib.images import ImageEntry
 from certlib.models import LoadedModel, validate_target
 from certlib.store import RunConfig, Store, StoredRun
 
-IMAGE_SETS = ("digits", "grids")
+IMAGE_SETS = ("digits", "grids", "photos", "photo_grids")
 DEFAULT_LEVELS = (5.0, 25.0, 50.0)
 SweepProgress = Callable[[int, int, "PlannedRun"], None]     # (samples done, samples total, run being sampled)
 
@@ -60,13 +60,18 @@ class Decision:
 # ------------------------------------------------------------------------------------------------ planning
 
 def image_set(name: str, limit: int | None = None) -> list[ImageEntry]:
-    """The bundled "digits" (held-out) or "grids" (2×2, four distinct classes), the first `limit` of them."""
+    """A bundled image set, the first `limit` of it: "digits" (held-out), "grids" (2×2 digit grids, four distinct
+    classes), "photos" (every photo that ships offline) or "photo_grids" (2×2 grids of photos, 448×448)."""
     if name not in IMAGE_SETS:
         raise CertlibError(f"image set must be one of {IMAGE_SETS}, got {name!r}")
     if limit is not None:
         validate.count("limit", limit, high=100_000)
     if name == "grids":
         return images.grid_gallery(max(images.DEFAULT_GRIDS, limit or 0))[:limit]
+    if name == "photo_grids":
+        return images.photo_grid_gallery(max(images.DEFAULT_PHOTO_GRIDS, limit or 0))[:limit]
+    if name == "photos":
+        return images.photo_gallery()[:limit]
     return images.digit_gallery()[:limit]
 
 
@@ -128,17 +133,10 @@ def attribution_fn(model: LoadedModel, method: str, target: int, seed: int):
     return attributions.for_target(model, method, target, seed)[0]
 
 
-def seconds_per_copy(model: LoadedModel, method: str, x: torch.Tensor, target: int, batch_size: int = 16) -> float:
-    """Wall time of one attribution per noisy copy, from one timed batch (after a warm-up call)."""
-    fn = attribution_fn(model, method, target, 0)
-    xb = x.to(model.device)
-    fn(xb)                                            # warm-up: lazy imports, RISE's masks, hooks
-    batch = xb.repeat(max(1, batch_size), 1, 1, 1)
-    start = time.perf_counter()
-    fn(batch)
-    if model.device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / batch.shape[0]
+def seconds_per_copy(model: LoadedModel, method: str, x: torch.Tensor, target: int, batch_size: int = 4) -> float:
+    """Wall time of one attribution per noisy copy (certlib.cost: timed on a small batch, costly methods on a
+    fraction of their passes)."""
+    return cost.seconds_per_copy(model, method, x, target, batch_size)
 
 
 def estimate_seconds(model: LoadedModel, runs: Sequence[PlannedRun], batch_size: int = 8) -> tuple[float, dict]:

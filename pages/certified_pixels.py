@@ -11,11 +11,6 @@ from ui.workbench import current, remember
 from ui.controls import ALPHAS
 
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
-# Measured per noisy copy on the bundled 32x32 model, 2-core CPU (see bench/); the gradient methods take ~1-5 ms.
-SLOW_ON_CPU = {"rise": "RISE (500 masks per copy)", "occlusion": "Occlusion (225 windows per copy)",
-               "integrated_gradients": "Integrated Gradients (20 steps per copy)"}
-SLOW_ON_CPU_MS = {"rise": 330, "occlusion": 150, "integrated_gradients": 30}
-
 wb = current()
 remember(cp_sigma=0.25, cp_n=256, cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3, cp_levels=[5.0, 25.0, 50.0],
          cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION, cp_alpha_pred=1e-3)
@@ -42,10 +37,10 @@ shortfall = pixel_cert.too_few_samples(n, chosen["cp_tau"], chosen["cp_alpha"],
 if shortfall:
     st.warning(shortfall)
 
-if wb.method in SLOW_ON_CPU and wb.device == "cpu":
-    st.info(f"{SLOW_ON_CPU[wb.method]} is slow on the CPU: expect about {SLOW_ON_CPU_MS[wb.method] * (n + n0) / 1000:.0f} s "
-            f"for n0 + n = {n0 + n} samples on the bundled model (more on ImageNet models). Results are cached.")
-counts = runs.topk_counts(wb, runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation))
+sampling_params = runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation)
+notice = runs.announce_cost(wb, "topk_counts", sampling_params, n0 + n)
+counts = runs.topk_counts(wb, sampling_params)
+notice.empty()
 gain = runs.preprocessing_gain(wb)
 
 

@@ -12,6 +12,7 @@ from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, figures
 from ui import smoothgrad_runs as runs
 from ui.controls import ALPHAS
+from ui.runs import announce_cost
 from ui.workbench import current, remember
 
 N_CHOICES = [32, 64, 128, 256, 500, 1000, 2000, 4000]
@@ -41,6 +42,7 @@ per_sigma = n * (1 + len(params.eps_values) * sparse_check.RANDOM_DIRECTIONS)
 st.caption(f"Each σ draws {per_sigma} noisy attributions: n at x and n at each of {len(params.eps_values)} randomly "
            "perturbed inputs (ε = " + ", ".join(f"{e:g}" for e in params.eps_values) + "). Each is sampled once and "
            "cached; the decision below never resamples.")
+notice = announce_cost(wb, "sg_samples", params, per_sigma * (1 + len(compare)))
 try:
     samples = runs.samples(wb, params)
     randoms = runs.random_runs(wb, params)
@@ -49,6 +51,7 @@ try:
 except SHOWN_ERRORS as exc:
     st.error(f"Sampling failed: {describe_error(exc)}")
     st.stop()
+notice.empty()
 
 with st.expander("Attack: try to push the top-K pixels out (PGD on the base attribution)"):
     st.caption(f"For each ε in {', '.join(f'{e:g}' for e in params.eps_values)} an ℓ2 PGD attack "

@@ -6,7 +6,7 @@ import streamlit as st
 
 from certlib import export, uniform_cert, uniform_check, uniform_viz, viz
 from certlib.uniform_cert import KINDS
-from ui import downloads, figures, uniform_runs
+from ui import downloads, figures, runs, uniform_runs
 from ui.uniform_runs import UniformParams
 from ui.workbench import current, remember
 
@@ -38,7 +38,9 @@ with st.container(border=True):
         M = 1.0
 
 params = UniformParams(radius, n, M, mode, seed)
+notice = runs.announce_cost(wb, "uniform_mean", params, n)
 smoothed = uniform_runs.smoothed_map(wb, params)
+notice.empty()
 d = int(wb.x[0].numel())
 
 left, right = st.columns(2)

@@ -13,6 +13,7 @@ from ui import cache
 from ui.workbench import Workbench
 
 IMAGE_SETS = {"grids": "2×2 digit grids (all three metrics)", "digits": "held-out digits",
+              "photo_grids": "2×2 photo grids, 448² (all three metrics)", "photos": "the bundled photos",
               "current": "the workbench's current image"}
 # Per noisy copy on the bundled 32×32 model, 2-core CPU (bench/ and the README); used until the store has timings.
 CPU_MS_PER_COPY_32PX = {"rise": 330, "occlusion": 150, "integrated_gradients": 30, "lrp": 12, "ablationcam": 8}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from certlib import attributions, images, pixel_cert, sampling
+from certlib import attributions, cost, images, pixel_cert, sampling
 from certlib.errors import SHOWN_ERRORS, describe_error
 from certlib.sampling import TopKCounts
 from ui import cache
@@ -69,6 +69,35 @@ def cached_run(wb: Workbench, kind: str, params, compute, text: str | None = Non
         value = compute(progress)
     results.put(key, value)
     return value
+
+
+def is_cached(wb: Workbench, kind: str, params) -> bool:
+    return cache.sampling_results().get(run_key(wb, kind, params)) is not None
+
+
+def expected_time(wb: Workbench, copies: int, what: str = "noisy attributions") -> str | None:
+    """'Expected time: about 25 s (288 noisy attributions × 85 ms, timed on this machine's CPU)', from a timing
+    of the workbench's method on a few copies (certlib.cost; once per model, method and input size); None when
+    even that timing fails (the sampling that follows shows the error)."""
+    try:
+        per_copy = cost.seconds_per_copy(wb.model, wb.method, wb.x, wb.target)
+    except SHOWN_ERRORS:
+        return None
+    where = "GPU" if wb.model.device == "cuda" else "CPU"
+    return (f"Expected time: about {cost.describe_seconds(per_copy * copies)} ({copies:,} {what} × "
+            f"{per_copy * 1000:,.0f} ms, {attributions.METHODS[wb.method].label} on {wb.model.spec.key} timed on "
+            f"this machine's {where}). Results are cached: moving a decision slider never resamples.")
+
+
+def announce_cost(wb: Workbench, kind: str, params, copies: int):
+    """Before an uncached sampling stage: state its expected time in the page. Returns the notice's placeholder;
+    the page empties it once the stage is done."""
+    notice = st.empty()
+    if not is_cached(wb, kind, params):
+        said = expected_time(wb, copies)
+        if said:
+            notice.info(said, icon=":material/schedule:")
+    return notice
 
 
 def preprocessing_gain(wb: Workbench) -> float:

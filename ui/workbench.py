@@ -13,20 +13,23 @@ import numpy as np
 import streamlit as st
 import torch
 
-from certlib import attributions, images, models
+from certlib import attributions, images, models, weights_download
 from certlib.errors import SHOWN_ERRORS, CertlibError, describe_error
 from certlib.viz import top_k_classes
 from ui import cache
 
-PERSISTENT_KEYS = ("device", "model_key", "image_source", "image_digit", "image_grid", "image_photo", "target",
-                   "method")
+PERSISTENT_KEYS = ("device", "model_key", "image_source", "image_digit", "image_grid", "image_photo",
+                   "image_photogrid", "target", "method")
 ROOT = Path(__file__).resolve().parent.parent
 NAV = (("app.py", "Home", ":material/home:"), ("pages/certified_pixels.py", "Certified pixels", ":material/grid_on:"),
        ("pages/uniform_smoothing.py", "Uniform smoothing", ":material/blur_on:"),
        ("pages/sparsified_smoothgrad.py", "Sparsified SmoothGrad", ":material/filter_center_focus:"),
        ("pages/metrics.py", "Metrics", ":material/leaderboard:"), ("pages/learn.py", "Learn", ":material/school:"))
-IMAGE_SOURCES = {"digit": "Digits (held-out)", "grid": "2×2 digit grids", "photo": "Photos (scikit-image)",
-                 "upload": "Upload"}
+IMAGE_SOURCES = {"photo": "Photos (scikit-image, scikit-learn)", "photogrid": "2×2 photo grids",
+                 "digit": "Digits (held-out)", "grid": "2×2 digit grids", "upload": "Upload"}
+# Which model family each gallery is made for; choosing a gallery while the other family's model is active switches
+# the model (and says so), as choosing a model switches the gallery.
+SOURCE_FAMILY = {"photo": "imagenet", "photogrid": "imagenet", "digit": "digits", "grid": "digits"}
 
 
 @dataclass
@@ -129,15 +132,20 @@ def _model_picker(device: str) -> models.LoadedModel | None:
     user_models: dict[str, models.LoadedModel] = st.session_state.setdefault("user_models", {})
     labels = {s.key: s.label for s in specs if s.available}
     labels.update({k: m.spec.label for k, m in user_models.items()})
+    if st.session_state.get("_select_model_next") in labels:
+        st.session_state["model_key"] = st.session_state.pop("_select_model_next")
     if st.session_state.get("model_key") not in labels:
         st.session_state["model_key"] = (models.default_model_key() if models.default_model_key() in labels
                                          else next(iter(labels)))
-    key = st.selectbox("Model", list(labels), key="model_key", format_func=labels.get)
+    if st.session_state.get("download_notice"):
+        st.success(st.session_state.pop("download_notice"))
+    key = st.selectbox("Model", list(labels), key="model_key", format_func=labels.get,
+                       on_change=lambda: st.session_state.update(pairing_notice=""))
     unavailable = [s for s in specs if not s.available]
     if unavailable:
         with st.expander(f"Unavailable models ({len(unavailable)})"):
             for s in unavailable:
-                st.markdown(f"**{s.key}** — {s.unavailable_reason}")
+                _unavailable_model(s)
     _torchscript_uploader()
     try:
         model = user_models[key] if key in user_models else _registry_model(key, device)
@@ -151,6 +159,38 @@ def _model_picker(device: str) -> models.LoadedModel | None:
     for note in model.notes:
         st.warning(note)
     return model
+
+
+def _unavailable_model(spec: models.ModelSpec) -> None:
+    """One unavailable model: a download button for torchvision's weights when their server answers, else why not."""
+    if spec.key not in models.IMAGENET_MODELS:
+        st.markdown(f"**{spec.key}** — {spec.unavailable_reason}")
+        return
+    url = models.imagenet_weights_url(spec.key)
+    offline = weights_download.unreachable_reason(url)
+    if offline:
+        st.markdown(f"**{spec.key}** — {spec.unavailable_reason} (Download here: {offline}.)")
+        return
+    size = models.imagenet_weights_megabytes(spec.key)
+    label = f"Download {spec.key} weights" + (f" ({size:.0f} MB)" if size else "")
+    st.markdown(f"**{spec.key}** — weights not on this machine; torchvision publishes them at {url}.")
+    if st.button(label, key=f"download_{spec.key}", icon=":material/download:"):
+        bar = st.progress(0.0, text=f"Downloading {spec.key}…")
+
+        def progress(done: int, total: int | None) -> None:
+            of = f" of {total / 1e6:.1f}" if total else ""
+            bar.progress(min(1.0, done / total) if total else 0.0, text=f"{spec.key}: {done / 1e6:.1f}{of} MB")
+
+        try:
+            path = models.download_imagenet_weights(spec.key, progress=progress)
+        except CertlibError as exc:
+            bar.empty()
+            st.error(str(exc))
+            return
+        bar.empty()
+        st.session_state["_select_model_next"] = spec.key    # the model picker is already drawn in this run
+        st.session_state["download_notice"] = f"Downloaded and hash-checked {path.name}; {spec.key} is selected."
+        st.rerun()
 
 
 def _registry_model(key: str, device: str) -> models.LoadedModel:
@@ -209,12 +249,15 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
         st.session_state["_image_family"] = spec.family
         if st.session_state.get("image_source") != "upload":
             st.session_state["image_source"] = family_default
-    source = st.selectbox("Image set", list(IMAGE_SOURCES), key="image_source", format_func=IMAGE_SOURCES.get)
+    source = st.selectbox("Image set", list(IMAGE_SOURCES), key="image_source", format_func=IMAGE_SOURCES.get,
+                          on_change=_pair_model_with_gallery)
+    if st.session_state.get("pairing_notice"):
+        st.info(st.session_state["pairing_notice"], icon=":material/swap_horiz:")
     if source == "upload":
         entry = _uploaded_image()
     else:
-        entries = {"digit": images.digit_gallery, "grid": images.grid_gallery,
-                   "photo": images.photo_gallery}[source]()
+        entries = {"digit": images.digit_gallery, "grid": images.grid_gallery, "photo": images.photo_gallery,
+                   "photogrid": images.photo_grid_gallery}[source]()
         by_key = {e.key: e for e in entries}
         if st.session_state.get(f"image_{source}") not in by_key:
             st.session_state[f"image_{source}"] = entries[0].key
@@ -223,10 +266,39 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
     if entry is None:
         return None
     st.image(images.preview_rgb(entry.pixels), caption=entry.label)
+    photo = images.photo_info(entry.key)
+    if photo is not None:
+        st.caption(f"Licence: {photo.licence} ({photo.source}).")
     if entry.meant_for not in ("any", spec.family):
         st.caption(f"This image is meant for {entry.meant_for} models; it is converted to what "
                    f"{spec.key} takes ({spec.in_channels} channel(s), {spec.input_size[0]}×{spec.input_size[1]}).")
     return entry
+
+
+def try_a_photo(photo: str = "photo:chelsea", method: str = "grad") -> None:
+    """Button callback (runs before the script): the bundled photo model on a bundled photo, with `method`."""
+    st.session_state.update(model_key=models.photo_model_key(), image_source="photo", image_photo=photo,
+                            method=method, pairing_notice="", _image_family="imagenet")
+
+
+def _pair_model_with_gallery() -> None:
+    """Image-set callback (runs before the script): a photo gallery picked while a digits model is active selects
+    the bundled photo model, a digit gallery picked while an ImageNet model is active selects the default digits
+    model; a one-line notice says so. Uploads keep the model."""
+    st.session_state["pairing_notice"] = ""
+    wanted = SOURCE_FAMILY.get(st.session_state.get("image_source"))
+    key = st.session_state.get("model_key")
+    current_family = next((s.family for s in models.list_models() if s.key == key), None)
+    if wanted is None or current_family in (None, wanted, "user"):
+        return
+    target = models.photo_model_key() if wanted == "imagenet" else models.default_model_key()
+    spec = next((s for s in models.list_models() if s.key == target and s.available), None)
+    if spec is None:
+        return
+    st.session_state["model_key"] = target
+    st.session_state["_image_family"] = spec.family          # the model follows the gallery, not the reverse
+    st.session_state["pairing_notice"] = (f"Switched the model to {spec.label}: these images are meant for "
+                                          f"{'ImageNet' if wanted == 'imagenet' else 'digits'} models.")
 
 
 def _uploaded_image() -> images.ImageEntry | None:

@@ -121,7 +121,7 @@ def test_photo_gallery_loads_offline(monkeypatch):
     assert {"photo:astronaut", "photo:chelsea", "photo:coffee", "photo:camera"} <= {p.key for p in photos}
     for p in photos:
         assert p.kind == "photo" and p.meant_for == "imagenet" and p.true_label is None
-        assert p.pixels.dtype == np.float32 and p.pixels.shape[0] in (1, 3) and min(p.pixels.shape[1:]) >= 224
+        assert p.pixels.dtype == np.float32 and p.pixels.shape[0] in (1, 3) and min(p.pixels.shape[1:]) >= 100
         assert 0.0 <= p.pixels.min() and p.pixels.max() <= 1.0
     assert get_image("photo:astronaut").pixels.shape == (3, 512, 512)
     assert get_image("photo:camera").pixels.shape == (1, 512, 512)

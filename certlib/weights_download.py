@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +28,9 @@ MAX_BYTES = 2 * 1024**3          # the largest torchvision classifier weights ar
 ONLINE_TIMEOUT_S = 3.0
 ONLINE_MEMO_S = 60.0
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")      # torch.hub's rule for the expected prefix
-_online_memo: dict[str, tuple[float, str | None]] = {}
+CHECKING = "checking whether the server answers (this takes a moment; the page updates on its next draw)"
+_online_memo: dict[str, tuple[float, str | None, threading.Event]] = {}
+_memo_lock = threading.Lock()
 
 
 class WeightsDownloadError(ModelError):
@@ -46,23 +49,37 @@ def expected_hash_prefix(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def unreachable_reason(url: str) -> str | None:
-    """None when the server of `url` answers (a HEAD request), else one sentence why not. Remembered for a minute,
-    so that drawing a page does not wait on the network each time."""
-    seen = _online_memo.get(url)
-    if seen is not None and time.monotonic() - seen[0] < ONLINE_MEMO_S:
-        return seen[1]
-    host = urllib.parse.urlsplit(url)
+def unreachable_reason(url: str, wait: bool = False) -> str | None:
+    """None when the server of `url` answers, else one sentence why not (or that it is being checked).
+
+    Pages are drawn often and a machine without network may take seconds to fail a connection, so the check runs in
+    a background thread, once per server and minute: the first call returns CHECKING and a later draw the answer.
+    `wait=True` blocks until the answer is known (the CLI, tests)."""
+    parts = urllib.parse.urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    with _memo_lock:
+        seen = _online_memo.get(origin)
+        if seen is None or time.monotonic() - seen[0] >= ONLINE_MEMO_S:
+            done = threading.Event()
+            seen = _online_memo[origin] = (time.monotonic(), CHECKING, done)
+            threading.Thread(target=_probe, args=(url, origin, done), daemon=True).start()
+    if wait:
+        seen[2].wait(ONLINE_TIMEOUT_S + 5)
+        seen = _online_memo.get(origin, seen)
+    return seen[1]
+
+
+def _probe(url: str, origin: str, done: threading.Event) -> None:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=ONLINE_TIMEOUT_S):
             reason = None
-    except urllib.error.HTTPError as exc:   # the server answered; 405: it only refuses HEAD
-        reason = None if exc.code == 405 else f"{url} answered HTTP {exc.code} {exc.reason}"
+    except urllib.error.HTTPError:      # the server answered (a missing file is reported by the download itself)
+        reason = None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        why = getattr(exc, "reason", exc)
-        reason = f"this machine cannot reach {host.scheme}://{host.netloc} ({why}): it looks offline"
-    _online_memo[url] = (time.monotonic(), reason)
-    return reason
+        reason = f"this machine cannot reach {origin} ({getattr(exc, 'reason', exc)}): it looks offline"
+    with _memo_lock:
+        _online_memo[origin] = (time.monotonic(), reason, done)
+    done.set()
 
 
 def download(url: str, dest: Path, hash_prefix: str | None = None,

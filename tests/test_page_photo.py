@@ -1,0 +1,118 @@
+"""The photo path in the real app (AppTest): the home page's call to action, galleries paired with their models,
+a certified overlay on a photo with an ImageNet class name, and the expected time stated before sampling."""
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from certlib import cost, images, models
+from tests_paths import APP
+from ui import runs
+from ui.workbench import Workbench
+
+
+@pytest.fixture
+def at():
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def _wb(app) -> Workbench:
+    return app.session_state["workbench"]
+
+
+def test_home_button_opens_a_photo_with_the_photo_model(at):
+    button = at.button(key="home_photo")
+    assert button.label == "Certify a photo"
+    at.session_state["cp_n"], at.session_state["cp_n0"] = 32, 8     # keep the sampling short in the test
+    button.click().run()
+    assert not at.exception, at.exception
+    wb = _wb(at)
+    assert wb.model.spec.key == models.photo_model_key() and wb.image.key == "photo:chelsea"
+    assert wb.model.spec.class_names[wb.target] == "tiger cat" and wb.method == "grad"
+    assert "home_photo" not in [b.key for b in at.button]          # the call to action is for digits users only
+
+
+def test_certified_pixels_on_a_photo_names_the_imagenet_class(at):
+    at.session_state["cp_n"], at.session_state["cp_n0"] = 100, 8     # n = 100 is enough at 150,528 tests
+    at.button(key="home_photo").click().run()
+    at.switch_page("pages/certified_pixels.py").run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("Top-5: **tiger cat**") for c in at.caption)
+    said = " ".join(m.value for m in at.markdown)
+    assert "224×224×3 input" in said                               # the guarantee is stated for the model's input
+    assert any("certified top 5%" in m.value for m in at.markdown)  # the overlay's legend
+    target = at.selectbox(key="target")
+    assert target.format_func(target.value).startswith("282: tiger cat (")
+    cert, sub = at.session_state["cp_last_certificate"]
+    assert cert.classes.shape[-2:] == (224, 224) and sub.n == 100
+    certified = np.isin(cert.classes, (0, 1)).mean()
+    assert certified > 0.05, certified                             # a certified overlay, not all abstentions
+
+
+def test_choosing_a_gallery_pairs_the_model_and_says_so(at):
+    at.selectbox(key="image_source").set_value("photo").run()
+    assert not at.exception
+    assert _wb(at).model.spec.key == models.photo_model_key()
+    assert any("Switched the model to EfficientNet-Lite0" in i.value for i in at.info)
+    at.selectbox(key="image_source").set_value("photogrid").run()   # same family: nothing to switch
+    wb = _wb(at)
+    assert wb.model.spec.key == models.photo_model_key() and tuple(wb.x.shape) == (1, 3, 448, 448)
+    assert not any("Switched" in i.value for i in at.info)
+    at.selectbox(key="image_source").set_value("grid").run()
+    assert _wb(at).model.spec.key == models.default_model_key()
+    assert any("Switched the model to Digits CNN" in i.value for i in at.info)
+    # Choosing a model by hand still switches the gallery, and clears the notice.
+    at.selectbox(key="model_key").set_value(models.photo_model_key()).run()
+    assert _wb(at).image.kind == "photo" and not any("Switched" in i.value for i in at.info)
+
+
+def test_upload_keeps_the_model(at):
+    at.selectbox(key="image_source").set_value("upload").run()
+    assert not at.exception
+    assert at.session_state["model_key"] == models.default_model_key()
+
+
+def test_photo_caption_states_its_licence(at):
+    at.selectbox(key="image_source").set_value("photo").run()
+    at.selectbox(key="image_photo").set_value("photo:china").run()
+    assert any("Licence: CC BY 2.0" in c.value for c in at.caption)
+
+
+def test_expected_time_is_stated_from_a_timing_of_the_method(at):
+    at.button(key="home_photo").click().run()
+    wb = _wb(at)
+    said = runs.expected_time(wb, 288)
+    per_copy = cost.seconds_per_copy(wb.model, wb.method, wb.x, wb.target)
+    assert said.startswith("Expected time: about ") and "288 noisy attributions" in said
+    assert f"{per_copy * 1000:,.0f} ms" in said and "Gradient on efficientnet_lite0" in said
+
+
+def test_cost_probes_scale_to_the_passes_of_the_real_method():
+    """RISE, Occlusion and IG are timed on a fraction of their passes; the probe's rows × its scale must equal the
+    rows the real method runs through the model (counted with a forward hook)."""
+    import torch
+
+    from certlib import attributions
+
+    model = models.load_model("digits_sigma0.25")
+    x = torch.from_numpy(np.array(images.digit_gallery()[0].pixels))[None]
+
+    def rows(method) -> int:
+        seen = []
+        handle = model.module.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+        try:
+            method.attribute(x, 3)
+        finally:
+            handle.remove()
+        return sum(seen)
+
+    for key, params in (("rise", {}), ("occlusion", {}), ("integrated_gradients", {})):
+        real = attributions.make_attribution(key, model, **params)
+        probe, scale = real.cost_probe(*x.shape[-2:])
+        assert scale > 4, key                                            # the probe is much cheaper
+        assert rows(probe) * scale == pytest.approx(rows(real), rel=0.02), key

@@ -8,7 +8,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from certlib import images, models
+from certlib import efficientnet_lite, images, models
 
 TIMEOUT = 120
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -86,7 +86,10 @@ def test_workbench_state_survives_page_switches(at):
     assert at.session_state["us_n"] == 64                       # page settings survive the walk too
 
 
-def test_photo_on_digits_model_is_converted_and_explained(at):
+def test_photo_on_digits_model_is_converted_and_explained(at, monkeypatch):
+    # Photos select the bundled photo model (tests/test_page_photo.py); without its weights they stay on the digits
+    # model, converted to what it takes.
+    monkeypatch.setattr(efficientnet_lite, "weights_file", lambda: None)
     at.selectbox(key="image_source").set_value("photo").run()
     wb = _wb(at)
     assert not at.exception and wb.image.kind == "photo"

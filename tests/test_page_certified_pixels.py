@@ -7,7 +7,7 @@ import streamlit as st
 from scipy.stats import norm
 from streamlit.testing.v1 import AppTest
 
-from certlib import export, sampling
+from certlib import efficientnet_lite, export, sampling
 from ui import downloads
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -134,10 +134,12 @@ def _metric(at, label_part: str) -> str:
     return next(m for m in at.metric if label_part in m.label).value
 
 
-def test_the_page_says_what_is_guaranteed_for_this_image(page):
+def test_the_page_says_what_is_guaranteed_for_this_image(page, monkeypatch):
     """R in the model's input and R/√d, the prediction's own certificate beside it (its α re-decides without
     resampling); for a photo shrunk to 32×32, R in the photo's own pixels too."""
     at, calls = page
+    # Without the photo model's weights a photo stays on the digits model (shrunk to 32×32).
+    monkeypatch.setattr(efficientnet_lite, "weights_file", lambda: None)
     r = _radius(at)
     assert float(_metric(at, "RMS")) == pytest.approx(r / 32, abs=1e-4)
     assert not any("own pixels" in m.label for m in at.metric)     # the digit is the model's input as it is

@@ -82,11 +82,34 @@ def normalisation_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def photo_model_table(data: dict) -> str:
+    keys = list(data["per_copy"])
+    out = ["| method | " + " | ".join(f"{k} ms/copy (estimate / measured)" for k in keys)
+           + " | × fwd+bwd at 224² | default certificate at 224² (288 copies) |",
+           "|---|" + "---|" * len(keys) + "---|---|"]
+    by_key = {k: {r["method"]: r for r in data["per_copy"][k]} for k in keys}
+    for method in by_key[keys[0]]:
+        cells = [f"{by_key[k][method]['seconds_per_copy'] * 1e3:,.0f} ({by_key[k][method]['estimate_over_measured']:.2f})"
+                 for k in keys]
+        r = by_key[keys[0]][method]
+        total = r["default_certificate_s"]
+        when = f"{total:.0f} s" if total < 90 else f"{total / 60:.1f} min" if total < 5400 else f"{total / 3600:.1f} h"
+        out.append(f"| {method} | " + " | ".join(cells) + f" | {r['vs_fwd_bwd']:.1f} | {when} |")
+    out += ["", "| model | method | default certificate end to end (32 + 256 copies) |", "|---|---|---|"]
+    for key, rows in data["end_to_end"].items():
+        for r in rows:
+            out.append(f"| {key} | {r['method']} | **{r['seconds']:.1f} s** |")
+    res = data["resolution"]
+    out.append(f"\n160² keeps the 224² top-1 on {res['agree']} of {res['photos']} bundled photos "
+               f"({res['agree_on_subject_photos']} of the {res['subject_photos']} whose class names their subject).")
+    return "\n".join(out)
+
+
 def main() -> None:
     for name, render in (("pixel_cert", pixel_cert_tables), ("pixel_cert_resnet50_cpu", pixel_cert_tables),
                          ("pixel_cert_gpu", pixel_cert_tables), ("memory", memory_table),
                          ("memory_gpu", memory_table), ("interactivity", interactivity_table),
-                         ("normalisation", normalisation_table)):
+                         ("normalisation", normalisation_table), ("photo_model", photo_model_table)):
         data = _load(name)
         if data is not None:
             print(f"## {name}\n\n{render(data)}\n")

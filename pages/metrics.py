@@ -34,8 +34,10 @@ with st.container(border=True):
     c1, c2, c3 = st.columns([3, 2, 2])
     methods = c1.multiselect("methods", usable, key="mx_methods",
                              format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
-    image_set = c2.radio("images", list(metrics_runs.IMAGE_SETS), key="mx_images",
-                         format_func=metrics_runs.IMAGE_SETS.get)
+    offered = metrics_runs.image_sets_for(wb.model.spec.family)
+    if st.session_state.get("mx_images") not in offered:     # another model family: its own first set
+        st.session_state["mx_images"] = offered[0]
+    image_set = c2.radio("images", offered, key="mx_images", format_func=metrics_runs.IMAGE_SETS.get)
     limit = c3.slider("how many images", 1, 40, key="mx_limit", disabled=image_set == "current")
     c4, c5, c6, c7 = st.columns([3, 2, 2, 1])
     sigmas = c4.multiselect("σ (noise levels)", SIGMAS, key="mx_sigmas")
@@ -46,9 +48,8 @@ with st.container(border=True):
                                  format_func=pixel_cert.NORMALISATION_LABELS.get, key="mx_normalisation")
     if normalisation == "paper":
         st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
-    st.caption("On the CPU, RISE (about 330 ms per noisy copy on the bundled model), Occlusion (about 150 ms) and "
-               "Integrated Gradients (about 30 ms) are slow; the other gradient and CAM methods take a few ms. A "
-               "grid has four times the pixels of a digit and is explained once per cell (four targets).")
+    st.caption("A grid is explained once per cell (four targets); the time of the missing runs is stated on the "
+               "Compute button, from this store's past runs or a timing of each method on this machine.")
 
 slow = [attributions.METHODS[m].label for m in methods if m in metrics_runs.SLOW_ON_CPU]
 if slow and wb.device == "cpu":
@@ -139,14 +140,14 @@ def _robustness_and_localization(rows, summary, at_sigma, line_k) -> None:
         l2.plotly_chart(metrics_viz.metric_bars(at_sigma, "gridpg_clean", "plain GridPG of the clean map", per_k=False),
                         key="mx_gridpg")
     else:
-        st.caption("Localization needs 2×2 grids: choose the grid image set.")
+        st.caption("Localization needs 2×2 grids: choose a grid image set.")
 
 
 def _faithfulness_and_ranking(curves, summary, view_sigma) -> None:
     at_sigma = [s for s in summary if s["sigma"] == view_sigma]
     labels = {s["method"]: s["method_label"] for s in summary}
     families = {s["method"]: s["family"] for s in summary}
-    if image_set == "grids":
+    if image_set in metrics_runs.GRID_SETS:
         st.caption("On grids the target is a cell's class, to which the model often gives a low probability; "
                    "the deletion and insertion curves say most on single digits.")
     mean = [c for c in sweep.mean_curves(curves) if c["sigma"] == view_sigma]

@@ -116,3 +116,15 @@ def test_cost_probes_scale_to_the_passes_of_the_real_method():
         probe, scale = real.cost_probe(*x.shape[-2:])
         assert scale > 4, key                                            # the probe is much cheaper
         assert rows(probe) * scale == pytest.approx(rows(real), rel=0.02), key
+
+
+def test_metrics_offers_the_image_sets_of_the_models_family(at):
+    at.switch_page("pages/metrics.py").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="mx_images").options == ["2×2 digit grids (all three metrics)", "held-out digits",
+                                                  "the workbench's current image"]
+    at.selectbox(key="model_key").set_value(models.photo_model_key()).run()
+    assert not at.exception, at.exception
+    radio = at.radio(key="mx_images")
+    assert radio.value == "photo_grids" and "2×2 photo grids, 448² (all three metrics)" in radio.options
+    assert any("Compute the" in b.label and "min on cpu" in b.label for b in at.button)

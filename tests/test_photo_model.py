@@ -263,3 +263,17 @@ def test_residual_blocks_route_through_an_explicit_sum_under_lrp(lite0, coffee):
             h.remove()
     assert len(sums) == 9 and len(calls) == 9
     assert not any(isinstance(m, Sum) for m in lite0.module.modules())
+
+
+def test_sweeps_plan_photo_grids_once_per_cell_with_the_cell_class(lite0):
+    from certlib import sweep
+
+    grids = sweep.image_set("photo_grids", 2)
+    runs = sweep.plan(lite0, grids, ["gradcam"], [0.25], 64, 8, 0)
+    assert [(r.config.cell, r.config.target) for r in runs] == \
+        [(i, label) for g in grids for i, label in enumerate(g.cell_labels)]
+    assert all(tuple(r.x.shape) == (1, 3, 448, 448) for r in runs)
+    assert [e.key for e in sweep.image_set("photos", 3)] == ["photo:chelsea", "photo:coffee", "photo:camera"]
+    # A digits model cannot explain ImageNet classes: the plan names the class index it cannot take.
+    with pytest.raises(ValueError, match="out of range"):
+        sweep.plan(models.load_model("digits_sigma0.25"), grids[:1], ["gradcam"], [0.25], 64, 8, 0)

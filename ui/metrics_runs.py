@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from certlib import sweep
+from certlib import cost, sweep
 from certlib.store import RunConfig, Store, StoredRun
 from ui import cache
 from ui.workbench import Workbench
@@ -15,9 +15,14 @@ from ui.workbench import Workbench
 IMAGE_SETS = {"grids": "2×2 digit grids (all three metrics)", "digits": "held-out digits",
               "photo_grids": "2×2 photo grids, 448² (all three metrics)", "photos": "the bundled photos",
               "current": "the workbench's current image"}
-# Per noisy copy on the bundled 32×32 model, 2-core CPU (bench/ and the README); used until the store has timings.
-CPU_MS_PER_COPY_32PX = {"rise": 330, "occlusion": 150, "integrated_gradients": 30, "lrp": 12, "ablationcam": 8}
-DEFAULT_MS_PER_COPY_32PX = 4
+# The bundled sets each model family was made for: a grid's cells carry that family's class indices.
+SETS_FOR_FAMILY = {"digits": ("grids", "digits", "current"), "imagenet": ("photo_grids", "photos", "current")}
+GRID_SETS = ("grids", "photo_grids")
+
+
+def image_sets_for(family: str) -> list[str]:
+    """The image sets offered for a model family (uploaded models: only the current image)."""
+    return list(SETS_FOR_FAMILY.get(family, ("current",)))
 SLOW_ON_CPU = ("rise", "occlusion", "integrated_gradients")
 
 
@@ -54,18 +59,18 @@ def plan(wb: Workbench, choice: SweepChoice) -> list[sweep.PlannedRun]:
 
 
 def estimate_seconds(store: Store, wb: Workbench, runs: list[sweep.PlannedRun]) -> float:
-    """Rough time to sample `runs`: this store's past timings of each method (per copy), else the bundled-model
-    table scaled by the number of pixels."""
-    rates: dict[str, tuple[float, bool]] = {}
+    """Time to sample `runs`: this store's past timings of each method on this model (per copy), else the method
+    timed now on a few copies of each input size (certlib.cost, cached per process)."""
     total = 0.0
+    past: dict[str, float | None] = {}
     for r in runs:
         m = r.config.method
-        if m not in rates:
-            past = store.seconds_per_sample(wb.model.spec.key, m)
-            rates[m] = (past, True) if past is not None else \
-                (CPU_MS_PER_COPY_32PX.get(m, DEFAULT_MS_PER_COPY_32PX) / 1000, False)
-        rate, measured = rates[m]
-        total += rate * (1.0 if measured else r.x.shape[-1] * r.x.shape[-2] / 1024) * r.samples
+        if m not in past:
+            past[m] = store.seconds_per_sample(wb.model.spec.key, m)
+        rate = past[m]
+        if rate is None:
+            rate = cost.seconds_per_copy(wb.model, m, r.x.to(wb.model.device), r.config.target)
+        total += rate * r.samples
     return total
 
 

@@ -124,3 +124,25 @@ def test_grid_image_and_bad_upload_keep_the_session(page):
     shot(page, "07_bad_upload")
     choose(page, "Image set", "Digits (held-out)")                      # the session survives the error
     assert "predicts" in page.locator(APP).inner_text()
+
+
+def test_a_newcomer_certifies_a_photo_from_the_home_page(page):
+    """The README's first path: home → "Certify a photo" → a certified overlay on Chelsea with an ImageNet class,
+    within a minute on the CPU (the time is written to the artifacts)."""
+    import json
+
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    page.goto(page.base_url)
+    wait_idle(page, settle=1.0)
+    start = time.monotonic()
+    page.get_by_role("button", name="Certify a photo").click()
+    page.get_by_text("certified radius").first.wait_for(timeout=180_000)
+    wait_idle(page)
+    seconds = time.monotonic() - start
+    text = page.locator(APP).inner_text()
+    assert "tiger cat" in text and "224×224×3 input" in text
+    assert page.locator("[data-testid='stPlotlyChart']").count() >= 3      # attribution, overlay, bars
+    assert_no_exception(page, "photo certificate")
+    assert seconds < 60, seconds
+    (ARTIFACTS / "photo_certificate_seconds.json").write_text(json.dumps({"seconds": seconds}))
+    page.locator("[data-testid='stMain']").screenshot(path=str(ARTIFACTS / "08_photo_certified.png"))

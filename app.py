@@ -12,6 +12,8 @@ from certlib.viz import probability_bar
 from ui.workbench import current, try_a_photo
 
 wb = current()
+if st.session_state.pop("_open_certified_pixels", False):   # set by the "Certify a photo" button's callback
+    st.switch_page("pages/certified_pixels.py")
 st.title("certexplorer")
 if wb.model.spec.family != "imagenet":
     with st.container(border=True):
@@ -19,9 +21,8 @@ if wb.model.spec.family != "imagenet":
                     "EfficientNet-Lite0 (bundled, no download) on Chelsea the cat: which pixels are certainly among "
                     "the most important for *tiger cat*, whatever noise of size R is added to the photo. "
                     "About half a minute for the Gradient method on a 2-core CPU.")
-        if st.button("Certify a photo", type="primary", icon=":material/photo_camera:", key="home_photo",
-                     on_click=try_a_photo):
-            st.switch_page("pages/certified_pixels.py")
+        st.button("Certify a photo", type="primary", icon=":material/photo_camera:", key="home_photo",
+                  on_click=try_a_photo)
 st.markdown(
     "An attribution map says which pixels mattered for a classifier's decision — but a tiny, invisible change of "
     "the input can change it completely. **certexplorer** makes explanations you can *trust*: each of the three "

@@ -88,8 +88,8 @@ def prepared_input(model: LoadedModel, entry: ImageEntry) -> torch.Tensor:
 
 
 def _targets(model: LoadedModel, entry: ImageEntry, x: torch.Tensor, target: int | None) -> list[tuple[int, int | None]]:
-    if entry.cell_labels is not None:
-        return [(int(c), cell) for cell, c in enumerate(entry.cell_labels)]
+    if entry.cell_labels is not None:     # a grid made for another model family names classes this one lacks
+        return [(validate_target(int(c), model.spec.num_classes), cell) for cell, c in enumerate(entry.cell_labels)]
     if target is None:
         target = int(model.predict_proba(x)[0].argmax())
     return [(int(target), None)]

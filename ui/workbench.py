@@ -278,7 +278,7 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
 def try_a_photo(photo: str = "photo:chelsea", method: str = "grad") -> None:
     """Button callback (runs before the script): the bundled photo model on a bundled photo, with `method`."""
     st.session_state.update(model_key=models.photo_model_key(), image_source="photo", image_photo=photo,
-                            method=method, pairing_notice="", _image_family="imagenet")
+                            method=method, pairing_notice="", _image_family="imagenet", _open_certified_pixels=True)
 
 
 def _pair_model_with_gallery() -> None:

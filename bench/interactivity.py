@@ -173,7 +173,7 @@ def certified_pixels(repeats: int) -> dict:
 def uniform_smoothing(repeats: int) -> dict:
     at = open_page("pages/uniform_smoothing.py", us_n=128)
     return {
-        "ε": measure(at, "slider", "us_eps_frac", [0.1, 0.05], repeats, DECISION_TARGET_S),
+        "ε": measure(at, "select_slider", "us_eps_frac", [0.1, 0.05], repeats, DECISION_TARGET_S),
         "target cosine T": measure(at, "slider", "us_T", [0.8, 0.9], repeats, DECISION_TARGET_S),
         "δ_conf": measure(at, "select_slider", "us_delta", [0.01, 1e-3], repeats, DECISION_TARGET_S),
         "headline bound": measure(at, "radio", "us_kind", ["paper", "strict"], repeats, DECISION_TARGET_S),

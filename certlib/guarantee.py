@@ -70,3 +70,33 @@ def _prediction_sentence(pred: PredictionCertificate | None, radius: float, targ
     if pred.radius > radius:
         return text + f" > R = {radius:.3f}: the explained class cannot change within R."
     return text + f" ≤ R = {radius:.3f}: beyond R_pred the explained class may change within R."
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The one line above a pixel certificate: what is certified, in plain words, and whether it is vacuous."""
+
+    text: str
+    vacuous: bool                    # R = 0 or n too small: nothing is certified beyond the unperturbed image
+
+
+def verdict(classes, k_percents, radius: float, rms: float, shortfall: str | None = None) -> Verdict:
+    """`classes` [K,H,W] (1 certified in the top K%, 0 certified out, −1 abstain) for `k_percents` (ascending).
+
+    Counts per level, in the words a stakeholder reads: "312 of 1,024 pixels are certified in the top 25% …; 412
+    abstain". R = 0 (τ = 0.5) certifies nothing beyond the unperturbed image, and `shortfall` (n too small for α) means
+    every pixel abstains: both turn the verdict into a warning."""
+    import numpy as np
+
+    classes = np.asarray(classes).reshape(len(k_percents), -1)
+    pixels = classes.shape[1]
+    if shortfall:
+        return Verdict(f"Nothing can be certified: {shortfall}", True)
+    if radius <= 0:
+        return Verdict("R = 0 at τ = 0.50: a vote threshold of one half certifies nothing beyond the unperturbed "
+                       "image, whatever the counts say. Raise τ for a radius > 0.", True)
+    parts = []
+    for k, row in zip(k_percents, classes):
+        parts.append(f"{int((row == 1).sum()):,} in the top {k:g}% ({int((row == -1).sum()):,} abstain)")
+    return Verdict(f"Of {pixels:,} pixels, certified for every change of the image up to R = {radius:.3g} (RMS "
+                   f"{rms:.2g} per pixel): " + "; ".join(parts) + ".", False)

@@ -62,3 +62,10 @@ def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndar
     return go.Figure(bars, layout=dict(barmode="stack",
                                        yaxis=dict(tickformat=".0%", range=[0, 1], title="share of pixels"),
                                        height=320, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h")))
+
+
+def greyed(rgb: np.ndarray) -> np.ndarray:
+    """An RGB uint8 overlay in grey (BT.601 luma, lightened): shown when the certificate is vacuous."""
+    luma = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    grey = (0.5 * luma + 0.5 * 235.0).clip(0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)

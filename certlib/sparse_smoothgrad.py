@@ -1,11 +1,11 @@
 """Sparsified SmoothGrad and its certified top-K overlap (Levine, Singla & Feizi 2019, arXiv 1905.12105) — design §5.
 
 Three stages, matching the app's caching:
-- the base map f(x') ∈ [0,1]^{H×W} of one noisy input (`sparsify`): the attribution's top τ% pixels, either set to 1
-  ("sparsified", the paper's Sparsified SmoothGrad) or kept at |a| / max|a| ("scaled"; at τ = 100% this is the
+- the base map f(x') ∈ [0,1]^{H×W} of one noisy input (`sparsify`): the attribution's top κ% pixels, either set to 1
+  ("sparsified", the paper's Sparsified SmoothGrad) or kept at |a| / max|a| ("scaled"; at κ = 100% this is the
   paper's Scaled SmoothGrad), every other pixel 0;
-- the expensive stage (`sample_smoothgrad`): stream n noisy copies x + N(0, σ²I) into per-pixel sums for every τ of
-  a ladder and both variants at once, so moving τ, the variant, K or ε never resamples;
+- the expensive stage (`sample_smoothgrad`): stream n noisy copies x + N(0, σ²I) into per-pixel sums for every κ of
+  a ladder and both variants at once, so moving κ, the variant, K or ε never resamples;
 - the cheap stage: simultaneous confidence bounds [L_i, U_i] on ḡ_i(x) = E f_i(x + N(0, σ²I)) (`confidence_bounds`,
   Bonferroni over pixels) and two certificates, each with its curve and its inverse in ε: per pixel
   (`certified_topk_overlap`, design §5) and paired (`paired_topk_overlap`, the paper's count).
@@ -35,10 +35,10 @@ from certlib.noise import ESTIMATION, NoiseStream
 from certlib.topk import top_k_masks
 
 VARIANTS = ("sparsified", "scaled")
-VARIANT_LABELS = {"sparsified": "Sparsified SmoothGrad (top τ% → 1, rest 0)",
-                  "scaled": "Scaled SmoothGrad (top τ% → |a|/max|a|, rest 0)"}
+VARIANT_LABELS = {"sparsified": "Sparsified SmoothGrad (top κ% → 1, rest 0)",
+                  "scaled": "Scaled SmoothGrad (top κ% → |a|/max|a|, rest 0)"}
 SCALED_BOUNDS = ("bernstein", "hoeffding")
-DEFAULT_LEVELS = (5.0, 10.0, 20.0, 50.0, 100.0)   # τ: % of pixels each noisy map keeps
+DEFAULT_LEVELS = (5.0, 10.0, 20.0, 50.0, 100.0)   # κ: % of pixels each noisy map keeps
 
 
 # ---------------------------------------------------------------------------------------------- base map f
@@ -57,10 +57,10 @@ def _unit_magnitude(attr: torch.Tensor) -> torch.Tensor:
 
 
 def sparsify(attr: torch.Tensor, level_percents: Sequence[float], variant: str) -> torch.Tensor:
-    """f for every τ at once: float [L,B,H,W] in [0,1] from attributions [B,H,W].
+    """f for every κ at once: float [L,B,H,W] in [0,1] from attributions [B,H,W].
 
-    The kept pixels are exactly the §3.1 top-τ% indicator of `pixel_cert.top_k_masks` with each map's own scale
-    (|a| ranks them; ties at the percentile keep fewer than τ%). "sparsified" is that indicator; "scaled" multiplies
+    The kept pixels are exactly the §3.1 top-κ% indicator of `pixel_cert.top_k_masks` with each map's own scale
+    (|a| ranks them; ties at the percentile keep fewer than κ%). "sparsified" is that indicator; "scaled" multiplies
     it by |a| / max|a| of the same map (an all-zero map stays 0)."""
     kind = _check_variant(variant)
     masks = top_k_masks(attr, level_percents, "own_scale")              # validates attr and the levels
@@ -73,7 +73,7 @@ def sparsify(attr: torch.Tensor, level_percents: Sequence[float], variant: str) 
 
 @dataclass(frozen=True, eq=False)
 class SmoothGradSamples:
-    """Per-pixel sums over n noisy copies of one input, for each τ in `levels` and both variants."""
+    """Per-pixel sums over n noisy copies of one input, for each κ in `levels` and both variants."""
 
     levels: tuple[float, ...]
     sigma: float
@@ -81,7 +81,7 @@ class SmoothGradSamples:
     seed: int
     clean_attr: np.ndarray        # [H,W] float32, attribution of the input itself
     smoothgrad: np.ndarray        # [H,W] float64, plain SmoothGrad: the mean of the n attributions
-    ones: np.ndarray              # [L,H,W] int32, how often each pixel was in the top τ% ("sparsified")
+    ones: np.ndarray              # [L,H,W] int32, how often each pixel was in the top κ% ("sparsified")
     scaled_sum: np.ndarray        # [L,H,W] float64, Σ of the "scaled" values
     scaled_sq_sum: np.ndarray     # [L,H,W] float64, Σ of their squares (for the empirical-Bernstein bound)
 
@@ -413,7 +413,7 @@ def estimated_topk(mean: np.ndarray, tie_break: np.ndarray, k: int) -> np.ndarra
 
 @dataclass(frozen=True, eq=False)
 class TopKCertificate:
-    """Everything the page shows for one (variant, τ, K, ε, α) from cached sums; maps are [H,W].
+    """Everything the page shows for one (variant, κ, K, ε, α) from cached sums; maps are [H,W].
 
     Two certified overlaps of the estimated top k: per pixel (design §5 — which pixels provably stay) and paired
     (Levine et al.'s count — how many provably stay; never lower)."""

@@ -4,16 +4,21 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, viz
+from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, sampling, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
-from ui import downloads, figures, runs
+from ui import downloads, figures, runs, share
 from ui.workbench import current, remember
-from ui.controls import ALPHAS
+from ui.controls import ALPHAS, help_for
 
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
+N0_CHOICES = [8, 16, 32, 64, 128]
 wb = current()
 remember(cp_sigma=0.25, cp_n=256, cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3, cp_levels=[5.0, 25.0, 50.0],
-         cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION, cp_alpha_pred=1e-3)
+         cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION, cp_alpha_pred=1e-3,
+         choices={"cp_sigma": (0.05, 1.0), "cp_n": N_CHOICES, "cp_n0": N0_CHOICES, "cp_seed": (0, 2**31 - 1),
+                  "cp_tau": (0.5, 0.99), "cp_alpha": ALPHAS, "cp_alpha_pred": ALPHAS,
+                  "cp_levels": list(sampling.DEFAULT_K_PERCENTS), "cp_correction": list(pixel_cert.CORRECTIONS),
+                  "cp_normalisation": list(pixel_cert.NORMALISATIONS)})
 st.title("Certified pixels")
 st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% membership is smoothed under Gaussian "
            "noise and certified for every ℓ2 perturbation of radius R = σ·Φ⁻¹(τ), or the pixel abstains.")
@@ -21,12 +26,12 @@ st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% memb
 with st.container(border=True):
     st.markdown("**Sampling** — changing these draws new noisy samples")
     c1, c2, c3, c4 = st.columns(4)
-    sigma = c1.slider("σ (noise level)", 0.05, 1.0, step=0.01, key="cp_sigma")
-    n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n")
-    n0 = c3.select_slider("n0 (selection samples)", [8, 16, 32, 64, 128], key="cp_n0")
-    seed = int(c4.number_input("seed", 0, 2**31 - 1, key="cp_seed"))
+    sigma = c1.slider("σ (noise level)", 0.05, 1.0, step=0.01, key="cp_sigma", help=help_for("cp_sigma"))
+    n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n", help=help_for("cp_n"))
+    n0 = c3.select_slider("n0 (selection samples)", N0_CHOICES, key="cp_n0", help=help_for("cp_n0"))
+    seed = int(c4.number_input("seed", 0, 2**31 - 1, key="cp_seed", help=help_for("cp_seed")))
     normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
-                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="cp_normalisation")
+                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="cp_normalisation", help=help_for("cp_normalisation"))
     if normalisation == "paper":
         st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
 
@@ -37,6 +42,7 @@ shortfall = pixel_cert.too_few_samples(n, chosen["cp_tau"], chosen["cp_alpha"],
 if shortfall:
     st.warning(shortfall)
 
+share.publish("cp_")
 sampling_params = runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation)
 notice = runs.announce_cost(wb, "topk_counts", sampling_params, n0 + n)
 counts = runs.topk_counts(wb, sampling_params)
@@ -48,13 +54,14 @@ gain = runs.preprocessing_gain(wb)
 def decision(counts) -> None:
     st.markdown("**Decision** — re-decided from the cached counts, no resampling")
     d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
-    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cp_tau")
-    alpha = d2.select_slider("α (error probability)", ALPHAS, key="cp_alpha", format_func=lambda a: f"{a:g}")
-    levels = d3.multiselect("top-K% levels", list(counts.k_percents), key="cp_levels",
+    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cp_tau", help=help_for("cp_tau"))
+    alpha = d2.select_slider("α (error probability)", ALPHAS, key="cp_alpha", help=help_for("cp_alpha"), format_func=lambda a: f"{a:g}")
+    levels = d3.multiselect("top-K% levels", list(counts.k_percents), key="cp_levels", help=help_for("cp_levels"),
                             format_func=lambda k: f"top {k:g}%")
-    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="cp_correction", horizontal=True)
+    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="cp_correction", help=help_for("cp_correction"), horizontal=True)
     alpha_pred = d5.select_slider("α (prediction)", ALPHAS, key="cp_alpha_pred", format_func=lambda a: f"{a:g}",
-                                  help="error probability of the prediction's own certificate (Cohen et al.)")
+                                  help=help_for("cp_alpha_pred"))
+    share.publish("cp_")
     if not levels:
         st.info("Choose at least one top-K% level.")
         return
@@ -62,13 +69,17 @@ def decision(counts) -> None:
     ks = sub.k_percents
     cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, tau, alpha, correction)
     shortfall = pixel_cert.too_few_samples(cert.n, tau, alpha, cert.num_tests)
-    if shortfall:
-        st.warning(shortfall)
     said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
                               wb.target, wb.model.spec.class_names, prediction_cert.from_counts(counts, alpha_pred))
-    _show_guarantee(said, cert.classes.size, counts.normalisation)
+    said_briefly = guarantee.verdict(cert.classes, ks, cert.radius, said.rms, shortfall)
+    (st.warning if said_briefly.vacuous else st.success)(said_briefly.text,
+                                                         icon=":material/warning:" if said_briefly.vacuous else
+                                                         ":material/verified:")
+    _show_guarantee(said, cert.classes.size, counts.normalisation, said_briefly.vacuous)
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = pixel_viz.certified_overlay(base, cert.classes, ks)
+    if said_briefly.vacuous:               # nothing is certified: grey, so it cannot be read as a result
+        overlay = pixel_viz.greyed(overlay)
     left, mid, right = st.columns(3)
     with left:
         st.image(base, caption=f"input ({base.shape[1]}×{base.shape[0]}), target {wb.model.spec.class_names[wb.target]}",
@@ -102,9 +113,9 @@ def decision(counts) -> None:
     st.session_state["cp_last_certificate"] = (cert, sub)
 
 
-def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str) -> None:
+def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str, vacuous: bool) -> None:
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("certified radius R = σ·Φ⁻¹(τ)", f"{said.radius:.3f}",
+    m1.metric("certified radius R = σ·Φ⁻¹(τ)", f"{said.radius:.3f}" + (" (nothing certified)" if vacuous else ""),
               help=f"ℓ2 norm in the model's [0,1] input space; Holm/Bonferroni over {tests} tests.")
     m2.metric("per-pixel RMS change R/√d", f"{said.rms:.4f}")
     if said.radius_image is not None:

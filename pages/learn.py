@@ -6,6 +6,7 @@ from certlib import stats, teaching
 from certlib import teaching_viz as tv
 from certlib.errors import CertlibError
 from certlib.uniform_bound import difference_bound
+from ui import share
 from ui.workbench import remember, render_sidebar
 from ui.controls import ALPHAS
 
@@ -19,7 +20,16 @@ remember(learn_x1=-1.0, learn_x2=-0.5, learn_sigma=0.5, learn_tau=0.75, learn_n=
          learn_flip=0.3, learn_px_n=200, learn_px_tau=0.75, learn_px_alpha=1e-3, learn_px_correction="holm",
          learn_px_seed=0,
          learn_ratio=0.2, learn_d=1024, learn_view="d = 2",
-         learn_tk_eps=0.1, learn_tk_sigma=0.25, learn_tk_k=10, learn_tk_width=0.0)
+         learn_tk_eps=0.1, learn_tk_sigma=0.25, learn_tk_k=10, learn_tk_width=0.0,
+         choices={"learn_x1": (-2.5, 2.5), "learn_x2": (-2.5, 2.5), "learn_sigma": (0.05, 1.5),
+                  "learn_tau": (0.5, 0.99), "learn_n": PLANE_N, "learn_seed": (0, 2**31 - 1), "learn_alpha": ALPHAS,
+                  "learn_regions": ["base classifier f", "smoothed classifier g"], "learn_flip": (0.0, 0.6),
+                  "learn_px_n": PIXEL_N, "learn_px_tau": (0.5, 0.99), "learn_px_alpha": ALPHAS,
+                  "learn_px_correction": ["holm", "bonferroni"], "learn_px_seed": (0, 2**31 - 1),
+                  "learn_ratio": (0.0, 1.99), "learn_d": DIMS, "learn_view": ["d = 2", "d = 3"],
+                  "learn_tk_eps": (0.0, 1.0), "learn_tk_sigma": (0.05, 1.0), "learn_tk_k": (1, 32),
+                  "learn_tk_width": (0.0, 0.2)})
+share.publish("learn_")
 
 st.title("Learn")
 st.caption("Four small, exact toys that show what the certificates on the other pages mean. No model is used; "

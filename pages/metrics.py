@@ -4,11 +4,11 @@ from functools import partial
 
 import streamlit as st
 
-from certlib import attributions, export, metrics, metrics_viz, pixel_cert, sweep
+from certlib import attributions, export, metrics, metrics_viz, pixel_cert, sampling, sweep
 from certlib.errors import SHOWN_ERRORS, describe_error
-from ui import downloads, metrics_runs
+from ui import downloads, metrics_runs, share
 from ui.workbench import current, remember
-from ui.controls import ALPHAS
+from ui.controls import ALPHAS, help_for
 
 SIGMAS = [0.12, 0.15, 0.25, 0.33, 0.5, 0.75, 1.0]
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000]
@@ -20,7 +20,13 @@ usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, 
 remember(mx_methods=[m for m in ("grad", "input_x_gradient", "gradcam", "layercam") if m in usable],
          mx_images="grids", mx_limit=4, mx_sigmas=[0.25], mx_n=100, mx_n0=32, mx_seed=0, mx_normalisation=pixel_cert.DEFAULT_NORMALISATION, mx_tau=0.75,
          mx_alpha=1e-3, mx_levels=[5.0, 25.0, 50.0], mx_correction="holm", mx_replacement="blur",
-         mx_view_sigma=0.25, mx_line_k=25.0)
+         mx_view_sigma=0.25, mx_line_k=25.0,
+         choices={"mx_methods": usable, "mx_images": list(metrics_runs.IMAGE_SETS), "mx_limit": (1, 40),
+                  "mx_sigmas": SIGMAS, "mx_n": N_CHOICES, "mx_n0": [8, 16, 32, 64], "mx_seed": (0, 2**31 - 1),
+                  "mx_normalisation": list(pixel_cert.NORMALISATIONS), "mx_tau": (0.5, 0.99), "mx_alpha": ALPHAS,
+                  "mx_levels": list(sampling.DEFAULT_K_PERCENTS), "mx_correction": list(pixel_cert.CORRECTIONS),
+                  "mx_replacement": list(metrics.REPLACEMENTS), "mx_view_sigma": SIGMAS,
+                  "mx_line_k": list(sampling.DEFAULT_K_PERCENTS)})
 st.session_state["mx_methods"] = [m for m in st.session_state["mx_methods"] if m in usable]
 
 st.title("Metrics")
@@ -32,25 +38,26 @@ st.caption("Anani et al. (ICML 2025) compare attribution methods on three certif
 with st.container(border=True):
     st.markdown("**Sweep** — methods × images × σ; each run is sampled once and stored")
     c1, c2, c3 = st.columns([3, 2, 2])
-    methods = c1.multiselect("methods", usable, key="mx_methods",
+    methods = c1.multiselect("methods", usable, key="mx_methods", help=help_for("mx_methods"),
                              format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
     offered = metrics_runs.image_sets_for(wb.model.spec.family)
     if st.session_state.get("mx_images") not in offered:     # another model family: its own first set
         st.session_state["mx_images"] = offered[0]
-    image_set = c2.radio("images", offered, key="mx_images", format_func=metrics_runs.IMAGE_SETS.get)
-    limit = c3.slider("how many images", 1, 40, key="mx_limit", disabled=image_set == "current")
+    image_set = c2.radio("images", offered, key="mx_images", help=help_for("mx_images"), format_func=metrics_runs.IMAGE_SETS.get)
+    limit = c3.slider("how many images", 1, 40, key="mx_limit", help=help_for("mx_limit"), disabled=image_set == "current")
     c4, c5, c6, c7 = st.columns([3, 2, 2, 1])
-    sigmas = c4.multiselect("σ (noise levels)", SIGMAS, key="mx_sigmas")
-    n = c5.select_slider("n (estimation samples)", N_CHOICES, key="mx_n")
-    n0 = c6.select_slider("n0 (selection samples)", [8, 16, 32, 64], key="mx_n0")
-    seed = int(c7.number_input("seed", 0, 2**31 - 1, key="mx_seed"))
+    sigmas = c4.multiselect("σ (noise levels)", SIGMAS, key="mx_sigmas", help=help_for("mx_sigmas"))
+    n = c5.select_slider("n (estimation samples)", N_CHOICES, key="mx_n", help=help_for("mx_n"))
+    n0 = c6.select_slider("n0 (selection samples)", [8, 16, 32, 64], key="mx_n0", help=help_for("mx_n0"))
+    seed = int(c7.number_input("seed", 0, 2**31 - 1, key="mx_seed", help=help_for("mx_seed")))
     normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
-                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="mx_normalisation")
+                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="mx_normalisation", help=help_for("mx_normalisation"))
     if normalisation == "paper":
         st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
     st.caption("A grid is explained once per cell (four targets); the time of the missing runs is stated on the "
                "Compute button, from this store's past runs or a timing of each method on this machine.")
 
+share.publish("mx_")
 slow = [attributions.METHODS[m].label for m in methods if m in metrics_runs.SLOW_ON_CPU]
 if slow and wb.device == "cpu":
     st.info(f"{', '.join(slow)}: slow on the CPU — expect minutes per image. Results are stored, so this is paid once.")
@@ -90,15 +97,15 @@ if todo:
 
 def _decision_controls(runs) -> sweep.Decision | None:
     st.markdown("**Decision** — re-decided from the stored counts, no resampling")
+    share.publish("mx_")    # in the fragment too: its reruns do not reach the page's publish
     d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
-    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="mx_tau")
-    alpha = d2.select_slider("α (error probability)", ALPHAS, key="mx_alpha", format_func=lambda a: f"{a:g}")
-    levels = d3.multiselect("top-K% levels", list(runs[0].config.k_percents), key="mx_levels",
+    tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="mx_tau", help=help_for("mx_tau"))
+    alpha = d2.select_slider("α (error probability)", ALPHAS, key="mx_alpha", help=help_for("mx_alpha"), format_func=lambda a: f"{a:g}")
+    levels = d3.multiselect("top-K% levels", list(runs[0].config.k_percents), key="mx_levels", help=help_for("mx_levels"),
                             format_func=lambda k: f"top {k:g}%")
-    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="mx_correction", horizontal=True)
-    replacement = d5.radio("deleted pixels become", list(metrics.REPLACEMENTS), key="mx_replacement",
-                           horizontal=True, help="blur: the image blurred with σ = 1/4 of its side (default); "
-                                                 "zero: black; mean: the image's mean colour")
+    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="mx_correction", help=help_for("mx_correction"), horizontal=True)
+    replacement = d5.radio("deleted pixels become", list(metrics.REPLACEMENTS), key="mx_replacement", help=help_for("mx_replacement"),
+                           horizontal=True)
     if not levels:
         st.info("Choose at least one top-K% level.")
         return None
@@ -120,8 +127,8 @@ def _view_controls(summary, decision: sweep.Decision):
     if st.session_state.get("mx_line_k") not in decision.levels:
         st.session_state["mx_line_k"] = decision.levels[-1]
     v1, v2 = st.columns(2)
-    view_sigma = v1.selectbox("σ shown in the bars, curves and ranking", stored_sigmas, key="mx_view_sigma")
-    line_k = v2.selectbox("top-K% of the robustness-vs-σ chart", list(decision.levels), key="mx_line_k",
+    view_sigma = v1.selectbox("σ shown in the bars, curves and ranking", stored_sigmas, key="mx_view_sigma", help=help_for("mx_view_sigma"))
+    line_k = v2.selectbox("top-K% of the robustness-vs-σ chart", list(decision.levels), key="mx_line_k", help=help_for("mx_line_k"),
                           format_func=lambda k: f"top {k:g}%")
     return view_sigma, line_k
 

@@ -1,4 +1,4 @@
-"""Sparsified SmoothGrad (Levine, Singla & Feizi 2019): σ, n and the seed resample; the variant, τ, K, ε and α only
+"""Sparsified SmoothGrad (Levine, Singla & Feizi 2019): σ, n and the seed resample; the variant, κ, K, ε and α only
 re-decide from the cached sums."""
 from functools import partial
 
@@ -9,9 +9,9 @@ from certlib import sparse_viz as sv
 from certlib import sparse_smoothgrad as S
 from certlib import viz
 from certlib.errors import SHOWN_ERRORS, describe_error
-from ui import downloads, figures
+from ui import downloads, figures, share
 from ui import smoothgrad_runs as runs
-from ui.controls import ALPHAS
+from ui.controls import ALPHAS, help_for
 from ui.runs import announce_cost
 from ui.workbench import current, remember
 
@@ -20,23 +20,27 @@ SIGMA_CHOICES = [0.12, 0.25, 0.5, 0.75, 1.0]
 
 wb = current()
 remember(sg_sigma=0.25, sg_n=500, sg_seed=0, sg_compare=[], sg_variant="sparsified", sg_level=20.0, sg_k=10.0,
-         sg_eps=0.02, sg_alpha=1e-3, sg_bound="bernstein", sg_target=0.5)
+         sg_eps=0.02, sg_alpha=1e-3, sg_bound="bernstein", sg_target=0.5,
+         choices={"sg_sigma": SIGMA_CHOICES, "sg_n": N_CHOICES, "sg_seed": (0, 2**31 - 1), "sg_compare": SIGMA_CHOICES,
+                  "sg_variant": list(S.VARIANTS), "sg_level": list(S.DEFAULT_LEVELS), "sg_k": (1.0, 50.0),
+                  "sg_eps": (0.0, 1.0), "sg_alpha": ALPHAS, "sg_bound": list(S.SCALED_BOUNDS),
+                  "sg_target": (0.05, 1.0)})
 st.title("Sparsified SmoothGrad")
-st.caption("Levine, Singla & Feizi (2019): each noisy gradient map keeps only its top τ% pixels, mapped into [0, 1]; "
+st.caption("Levine, Singla & Feizi (2019): each noisy gradient map keeps only its top κ% pixels, mapped into [0, 1]; "
            "averaged under Gaussian noise, every pixel's value can move only a bounded amount under an ℓ2 "
            "perturbation of size ε, so part of the top K% provably stays in the top K%.")
 
 with st.container(border=True):
     st.markdown("**Sampling** — changing these draws new noisy samples")
     c1, c2, c3, c4 = st.columns([3, 3, 2, 3])
-    sigma = c1.select_slider("σ (noise level)", SIGMA_CHOICES, key="sg_sigma")
-    n = c2.select_slider("n (noisy samples)", N_CHOICES, key="sg_n")
-    seed = int(c3.number_input("seed", 0, 2**31 - 1, key="sg_seed"))
+    sigma = c1.select_slider("σ (noise level)", SIGMA_CHOICES, key="sg_sigma", help=help_for("sg_sigma"))
+    n = c2.select_slider("n (noisy samples)", N_CHOICES, key="sg_n", help=help_for("sg_n"))
+    seed = int(c3.number_input("seed", 0, 2**31 - 1, key="sg_seed", help=help_for("sg_seed")))
     options = [s for s in SIGMA_CHOICES if s != sigma]
     st.session_state["sg_compare"] = [s for s in st.session_state["sg_compare"] if s in options]  # σ moved onto one
-    compare = c4.multiselect("also plot σ", options, key="sg_compare",
-                             help="Samples these σ too (cached) and adds their curves and random points.")
+    compare = c4.multiselect("also plot σ", options, key="sg_compare", help=help_for("sg_compare"))
 
+share.publish("sg_")
 params = runs.SmoothGradParams(float(sigma), int(n), seed)
 per_sigma = n * (1 + len(params.eps_values) * sparse_check.RANDOM_DIRECTIONS)
 st.caption(f"Each σ draws {per_sigma} noisy attributions: n at x and n at each of {len(params.eps_values)} randomly "
@@ -68,20 +72,29 @@ with st.expander("Attack: try to push the top-K pixels out (PGD on the base attr
 def _controls():
     st.markdown("**Decision** — from the cached sums, no resampling")
     d1, d2, d3, d4, d5 = st.columns([3, 2, 2, 2, 2])
-    variant = d1.radio("variant", S.VARIANTS, key="sg_variant", format_func=S.VARIANT_LABELS.get)
-    level = d2.select_slider("τ: % kept per noisy map", list(samples.levels), key="sg_level",
+    variant = d1.radio("variant", S.VARIANTS, key="sg_variant", help=help_for("sg_variant"), format_func=S.VARIANT_LABELS.get)
+    level = d2.select_slider("κ: % kept per noisy map (sparsification)", list(samples.levels), key="sg_level", help=help_for("sg_level"),
                              format_func=lambda v: f"{v:g}%")
-    k_percent = d3.slider("K: top-K% pixels", 1.0, 50.0, step=1.0, key="sg_k", format="%.0f%%")
-    eps = d4.slider("ε (ℓ2 radius)", 0.0, 1.0, step=0.005, key="sg_eps", format="%.3f")
-    alpha = d5.select_slider("α (error probability)", ALPHAS, key="sg_alpha", format_func=lambda a: f"{a:g}")
+    k_percent = d3.slider("K: top-K% pixels", 1.0, 50.0, step=1.0, key="sg_k", help=help_for("sg_k"), format="%.0f%%")
+    eps = d4.slider("ε (ℓ2 radius)", 0.0, 1.0, step=0.005, key="sg_eps", help=help_for("sg_eps"), format="%.3f")
+    alpha = d5.select_slider("α (error probability)", ALPHAS, key="sg_alpha", help=help_for("sg_alpha"), format_func=lambda a: f"{a:g}")
     e1, e2 = st.columns([3, 4])
-    bound = e1.radio("bound for the scaled variant", S.SCALED_BOUNDS, key="sg_bound", horizontal=True,
-                     disabled=variant != "scaled", help="Clopper–Pearson is used for the binary variant.")
-    target = e2.slider("certify at least this overlap", 0.05, 1.0, step=0.05, key="sg_target")
+    bound = e1.radio("bound for the scaled variant", S.SCALED_BOUNDS, key="sg_bound", help=help_for("sg_bound"), horizontal=True,
+                     disabled=variant != "scaled")
+    target = e2.slider("certify at least this overlap", 0.05, 1.0, step=0.05, key="sg_target", help=help_for("sg_target"))
     return variant, level, k_percent, eps, alpha, bound, target
 
 
 def _metrics(cert: S.TopKCertificate, eps: float, target: float) -> None:
+    nothing = cert.paired_at([0.0])[0] == 0
+    if nothing:
+        st.warning("Nothing is certified, not even at ε = 0: the confidence intervals of the top K overlap those of "
+                   "the others. More samples n, a larger α, a smaller K or a larger κ help.", icon=":material/warning:")
+    else:
+        (st.success if cert.paired_overlap > 0 else st.warning)(
+            f"At least {cert.paired_overlap:.0%} of the top {cert.k:,} pixels stay in the top {cert.k:,} for every "
+            f"change of the image with ‖δ‖₂ ≤ ε = {eps:g} ([0, 1] pixel units), with probability ≥ 1 − α.",
+            icon=":material/verified:" if cert.paired_overlap > 0 else ":material/warning:")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(f"certified overlap at ε = {eps:g}", f"{cert.paired_overlap:.1%}",
               help=f"At least this share of the top {cert.k} pixels stays in the top {cert.k} for every ‖δ‖₂ ≤ ε "
@@ -93,9 +106,6 @@ def _metrics(cert: S.TopKCertificate, eps: float, target: float) -> None:
     m3.metric(f"largest ε for ≥ {target:.0%}", f"{cert.max_paired_eps(target):.4f}",
               help="Paired: certified for every ε strictly below this value; 0 means not even at ε = 0.")
     m4.metric("per pixel", f"{cert.max_eps(target):.4f}", help="The same for the per-pixel certificate.")
-    if cert.paired_at([0.0])[0] == 0:
-        st.info("Nothing is certified even at ε = 0: the confidence intervals of the top K overlap those of the "
-                "others. More samples n, a larger α, a smaller K or a larger τ help.")
 
 
 def _maps(cert: S.TopKCertificate, variant: str, level: float):
@@ -105,7 +115,7 @@ def _maps(cert: S.TopKCertificate, variant: str, level: float):
     plain = figures.remembered("sg_plain", samples, lambda: viz.attribution_figure(
         samples.smoothgrad, f"plain SmoothGrad (mean of {samples.n} maps)"))
     left.plotly_chart(plain, key="sg_plain")
-    mid.plotly_chart(sv.unit_map_figure(cert.mean, f"{variant} SmoothGrad ĝ, τ = {level:g}%"), key="sg_sparse")
+    mid.plotly_chart(sv.unit_map_figure(cert.mean, f"{variant} SmoothGrad ĝ, κ = {level:g}%"), key="sg_sparse")
     right.plotly_chart(sv.topk_overlay_figure(overlay, cert.mean, cert.lower, cert.upper, cert.radii, cert.top_mask),
                        key="sg_overlay")
     right.markdown(f"<span style='color:rgb{sv.CERTIFIED_RGB}'>■</span> certified at ε (per pixel) &nbsp; "
@@ -152,6 +162,7 @@ def _downloads(cert: S.TopKCertificate, overlay, curves, checks) -> None:
 @st.fragment
 def decision() -> None:
     variant, level, k_percent, eps, alpha, bound, target = _controls()
+    share.publish("sg_")
     try:
         cert = S.certify_topk(samples, variant, level, k_percent, eps, alpha, bound)
         more = [(p, S.certify_topk(s, variant, level, k_percent, eps, alpha, bound), s, r) for p, s, r in others]

@@ -6,16 +6,21 @@ import streamlit as st
 
 from certlib import export, uniform_cert, uniform_check, uniform_viz, viz
 from certlib.uniform_cert import KINDS
-from ui import downloads, figures, runs, uniform_runs
+from ui import downloads, figures, runs, share, uniform_runs
 from ui.uniform_runs import UniformParams
+from ui.controls import help_for
 from ui.workbench import current, remember
 
 N_CHOICES = [64, 128, 256, 512, 1000, 2000, 5000]
+EPS_FRACTIONS = [round(i / 100, 2) for i in range(101)]     # ε as a share of the plotted range, shown in real units
 CONFIDENCES = [0.05, 0.01, 1e-3, 1e-4, 1e-6]
 
 wb = current()
 remember(us_radius=4.0, us_n=512, us_mode="normalise", us_mfactor=1.5, us_seed=0, us_eps_frac=0.05, us_T=0.9,
-         us_delta=1e-3, us_kind="strict")
+         us_delta=1e-3, us_kind="strict",
+         choices={"us_radius": (0.25, 16.0), "us_n": N_CHOICES, "us_mode": ["normalise", "clip"],
+                  "us_seed": (0, 2**31 - 1), "us_mfactor": (0.5, 4.0), "us_eps_frac": EPS_FRACTIONS,
+                  "us_T": (0.5, 0.99), "us_delta": CONFIDENCES, "us_kind": list(KINDS)})
 st.title("Uniformly smoothed attributions")
 st.caption("Wang & Kong (2024): h(x) = E[g(x + η)] with η uniform in the ℓ2 ball of radius r and ‖g‖₂ ≤ M. "
            "Moving x by δ only exchanges the parts of the ball the shifted ball does not share, which bounds how far "
@@ -24,19 +29,18 @@ st.caption("Wang & Kong (2024): h(x) = E[g(x + η)] with η uniform in the ℓ2 
 with st.container(border=True):
     st.markdown("**Sampling** — changing these draws new samples")
     c1, c2, c3, c4 = st.columns([3, 3, 3, 2])
-    radius = c1.slider("r (ball radius, ℓ2 in [0,1] pixel units)", 0.25, 16.0, step=0.25, key="us_radius")
-    n = c2.select_slider("n (samples)", N_CHOICES, key="us_n")
-    mode = c3.radio("bound ‖g‖ ≤ M by", ["normalise", "clip"], key="us_mode", horizontal=True,
-                    help="normalise: every sampled map is rescaled to norm M = 1 (only directions count). "
-                         "clip: maps longer than M are shortened to M; M is set relative to the clean map's norm.")
-    seed = int(c4.number_input("seed", 0, 2**31 - 1, key="us_seed"))
+    radius = c1.slider("r (ball radius, ℓ2 in [0,1] pixel units)", 0.25, 16.0, step=0.25, key="us_radius", help=help_for("us_radius"))
+    n = c2.select_slider("n (samples)", N_CHOICES, key="us_n", help=help_for("us_n"))
+    mode = c3.radio("bound ‖g‖ ≤ M by", ["normalise", "clip"], key="us_mode", help=help_for("us_mode"), horizontal=True)
+    seed = int(c4.number_input("seed", 0, 2**31 - 1, key="us_seed", help=help_for("us_seed")))
     clean = uniform_runs.clean_map(wb, seed)
     if mode == "clip":
-        factor = c3.slider("M / ‖g(x)‖", 0.5, 4.0, step=0.1, key="us_mfactor")
+        factor = c3.slider("M / ‖g(x)‖", 0.5, 4.0, step=0.1, key="us_mfactor", help=help_for("us_mfactor"))
         M = float(factor * np.linalg.norm(clean)) or 1.0
     else:
         M = 1.0
 
+share.publish("us_")
 params = UniformParams(radius, n, M, mode, seed)
 notice = runs.announce_cost(wb, "uniform_mean", params, n)
 smoothed = uniform_runs.smoothed_map(wb, params)
@@ -57,12 +61,17 @@ grid = tuple(float(e) for e in uniform_cert.empirical_eps_grid(d, radius))
 def certificate() -> None:
     st.markdown("**Certificate** — recomputed from the cached ĥ(x), no resampling")
     e1, e2, e3, e4 = st.columns([3, 2, 2, 3])
-    eps_frac = e1.slider("ε as a fraction of the plotted range", 0.0, 1.0, step=0.01, key="us_eps_frac")
+    eps_frac = e1.select_slider("ε (ℓ2 size of the perturbation, [0,1] pixel units)", EPS_FRACTIONS,
+                                key="us_eps_frac", help=help_for("us_eps"),
+                                format_func=lambda f: f"{f * eps_axis[-1]:.3g} ({f:.0%} of the plotted range)")
     eps = float(eps_frac * eps_axis[-1])
-    T = e2.slider("target cosine T", 0.5, 0.99, step=0.01, key="us_T")
-    delta = e3.select_slider("δ_conf (sampling error)", CONFIDENCES, key="us_delta", format_func=lambda a: f"{a:g}")
-    kind = e4.radio("headline bound", list(KINDS), key="us_kind", format_func=lambda k: KINDS[k])
+    T = e2.slider("target cosine T", 0.5, 0.99, step=0.01, key="us_T", help=help_for("us_T"))
+    delta = e3.select_slider("δ_conf (sampling error)", CONFIDENCES, key="us_delta", help=help_for("us_delta"), format_func=lambda a: f"{a:g}")
+    kind = e4.radio("headline bound", list(KINDS), key="us_kind", help=help_for("us_kind"), format_func=lambda k: KINDS[k])
+    share.publish("us_")
     cert = uniform_cert.certify_uniform(smoothed, d, delta)
+    (st.success if cert.certifies_anything and cert.bound(eps, kind) > 0 else st.warning)(
+        uniform_cert.guarantee_sentence(cert, eps, kind))
     m1, m2, m3, m4, m5, m6 = st.columns(6)
     m1.metric("ε", f"{eps:.4g}")
     m2.metric(f"T(ε), {kind}", f"{cert.bound(eps, kind):.4f}")
@@ -71,7 +80,6 @@ def certificate() -> None:
     m4.metric("M (bound on ‖g‖)", f"{M:.4g}", help=f"mode: {mode}; d = {d} input dimensions")
     m5.metric(f"max certified ε for T = {T:g}", f"{cert.max_eps(T, kind):.4g}")
     m6.metric(f"min r for ε and T (at this ‖h‖)", _min_radius_text(cert, eps, T, kind))
-    st.info(uniform_cert.guarantee_sentence(cert, eps, kind))
     points = uniform_runs.cached_points(wb, params, grid) or []
     curves = {k: cert.curve(eps_axis, k) for k in KINDS}
     st.plotly_chart(uniform_viz.bound_figure(eps_axis, curves, points, marked_eps=eps), key="us_curves")

@@ -26,7 +26,7 @@ def test_page_shows_maps_bounds_and_a_sentence(page):
 def test_certificate_controls_never_resample(page):
     at, calls = page
     before = _metric(at, "T(ε)")
-    at.slider(key="us_eps_frac").set_value(0.01).run()
+    at.select_slider(key="us_eps_frac").set_value(0.01).run()
     assert float(_metric(at, "T(ε)")) > float(before)      # smaller ε, higher bound
     at.slider(key="us_T").set_value(0.7).run()
     at.select_slider(key="us_delta").set_value(0.05).run()
@@ -41,7 +41,7 @@ def test_certificate_controls_build_no_download_files(page, monkeypatch):
     built = []
     for module, name in ((uniform_viz, "bound_png"), (export, "uniform_curves_csv")):
         monkeypatch.setattr(module, name, lambda *a, _name=name, **k: built.append(_name) or b"")
-    at.slider(key="us_eps_frac").set_value(0.2).run()
+    at.select_slider(key="us_eps_frac").set_value(0.2).run()
     at.slider(key="us_T").set_value(0.8).run()
     assert not at.exception and built == []
     assert {b.proto.label for b in at.get("download_button")} >= {"plot PNG", "curves + points CSV"}
@@ -63,5 +63,5 @@ def test_measured_points_respect_the_proven_bound(page):
     assert any("Smallest margin measured − proven bound" in c.value for c in at.caption)
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 18
     n_after_measure = len(calls)
-    at.slider(key="us_eps_frac").set_value(0.3).run()       # points are reused, not recomputed
+    at.select_slider(key="us_eps_frac").set_value(0.3).run()       # points are reused, not recomputed
     assert len(calls) == n_after_measure

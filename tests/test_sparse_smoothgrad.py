@@ -82,7 +82,7 @@ def test_same_seed_same_sums_at_any_batch_size_other_seed_differs():
 
 def test_every_noisy_map_keeps_about_tau_percent():
     """Strictly above the (100−τ)-th percentile (linear rule, position (1−τ)(N−1)): N − ⌊(1−τ)(N−1)⌋ − 1 pixels
-    when the values are distinct (13 of 256 at τ = 5%, 51 at 20%)."""
+    when the values are distinct (13 of 256 at κ = 5%, 51 at 20%)."""
     s = S.sample_smoothgrad(_channel_sum, _image(4), 0.4, 30, (5.0, 20.0))
     assert s.ones.min() >= 0 and s.ones.max() <= 30
     assert s.ones[0].sum() == 30 * 13 and s.ones[1].sum() == 30 * 51

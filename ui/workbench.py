@@ -16,7 +16,8 @@ import torch
 from certlib import attributions, images, models, weights_download
 from certlib.errors import SHOWN_ERRORS, CertlibError, describe_error
 from certlib.viz import top_k_classes
-from ui import cache
+from ui import cache, share
+from ui.controls import help_for
 
 PERSISTENT_KEYS = ("device", "model_key", "image_source", "image_digit", "image_grid", "image_photo",
                    "image_photogrid", "target", "method")
@@ -58,11 +59,14 @@ def current() -> Workbench:
     return wb
 
 
-def remember(keys=(), rebind_all: bool = False, **defaults) -> None:
+def remember(keys=(), rebind_all: bool = False, choices: dict | None = None, **defaults) -> None:
     """Keep widget values across page switches: re-bind each key to session state (Streamlit drops the state of
     widgets a run did not draw) and seed defaults. Widgets bound this way must be created without `value=`.
     Keys are recorded, and every page's sidebar re-binds all recorded keys, so a page's settings survive a visit
-    to another page."""
+    to another page. A new session first takes the values of a shared link (ui.share; `choices` are the values a
+    link may set: a list, or a (low, high) range)."""
+    share.restore(defaults, choices, keys)
+    share.show_notices()
     known = st.session_state.setdefault("_remembered", set())
     known.update(keys, defaults)
     for key, default in defaults.items():
@@ -73,9 +77,27 @@ def remember(keys=(), rebind_all: bool = False, **defaults) -> None:
             st.session_state[key] = st.session_state[key]
 
 
+# One stylesheet for every page. Columns wrap (not squeeze) when the main area is narrow: Streamlit stacks them only
+# below a 640 px viewport, so at 800 px beside the sidebar four columns of ~120 px cut labels and shrink figures.
+# Metric labels wrap instead of ending in "…". `.st-key-stale` dims results that are being recomputed.
+PAGE_CSS = """<style>
+@media (max-width: 1200px) {
+  [data-testid="stHorizontalBlock"] { flex-wrap: wrap; row-gap: 0.75rem; }
+  [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] { min-width: min(260px, 100%); flex: 1 1 260px; }
+}
+[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] * {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+}
+[data-testid="stMetricValue"] { font-size: 1.75rem; }
+[class*="st-key-stale"] { opacity: 0.45; filter: grayscale(60%); pointer-events: none; }
+</style>"""
+
+
 def _page_frame() -> None:
-    """Page config and the navigation links; every page calls this first (see app.py on why not st.navigation)."""
+    """Page config, the shared stylesheet and the navigation links; every page calls this first (see app.py on why
+    not st.navigation)."""
     st.set_page_config(page_title="certexplorer", page_icon=str(ROOT / "assets" / "logo.png"), layout="wide")
+    st.html(PAGE_CSS)
     with st.sidebar:
         for path, label, icon in NAV:
             st.page_link(path, label=label, icon=icon)
@@ -84,7 +106,9 @@ def _page_frame() -> None:
 
 def render_sidebar() -> Workbench | None:
     _page_frame()
-    remember(PERSISTENT_KEYS, rebind_all=True, model_upload_c=3, model_upload_h=224, model_upload_w=224)
+    remember(PERSISTENT_KEYS, rebind_all=True, model_upload_c=3, model_upload_h=224, model_upload_w=224,
+             choices={"device": ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"],
+                      "image_source": list(IMAGE_SOURCES), "target": (0, 10**6)})
     st.session_state["workbench"] = None
     with st.sidebar:
         st.header("Workbench")
@@ -119,7 +143,8 @@ def render_sidebar() -> Workbench | None:
 def _device_picker() -> str:
     options = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
     labels = {"cpu": "CPU", "cuda": f"GPU ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""}
-    device = st.radio("Device", options, key="device", horizontal=True, format_func=labels.get)
+    device = st.radio("Device", options, key="device", horizontal=True, format_func=labels.get,
+                      help=help_for("device"))
     if not torch.cuda.is_available():
         st.caption("No CUDA GPU found: everything runs on the CPU.")
     return device
@@ -139,7 +164,7 @@ def _model_picker(device: str) -> models.LoadedModel | None:
                                          else next(iter(labels)))
     if st.session_state.get("download_notice"):
         st.success(st.session_state.pop("download_notice"))
-    key = st.selectbox("Model", list(labels), key="model_key", format_func=labels.get,
+    key = st.selectbox("Model", list(labels), key="model_key", format_func=labels.get, help=help_for("model_key"),
                        on_change=lambda: st.session_state.update(pairing_notice=""))
     unavailable = [s for s in specs if not s.available]
     if unavailable:
@@ -212,7 +237,8 @@ def _torchscript_uploader() -> None:
     with st.expander("Upload a TorchScript model"):
         st.caption("A `torch.jit.script`/`trace` export taking [B,C,H,W] pixels in [0,1] (normalise inside) and "
                    "returning logits [B,num_classes]. Plain `torch.save` pickles are refused, never unpickled.")
-        st.file_uploader("TorchScript file", key="model_upload")
+        st.file_uploader("TorchScript file", key="model_upload", max_upload_size=600,
+                         help="Up to 600 MB; loaded only in a sandboxed process.")
         c1, c2, c3 = st.columns(3)
         c1.number_input("channels", min_value=1, max_value=3, step=2, key="model_upload_c")
         c2.number_input("height", min_value=8, max_value=1024, key="model_upload_h")
@@ -250,6 +276,7 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
         if st.session_state.get("image_source") != "upload":
             st.session_state["image_source"] = family_default
     source = st.selectbox("Image set", list(IMAGE_SOURCES), key="image_source", format_func=IMAGE_SOURCES.get,
+                          help=help_for("image_source"),
                           on_change=_pair_model_with_gallery)
     if st.session_state.get("pairing_notice"):
         st.info(st.session_state["pairing_notice"], icon=":material/swap_horiz:")
@@ -261,7 +288,8 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
         by_key = {e.key: e for e in entries}
         if st.session_state.get(f"image_{source}") not in by_key:
             st.session_state[f"image_{source}"] = entries[0].key
-        key = st.selectbox("Image", list(by_key), key=f"image_{source}", format_func=lambda k: by_key[k].label)
+        key = st.selectbox("Image", list(by_key), key=f"image_{source}", format_func=lambda k: by_key[k].label,
+                           help=help_for("image"))
         entry = by_key[key]
     if entry is None:
         return None
@@ -302,7 +330,10 @@ def _pair_model_with_gallery() -> None:
 
 
 def _uploaded_image() -> images.ImageEntry | None:
-    st.file_uploader("PNG, JPEG or WebP", key="image_upload", on_change=_read_uploaded_image)
+    st.file_uploader("PNG, JPEG or WebP", key="image_upload", on_change=_read_uploaded_image,
+                     max_upload_size=images.MAX_UPLOAD_BYTES // 2**20,
+                     help=f"Up to {images.MAX_UPLOAD_BYTES // 2**20} MB and {images.MAX_PIXELS // 10**6} megapixels; "
+                          "the file's bytes decide its format, not its name.")
     if st.session_state.get("image_upload_error"):
         st.error(st.session_state["image_upload_error"])
     entry = st.session_state.get("uploaded_image")
@@ -328,12 +359,15 @@ def _read_uploaded_image() -> None:
 def _target_picker(spec: models.ModelSpec, image: images.ImageEntry, probs: np.ndarray) -> int:
     # The target defaults to the prediction and follows it when the model or the image changes.
     pair = (spec.key, image.key, image.sha256)
+    if st.session_state.pop("_share_target", False) and isinstance(st.session_state.get("target"), int) \
+            and st.session_state["target"] < spec.num_classes:
+        st.session_state["_target_for"] = pair        # a shared link's target class is kept, not reset
     if st.session_state.get("_target_for") != pair or st.session_state.get("target") is None \
             or st.session_state["target"] >= spec.num_classes:
         st.session_state["_target_for"] = pair
         st.session_state["target"] = int(np.argmax(probs))
     names = spec.class_names
-    target = st.selectbox("Target class", range(spec.num_classes), key="target",
+    target = st.selectbox("Target class", range(spec.num_classes), key="target", help=help_for("target"),
                           format_func=lambda i: f"{i}: {names[i]} ({probs[i]:.1%})")
     top = top_k_classes(probs, 5)
     st.caption("Top-5: " + " · ".join(f"**{names[i]}** {p:.1%}" for i, p in top))
@@ -344,7 +378,7 @@ def _method_picker(spec: models.ModelSpec) -> str:
     usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, spec) is None]
     if st.session_state.get("method") not in usable:
         st.session_state["method"] = attributions.DEFAULT_METHOD
-    method = st.selectbox("Attribution method", usable, key="method",
+    method = st.selectbox("Attribution method", usable, key="method", help=help_for("method"),
                           format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
     st.caption(attributions.METHODS[method].summary)
     blocked = [(k, attributions.unavailable_reason(k, spec)) for k in attributions.METHODS if k not in usable]

@@ -90,7 +90,7 @@ def test_uniform_smoothing_bounds_and_csv(page):
     wait_idle(page, settle=1.0)
     go(page, "Uniform smoothing")
     page.get_by_text("max certified ε").first.wait_for()
-    nudge_slider(page, "ε as a fraction", times=3)
+    nudge_slider(page, "ε (ℓ2 size", times=3)
     assert_no_exception(page, "uniform smoothing")
     assert download(page, "curves + points CSV", "uniform.csv").startswith(b"eps,bound_strict,bound_paper")
     shot(page, "03_uniform_smoothing")

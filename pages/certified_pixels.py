@@ -45,8 +45,10 @@ if shortfall:
 share.publish("cp_")
 sampling_params = runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation)
 notice = runs.announce_cost(wb, "topk_counts", sampling_params, n0 + n)
+stale = runs.stale_view("cp", wb, sampling_params, "topk_counts")
 counts = runs.topk_counts(wb, sampling_params)
 notice.empty()
+stale.empty()
 gain = runs.preprocessing_gain(wb)
 
 
@@ -92,7 +94,10 @@ def decision(counts) -> None:
                                            pixel_viz.certified_levels(cert.classes, ks)), key="cp_overlay")
         st.markdown(_legend(ks), unsafe_allow_html=True)
     with right:
-        st.plotly_chart(pixel_viz.certificate_bars(ks, cert.fractions), key="cp_bars")
+        bars = pixel_viz.certificate_bars(ks, cert.fractions)
+        st.plotly_chart(bars, key="cp_bars")
+    runs.keep_view("cp", wb, sampling_params, [("text", said_briefly.text),
+                                                ("image", overlay, "certified overlay"), ("figure", bars)])
     config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
               "image_sha256": wb.image.sha256, "target": wb.target, "method": wb.method, "sigma": counts.sigma,
               "n0": counts.n0, "n": counts.n, "seed": counts.seed, "tau": tau, "alpha": alpha,
@@ -115,7 +120,8 @@ def decision(counts) -> None:
 
 def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str, vacuous: bool) -> None:
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("certified radius R = σ·Φ⁻¹(τ)", f"{said.radius:.3f}" + (" (nothing certified)" if vacuous else ""),
+    m1.metric("certified radius R = σ·Φ⁻¹(τ)", f"{said.radius:.3f}",
+              delta="vacuous: nothing is certified" if vacuous else None, delta_color="off", delta_arrow="off",
               help=f"ℓ2 norm in the model's [0,1] input space; Holm/Bonferroni over {tests} tests.")
     m2.metric("per-pixel RMS change R/√d", f"{said.rms:.4f}")
     if said.radius_image is not None:

@@ -12,7 +12,7 @@ from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, figures, share
 from ui import smoothgrad_runs as runs
 from ui.controls import ALPHAS, help_for
-from ui.runs import announce_cost
+from ui.runs import announce_cost, keep_view, stale_view
 from ui.workbench import current, remember
 
 N_CHOICES = [32, 64, 128, 256, 500, 1000, 2000, 4000]
@@ -47,6 +47,7 @@ st.caption(f"Each σ draws {per_sigma} noisy attributions: n at x and n at each 
            "perturbed inputs (ε = " + ", ".join(f"{e:g}" for e in params.eps_values) + "). Each is sampled once and "
            "cached; the decision below never resamples.")
 notice = announce_cost(wb, "sg_samples", params, per_sigma * (1 + len(compare)))
+stale = stale_view("sg", wb, params, "sg_samples")
 try:
     samples = runs.samples(wb, params)
     randoms = runs.random_runs(wb, params)
@@ -56,6 +57,7 @@ except SHOWN_ERRORS as exc:
     st.error(f"Sampling failed: {describe_error(exc)}")
     st.stop()
 notice.empty()
+stale.empty()
 
 with st.expander("Attack: try to push the top-K pixels out (PGD on the base attribution)"):
     st.caption(f"For each ε in {', '.join(f'{e:g}' for e in params.eps_values)} an ℓ2 PGD attack "
@@ -120,6 +122,7 @@ def _maps(cert: S.TopKCertificate, variant: str, level: float):
                        key="sg_overlay")
     right.markdown(f"<span style='color:rgb{sv.CERTIFIED_RGB}'>■</span> certified at ε (per pixel) &nbsp; "
                    f"<span style='color:rgb{sv.UNCERTIFIED_RGB}'>■</span> top-K, not certified", unsafe_allow_html=True)
+    keep_view("sg", wb, params, [("figure", plain), ("image", overlay, "certified top-K overlay")])
     return overlay
 
 

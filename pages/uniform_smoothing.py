@@ -43,15 +43,19 @@ with st.container(border=True):
 share.publish("us_")
 params = UniformParams(radius, n, M, mode, seed)
 notice = runs.announce_cost(wb, "uniform_mean", params, n)
+stale = runs.stale_view("us", wb, params, "uniform_mean")
 smoothed = uniform_runs.smoothed_map(wb, params)
 notice.empty()
+stale.empty()
 d = int(wb.x[0].numel())
 
 left, right = st.columns(2)
 left.plotly_chart(figures.remembered("us_raw", clean, lambda: viz.attribution_figure(clean, "raw attribution g(x)")),
                   key="us_raw")
-right.plotly_chart(figures.remembered("us_smooth", smoothed, lambda: viz.attribution_figure(
-    smoothed.mean, f"smoothed ĥ(x), n = {n}, r = {radius:g}")), key="us_smooth")
+smooth_figure = figures.remembered("us_smooth", smoothed, lambda: viz.attribution_figure(
+    smoothed.mean, f"smoothed ĥ(x), n = {n}, r = {radius:g}"))
+right.plotly_chart(smooth_figure, key="us_smooth")
+runs.keep_view("us", wb, params, [("figure", smooth_figure)])
 
 eps_axis = uniform_cert.eps_axis(d, radius)
 grid = tuple(float(e) for e in uniform_cert.empirical_eps_grid(d, radius))

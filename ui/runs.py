@@ -100,6 +100,53 @@ def announce_cost(wb: Workbench, kind: str, params, copies: int):
     return notice
 
 
+def view_token(wb: Workbench) -> tuple:
+    """What a page's last results belong to besides its sampling parameters: model, image, target, method."""
+    return (wb.model.spec.key, wb.model.compute_key, wb.image.sha256, wb.target, wb.method)
+
+
+def keep_view(page: str, wb: Workbench, params, parts: list[tuple]) -> None:
+    """Remember what the page last showed, as static parts: ("text", str), ("image", array, caption) or
+    ("figure", plotly figure). Shown dimmed by `stale_view` while the next results are sampled."""
+    st.session_state[f"_view_{page}"] = {"token": view_token(wb), "params": params, "parts": parts}
+
+
+def stale_view(page: str, wb: Workbench, params, kind: str):
+    """While sampling for `params` (not cached yet): the page's previous results, dimmed and labelled with what
+    changed, so the page never goes blank or jumps. Returns a placeholder to empty when the new results arrive."""
+    slot = st.empty()
+    last = st.session_state.get(f"_view_{page}")
+    if last is None or is_cached(wb, kind, params):
+        return slot
+    changed = _what_changed(last, wb, params)
+    with slot.container(key=f"stale_{page}"):
+        st.caption(f"Stale: {changed}; resampling … these are the previous results.")
+        cols = st.columns(max(1, sum(1 for p in last["parts"] if p[0] != "text")))
+        i = 0
+        for part in last["parts"]:
+            if part[0] == "text":
+                st.markdown(part[1])
+                continue
+            with cols[i]:
+                if part[0] == "image":
+                    st.image(part[1], caption=part[2], width="stretch")
+                else:
+                    st.plotly_chart(part[1], key=f"stale_{page}_{i}")
+            i += 1
+    return slot
+
+
+def _what_changed(last: dict, wb: Workbench, params) -> str:
+    if last["token"] != view_token(wb):
+        names = ("model", "device", "image", "target class", "method")
+        return ", ".join(n for n, a, b in zip(names, last["token"], view_token(wb)) if a != b) + " changed"
+    old, new = last["params"], params
+    fields = getattr(old, "__dataclass_fields__", {})
+    diffs = [f"{name} {getattr(old, name)} → {getattr(new, name)}" for name in fields
+             if getattr(old, name) != getattr(new, name)]
+    return (", ".join(diffs) if diffs else "settings changed").replace("sigma", "σ").replace("radius", "r")
+
+
 def preprocessing_gain(wb: Workbench) -> float:
     """images.preprocessing_gain for the workbench's image and model, cached per (image, model input)."""
     memo = st.session_state.setdefault("_preprocessing_gain", {})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-ABSTAIN_RGB = (255, 191, 0)                       # amber: "no certificate here", never hidden
-LEVEL_RGB = ((214, 39, 40), (255, 127, 14), (148, 103, 189), (31, 119, 180), (23, 190, 207), (44, 160, 44),
-             (140, 86, 75), (227, 119, 194))      # one colour per K level, smallest K first
+from certlib import palette
+
+ABSTAIN_RGB = palette.ABSTAIN                     # "no certificate here", never hidden
+LEVEL_RGB = palette.CERTIFIED_IN_SHADES           # certified in the top K: darker blue for a smaller K
 
 
 def certified_levels(classes: np.ndarray, k_percents: tuple[float, ...]) -> np.ndarray:
@@ -30,7 +31,7 @@ def certified_overlay(base_rgb: np.ndarray, classes: np.ndarray, k_percents: tup
     colour = np.zeros((*levels.shape, 3), dtype=np.float32)
     weight = np.zeros(levels.shape, dtype=np.float32)
     for i in range(len(k_percents)):
-        colour[levels == i] = LEVEL_RGB[rank[i] % len(LEVEL_RGB)]
+        colour[levels == i] = palette.level_colour(rank[i])
         weight[levels == i] = alpha
     colour[levels == -1] = ABSTAIN_RGB
     weight[levels == -1] = alpha
@@ -39,29 +40,40 @@ def certified_overlay(base_rgb: np.ndarray, classes: np.ndarray, k_percents: tup
 
 
 def overlay_figure(overlay_rgb: np.ndarray, top_frequency: np.ndarray, k_percents: tuple[float, ...],
-                   levels: np.ndarray) -> go.Figure:
-    """The overlay as an image; hover shows each K's vote frequency (share of noisy copies in the top K%)."""
+                   levels: np.ndarray, title: str = "certified pixels") -> go.Figure:
+    """The overlay as an image with its legend inside the figure; hover shows each K's vote frequency (share of
+    noisy copies in the top K%)."""
     order = np.argsort(k_percents)
     names = {-1: "abstain", -2: "certified not top"}
     level_text = np.vectorize(lambda v: names.get(int(v), f"certified top-{k_percents[int(v)]:g}%"))(levels)
     custom = np.stack([level_text] + [np.char.mod("%.3f", top_frequency[i]) for i in order], axis=-1)
     hover = "row %{y}, col %{x}<br>%{customdata[0]}<br>" + "<br>".join(
         f"in top-{k_percents[i]:g}%: %{{customdata[{j + 1}]}}" for j, i in enumerate(order)) + "<extra></extra>"
-    return go.Figure(dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover),
-                     layout=dict(margin=dict(l=0, r=0, t=0, b=0), height=420, xaxis=dict(visible=False),
-                                 yaxis=dict(visible=False)))
+    image = dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover)
+    keys = [(f"certified top {k_percents[i]:g}%", palette.level_colour(r)) for r, i in enumerate(order)]
+    keys += [("abstain", palette.ABSTAIN), ("certified not top (clear)", palette.CERTIFIED_OUT)]
+    legend = [dict(type="scatter", x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
+                   marker=dict(symbol="square", size=12, color=palette.hex_colour(rgb))) for name, rgb in keys]
+    return go.Figure([image, *legend], layout=dict(
+        title=dict(text=title, x=0.5, xanchor="center"), margin=dict(l=0, r=0, t=36, b=0), height=460,
+        xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x", autorange="reversed"),
+        legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.02, yanchor="top"), plot_bgcolor="white"))
 
 
 def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndarray]) -> go.Figure:
     """Stacked bars per K of the share of pixels certified top / certified not top / abstaining."""
     order = np.argsort(k_percents)
     x = [f"top {k_percents[i]:g}%" for i in order]
-    colours = {"certified top-K": "#d62728", "certified not top-K": "#c7c7c7", "abstain": "#ffbf00"}
+    colours = {"certified top-K": palette.hex_colour(palette.CERTIFIED_IN),
+               "certified not top-K": palette.hex_colour(palette.CERTIFIED_OUT),
+               "abstain": palette.hex_colour(palette.ABSTAIN)}
     bars = [dict(type="bar", name=name, x=x, y=np.asarray(fractions[name])[order], marker_color=colours[name],
                  hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>") for name in colours]
-    return go.Figure(bars, layout=dict(barmode="stack",
+    return go.Figure(bars, layout=dict(barmode="stack", title=dict(text="share of pixels per level", x=0.5,
+                                                                    xanchor="center"),
                                        yaxis=dict(tickformat=".0%", range=[0, 1], title="share of pixels"),
-                                       height=320, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h")))
+                                       height=360, margin=dict(l=10, r=10, t=36, b=10),
+                                       legend=dict(orientation="h", y=-0.12, yanchor="top")))
 
 
 def greyed(rgb: np.ndarray) -> np.ndarray:

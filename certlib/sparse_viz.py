@@ -6,15 +6,18 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-CERTIFIED_RGB = (44, 160, 44)        # green: provably stays in the top K for every ‖δ‖ ≤ ε
-UNCERTIFIED_RGB = (214, 39, 40)      # red: in the estimated top K, no guarantee at this ε
-POINT_STYLE = {"random": ("circle", "#1f77b4"), "attack": ("x", "#d62728")}
+from certlib import palette
+
+CERTIFIED_RGB = palette.CERTIFIED_IN       # blue: provably stays in the top K for every ‖δ‖ ≤ ε
+UNCERTIFIED_RGB = palette.NOT_CERTIFIED    # vermillion: in the estimated top K, no guarantee at this ε
+POINT_STYLE = {"random": ("circle", palette.RANDOM_POINT), "attack": ("x", palette.ATTACK_POINT)}
 CURVE_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
 def topk_certified_overlay(base_rgb: np.ndarray, top_mask: np.ndarray, certified_mask: np.ndarray,
                            alpha: float = 0.75) -> np.ndarray:
-    """uint8 [H,W,3]: the image with its top-K pixels in green (certified) or red (not certified); others untouched."""
+    """uint8 [H,W,3]: the image with its top-K pixels in blue (certified) or vermillion (not certified); others
+    untouched (certlib.palette)."""
     top = np.asarray(top_mask, dtype=bool)
     certified = np.asarray(certified_mask, dtype=bool) & top
     colour = np.zeros((*top.shape, 3), dtype=np.float32)
@@ -35,9 +38,16 @@ def topk_overlay_figure(overlay_rgb: np.ndarray, mean: np.ndarray, lower: np.nda
                        radius_text], axis=-1)
     hover = ("row %{y}, col %{x}<br>%{customdata[0]}<br>ĝ = %{customdata[1]} in [%{customdata[2]}, "
              "%{customdata[3]}]<br>certified while ε < %{customdata[4]}<extra></extra>")
-    return go.Figure(dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover),
-                     layout=dict(margin=dict(l=0, r=0, t=30, b=0), height=380, title="top-K pixels at ε",
-                                 xaxis=dict(visible=False), yaxis=dict(visible=False)))
+    legend = [dict(type="scatter", x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
+                   marker=dict(symbol="square", size=12, color=palette.hex_colour(rgb)))
+              for name, rgb in (("certified at ε (per pixel)", CERTIFIED_RGB), ("top K, not certified", UNCERTIFIED_RGB))]
+    return go.Figure([dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover), *legend],
+                     layout=dict(margin=dict(l=0, r=0, t=36, b=0), height=420,
+                                 title=dict(text="top-K pixels at ε", x=0.5, xanchor="center"),
+                                 xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x",
+                                                                       autorange="reversed"),
+                                 legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.02, yanchor="top"),
+                                 plot_bgcolor="white"))
 
 
 def unit_map_figure(values: np.ndarray, title: str = "") -> go.Figure:

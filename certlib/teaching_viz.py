@@ -11,7 +11,7 @@ from certlib.pixel_viz import ABSTAIN_RGB, LEVEL_RGB
 
 CLASS_FILL = ("#c6dbef", "#fdd0a2", "#c7e9c0", "#dadaeb")     # light: regions
 CLASS_MARK = ("#2171b5", "#d94801", "#238b45", "#6a51a3")     # dark: samples
-CERTIFIED_TOP = "rgb" + str(LEVEL_RGB[0])
+CERTIFIED_TOP = "rgb" + str(LEVEL_RGB[1])
 ABSTAIN = "rgb" + str(ABSTAIN_RGB)
 NOT_TOP = "#e8e8e8"
 MARGIN = dict(l=10, r=10, t=40, b=10)

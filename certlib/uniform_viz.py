@@ -7,10 +7,13 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from certlib import palette
+
 from certlib.uniform_cert import KINDS
 
 CURVE_STYLE = {"strict": dict(color="#2ca02c", dash="solid"), "paper": dict(color="#9467bd", dash="dash")}
-POINT_STYLE = {"random": dict(color="#1f77b4", symbol="circle"), "attack": dict(color="#d62728", symbol="x")}
+POINT_STYLE = {"random": dict(color=palette.RANDOM_POINT, symbol="circle"),
+               "attack": dict(color=palette.ATTACK_POINT, symbol="x")}
 
 
 def bound_figure(eps: np.ndarray, curves: dict[str, np.ndarray], points: Sequence = (),

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from certlib import palette
+
 
 def top_k_classes(probs: np.ndarray, k: int = 5) -> list[tuple[int, float]]:
     """[(class index, probability)] of the k most probable classes, most probable first."""
@@ -26,7 +28,7 @@ def probability_bar(probs: np.ndarray, class_names: tuple[str, ...], k: int = 5,
     top = top_k_classes(probs, k)
     labels = [f"{i}: {class_names[i]}" for i, _ in top]
     values = [p for _, p in top]
-    colours = ["#d62728" if i == highlight else "#1f77b4" for i, _ in top]
+    colours = [palette.HIGHLIGHT if i == highlight else palette.NEUTRAL for i, _ in top]
     bar = dict(type="bar", x=values, y=labels, orientation="h", marker_color=colours,
                text=[f"{p:.1%}" for p in values], textposition="auto", hovertemplate="%{y}: %{x:.4f}<extra></extra>")
     return go.Figure(bar, layout=dict(xaxis=dict(range=[0, 1], title="probability", tickformat=".0%"),

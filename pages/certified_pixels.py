@@ -91,8 +91,10 @@ def decision(counts) -> None:
                         key="cp_attr")
     with mid:
         st.plotly_chart(pixel_viz.overlay_figure(overlay, sub.top_frequency, ks,
-                                           pixel_viz.certified_levels(cert.classes, ks)), key="cp_overlay")
-        st.markdown(_legend(ks), unsafe_allow_html=True)
+                                                 pixel_viz.certified_levels(cert.classes, ks),
+                                                 f"certified for every ‖δ‖₂ ≤ R = {cert.radius:.3g}"
+                                                 + (" (vacuous)" if said_briefly.vacuous else "")),
+                        key="cp_overlay")
     with right:
         bars = pixel_viz.certificate_bars(ks, cert.fractions)
         st.plotly_chart(bars, key="cp_bars")
@@ -134,14 +136,6 @@ def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str, v
     (st.success if said.prediction_covers else st.warning)(said.prediction_sentence)
     if normalisation == "paper":
         st.warning(f"Paper variant of h^K: {pixel_cert.PAPER_WARNING}.")
-
-
-def _legend(ks) -> str:
-    order = np.argsort(ks)
-    chips = [(pixel_viz.LEVEL_RGB[r % len(pixel_viz.LEVEL_RGB)], f"certified top {ks[i]:g}%") for r, i in enumerate(order)]
-    chips += [(pixel_viz.ABSTAIN_RGB, "abstain"), ((255, 255, 255), "certified not top (transparent)")]
-    return " ".join(f"<span style='display:inline-block;width:12px;height:12px;background:rgb{c};"
-                    f"border:1px solid #888;margin:0 4px 0 10px'></span>{label}" for c, label in chips)
 
 
 with st.container(border=True):

@@ -120,8 +120,6 @@ def _maps(cert: S.TopKCertificate, variant: str, level: float):
     mid.plotly_chart(sv.unit_map_figure(cert.mean, f"{variant} SmoothGrad ĝ, κ = {level:g}%"), key="sg_sparse")
     right.plotly_chart(sv.topk_overlay_figure(overlay, cert.mean, cert.lower, cert.upper, cert.radii, cert.top_mask),
                        key="sg_overlay")
-    right.markdown(f"<span style='color:rgb{sv.CERTIFIED_RGB}'>■</span> certified at ε (per pixel) &nbsp; "
-                   f"<span style='color:rgb{sv.UNCERTIFIED_RGB}'>■</span> top-K, not certified", unsafe_allow_html=True)
     keep_view("sg", wb, params, [("figure", plain), ("image", overlay, "certified top-K overlay")])
     return overlay
 

@@ -1,6 +1,8 @@
 """Figures: the top-k probability chart."""
 import numpy as np
 
+from certlib import palette
+
 from certlib.viz import probability_bar, top_k_classes
 
 
@@ -14,7 +16,7 @@ def test_probability_bar_highlights_the_target():
     fig = probability_bar(probs, ("a", "b", "c"), k=2, highlight=2)
     bar = fig.data[0]
     assert list(bar.y) == ["1: b", "2: c"]
-    assert list(bar.marker.color) == ["#1f77b4", "#d62728"]
+    assert list(bar.marker.color) == [palette.NEUTRAL, palette.HIGHLIGHT]
 
 
 def test_certified_levels_by_hand():
@@ -42,3 +44,33 @@ def test_certified_overlay_colours_by_smallest_level_and_never_hides_abstain():
     assert tuple(out[0, 3]) == (100, 100, 100)         # certified not top: transparent
     half = certified_overlay(base, classes, (50.0, 5.0), alpha=0.5)
     assert tuple(half[0, 2]) == tuple(int(v) for v in np.floor((100 + np.array(ABSTAIN_RGB)) / 2 + 0.5))
+
+
+def test_one_palette_with_fixed_meanings_on_every_certificate_figure():
+    """Certified-in is blue, abstain orange, not-certified vermillion, certified-out light grey, on the pixel overlay,
+    its bars and the Sparsified SmoothGrad overlay; all four are distinct for the three common colour-vision
+    deficiencies (simulated with the Viénot/Brettel matrices), and legends sit inside the figures."""
+    from certlib import pixel_viz, sparse_viz
+
+    base = np.full((4, 4, 3), 255, np.uint8)
+    classes = np.array([[[1, 0, -1, 0]] * 4, [[1, 1, -1, 0]] * 4], dtype=np.int8)
+    overlay = pixel_viz.certified_overlay(base, classes, (5.0, 25.0), alpha=1.0)
+    assert tuple(overlay[0, 0]) == palette.CERTIFIED_IN_SHADES[0] and tuple(overlay[0, 2]) == palette.ABSTAIN
+    assert tuple(overlay[0, 1]) == palette.CERTIFIED_IN_SHADES[1] and tuple(overlay[0, 3]) == (255, 255, 255)
+    fig = pixel_viz.overlay_figure(overlay, np.zeros((2, 4, 4)), (5.0, 25.0), pixel_viz.certified_levels(classes, (5.0, 25.0)))
+    assert fig.layout.title.text and {t.name for t in fig.data[1:]} >= {"certified top 5%", "abstain"}
+    bars = pixel_viz.certificate_bars((5.0, 25.0), {"certified top-K": np.zeros(2), "certified not top-K": np.zeros(2),
+                                                     "abstain": np.zeros(2)})
+    assert {b.name: b.marker.color for b in bars.data}["certified top-K"] == palette.hex_colour(palette.CERTIFIED_IN)
+    assert bars.layout.title.text
+    sparse = sparse_viz.topk_certified_overlay(base, np.ones((4, 4), bool), np.eye(4, dtype=bool), alpha=1.0)
+    assert tuple(sparse[0, 0]) == palette.CERTIFIED_IN and tuple(sparse[0, 1]) == palette.NOT_CERTIFIED
+    # Colour-blind safety: simulated protanopia, deuteranopia and tritanopia keep the four meanings apart.
+    sims = {"protan": np.array([[0.152, 1.053, -0.205], [0.115, 0.786, 0.099], [-0.004, -0.048, 1.052]]),
+            "deutan": np.array([[0.367, 0.861, -0.228], [0.280, 0.673, 0.047], [-0.012, 0.043, 0.969]]),
+            "tritan": np.array([[1.256, -0.077, -0.179], [-0.078, 0.931, 0.148], [0.005, 0.691, 0.304]])}
+    colours = np.array([palette.CERTIFIED_IN, palette.ABSTAIN, palette.NOT_CERTIFIED, palette.CERTIFIED_OUT]) / 255
+    for name, m in sims.items():
+        seen = np.clip(colours ** 2.2 @ m.T, 0, 1) ** (1 / 2.2)
+        gaps = [np.abs(seen[i] - seen[j]).max() for i in range(4) for j in range(i + 1, 4)]
+        assert min(gaps) > 0.15, (name, gaps)       # the old red/green pair: 0.10 under deuteranopia

@@ -45,7 +45,9 @@ def overlay_figure(overlay_rgb: np.ndarray, top_frequency: np.ndarray, k_percent
     noisy copies in the top K%)."""
     order = np.argsort(k_percents)
     names = {-1: "abstain", -2: "certified not top"}
-    level_text = np.vectorize(lambda v: names.get(int(v), f"certified top-{k_percents[int(v)]:g}%"))(levels)
+    # names[v] for the negative codes; the f-string only for level indices (it would index k_percents with −1, −2)
+    level_text = np.vectorize(lambda v: names[int(v)] if int(v) < 0 else f"certified top-{k_percents[int(v)]:g}%",
+                              otypes=[object])(levels).astype(str)
     custom = np.stack([level_text] + [np.char.mod("%.3f", top_frequency[i]) for i in order], axis=-1)
     hover = "row %{y}, col %{x}<br>%{customdata[0]}<br>" + "<br>".join(
         f"in top-{k_percents[i]:g}%: %{{customdata[{j + 1}]}}" for j, i in enumerate(order)) + "<extra></extra>"

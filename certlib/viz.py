@@ -40,10 +40,22 @@ def probability_bar(probs: np.ndarray, class_names: tuple[str, ...], k: int = 5,
 
 
 def attribution_figure(attr: np.ndarray, title: str = "") -> go.Figure:
-    """A signed attribution map with a symmetric diverging colour scale."""
-    lim = float(np.max(np.abs(attr))) or 1.0
-    heatmap = dict(type="heatmap", z=attr, colorscale="RdBu_r", zmin=-lim, zmax=lim,
-                   hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>")
-    return go.Figure(heatmap, layout=dict(title=title, height=420, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
-                                          yaxis=dict(autorange="reversed", visible=False, scaleanchor="x"),
-                                          xaxis=dict(visible=False)))
+    """An attribution map: a signed map on a symmetric diverging scale (blue < 0 < red), an unsigned one (no value
+    below 0, e.g. |gradient| or a CAM) on a one-sided sequential scale from 0. The colour bar is as tall as the map
+    and sits beside it."""
+    attr = np.asarray(attr)
+    top = float(np.nanmax(attr)) if attr.size else 0.0
+    unsigned = attr.size == 0 or float(np.nanmin(attr)) >= 0
+    if unsigned:
+        scale = dict(colorscale="Viridis", zmin=0.0, zmax=top or 1.0)
+    else:
+        lim = float(np.nanmax(np.abs(attr))) or 1.0
+        scale = dict(colorscale="RdBu_r", zmin=-lim, zmax=lim)
+    heatmap = dict(type="heatmap", z=attr, **scale, hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>",
+                   colorbar=dict(len=1.0, lenmode="fraction", y=0.5, yanchor="middle", thickness=12,
+                                 tickformat=".2g", outlinewidth=0))
+    return go.Figure(heatmap, layout=dict(title=dict(text=title or "attribution", x=0.5, xanchor="center"),
+                                          height=420, margin=dict(l=0, r=0, t=36, b=0),
+                                          yaxis=dict(autorange="reversed", visible=False, scaleanchor="x",
+                                                     constrain="domain"),
+                                          xaxis=dict(visible=False, constrain="domain")))

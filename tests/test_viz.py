@@ -1,4 +1,5 @@
 """Figures: the top-k probability chart."""
+import pytest
 import numpy as np
 
 from certlib import palette
@@ -74,3 +75,24 @@ def test_one_palette_with_fixed_meanings_on_every_certificate_figure():
         seen = np.clip(colours ** 2.2 @ m.T, 0, 1) ** (1 / 2.2)
         gaps = [np.abs(seen[i] - seen[j]).max() for i in range(4) for j in range(i + 1, 4)]
         assert min(gaps) > 0.15, (name, gaps)       # the old red/green pair: 0.10 under deuteranopia
+
+
+def test_attribution_figures_are_one_sided_for_unsigned_maps():
+    from certlib.viz import attribution_figure
+
+    unsigned = attribution_figure(np.abs(np.random.default_rng(0).normal(size=(8, 8))), "|gradient|")
+    heat = unsigned.data[0]
+    assert heat.zmin == 0 and heat.zmax == pytest.approx(float(np.abs(heat.z).max())) and heat.colorscale
+    signed = attribution_figure(np.array([[-1.0, 0.5], [0.25, 0.0]]), "signed").data[0]
+    assert signed.zmin == -1.0 and signed.zmax == 1.0
+    assert unsigned.layout.title.text == "|gradient|" and heat.colorbar.len == 1.0
+
+
+def test_overlay_figure_with_a_single_level():
+    from certlib import pixel_viz
+
+    classes = np.array([[[1, 0], [-1, 0]]], dtype=np.int8)
+    levels = pixel_viz.certified_levels(classes, (25.0,))
+    fig = pixel_viz.overlay_figure(np.zeros((2, 2, 3), np.uint8), np.zeros((1, 2, 2)), (25.0,), levels)
+    assert [row[0] for row in fig.data[0].customdata[0]] == ["certified top-25%", "certified not top"]
+    assert fig.data[0].customdata[1][0][0] == "abstain"

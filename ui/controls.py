@@ -66,6 +66,11 @@ HELP: dict[str, str] = {
     "sg_bound": "Confidence bounds for the scaled variant (Clopper–Pearson is used for the binary variant). "
                 + REDECIDES,
     "sg_target": "The overlap the 'largest ε' metrics aim for. " + REDECIDES,
+    # Compare
+    "cmp_mode": "Compare attribution methods on this model, or this method on the three digits checkpoints trained "
+                "with noise σ_train = 0, 0.25, 0.5. " + RESAMPLES,
+    "cmp_methods": "Two to four methods, each a cell of the grid (cached like a Certified pixels run). " + RESAMPLES,
+    "cmp_k": "The top-K% level every cell shows. " + REDECIDES,
     # Metrics
     "mx_methods": "Methods swept; each (method, image, σ) run is sampled once and stored. " + RESAMPLES,
     "mx_images": "The image set of the sweep; grids add localization. " + RESAMPLES,

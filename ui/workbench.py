@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAV = (("app.py", "Home", ":material/home:"), ("pages/certified_pixels.py", "Certified pixels", ":material/grid_on:"),
        ("pages/uniform_smoothing.py", "Uniform smoothing", ":material/blur_on:"),
        ("pages/sparsified_smoothgrad.py", "Sparsified SmoothGrad", ":material/filter_center_focus:"),
+       ("pages/compare.py", "Compare", ":material/view_column:"),
        ("pages/metrics.py", "Metrics", ":material/leaderboard:"), ("pages/learn.py", "Learn", ":material/school:"))
 IMAGE_SOURCES = {"photo": "Photos (scikit-image, scikit-learn)", "photogrid": "2×2 photo grids",
                  "digit": "Digits (held-out)", "grid": "2×2 digit grids", "upload": "Upload"}
@@ -216,6 +217,11 @@ def _unavailable_model(spec: models.ModelSpec) -> None:
         st.session_state["_select_model_next"] = spec.key    # the model picker is already drawn in this run
         st.session_state["download_notice"] = f"Downloaded and hash-checked {path.name}; {spec.key} is selected."
         st.rerun()
+
+
+def registry_model(key: str, device: str) -> models.LoadedModel:
+    """A registered model from the shared cache (a replaced weights file loads afresh)."""
+    return _registry_model(key, device)
 
 
 def _registry_model(key: str, device: str) -> models.LoadedModel:

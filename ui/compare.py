@@ -1,0 +1,49 @@
+"""Glue for the Compare page: the cells of a side-by-side grid (methods, or the digits model's σ_train checkpoints,
+on the workbench's image), each a workbench of its own so that its counts share the Certified pixels page's cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from certlib import attributions, cost, images, models
+from ui import cache, runs
+from ui.workbench import Workbench, registry_model
+
+MODES = {"methods": "attribution methods", "checkpoints": "the three σ_train checkpoints (digits models)"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    title: str
+    wb: Workbench
+
+
+def method_cells(wb: Workbench, methods: list[str]) -> list[Cell]:
+    return [Cell(attributions.METHODS[m].label, replace(wb, method=m)) for m in methods]
+
+
+def checkpoint_cells(wb: Workbench) -> list[Cell]:
+    """The workbench's image, target and method on each bundled digits checkpoint."""
+    cells = []
+    for spec in models.list_models():
+        if spec.family != "digits" or not spec.available:
+            continue
+        model = registry_model(spec.key, wb.device)
+        x = images.prepare_image(wb.image.pixels, spec.in_channels, spec.input_size, spec.flexible_size,
+                                 spec.resize_size)
+        probs = cache.class_probabilities(model, f"{model.weights_sha256}:{model.device}",
+                                          f"{wb.image.sha256}:{tuple(x.shape)}", x)
+        title = spec.key.replace("digits_sigma", "σ_train = ")
+        cells.append(Cell(title, replace(wb, model=model, x=x, probs=np.asarray(probs))))
+    return cells
+
+
+def missing(cells: list[Cell], params: runs.SamplingParams) -> list[Cell]:
+    return [c for c in cells if not runs.is_cached(c.wb, "topk_counts", params)]
+
+
+def expected_seconds(cells: list[Cell], params: runs.SamplingParams) -> float:
+    """Time to sample the cells not cached yet (each method timed on this machine, certlib.cost)."""
+    return sum(cost.seconds_per_copy(c.wb.model, c.wb.method, c.wb.x, c.wb.target) * (params.n0 + params.n)
+               for c in missing(cells, params))

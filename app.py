@@ -7,10 +7,15 @@ therefore draws the shared sidebar itself (ui.workbench.current), which also dra
 """
 import streamlit as st
 
+from ui.frame import loading
+
+_loading = loading("certexplorer")   # shown while the imports below load (cold start)
+
 from certlib import attributions, images
 from certlib.viz import probability_bar
 from ui.workbench import current, try_a_photo
 
+_loading.empty()
 wb = current()
 if st.session_state.pop("_open_certified_pixels", False):   # set by the "Certify a photo" button's callback
     st.switch_page("pages/certified_pixels.py")

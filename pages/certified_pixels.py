@@ -1,8 +1,12 @@
 """Certified pixels (Anani et al. 2025): σ, n, n0 resample; τ, α, K, correction only re-decide from cached counts."""
+import streamlit as st
+
+from ui.frame import loading
+
+_loading = loading("Certified pixels")   # shown while the imports below load (cold start)
 from functools import partial
 
 import numpy as np
-import streamlit as st
 
 from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, sampling, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
@@ -12,6 +16,7 @@ from ui.controls import ALPHAS, help_for
 
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
 N0_CHOICES = [8, 16, 32, 64, 128]
+_loading.empty()
 wb = current()
 remember(cp_sigma=0.25, cp_n=256, cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3, cp_levels=[5.0, 25.0, 50.0],
          cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION, cp_alpha_pred=1e-3,

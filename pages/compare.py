@@ -3,6 +3,10 @@ with one set of sampling and decision controls. Each cell is cached like a Certi
 a cell sampled there or here is never sampled again; the decision controls only re-decide."""
 import streamlit as st
 
+from ui.frame import loading
+
+_loading = loading("Compare")   # shown while the imports below load (cold start)
+
 from certlib import attributions, cost, guarantee, images, pixel_cert, pixel_viz, sampling
 from ui import compare, runs, share
 from ui.controls import ALPHAS, help_for
@@ -11,6 +15,7 @@ from ui.workbench import current, remember
 N_CHOICES = [64, 100, 128, 200, 256, 500]
 N0_CHOICES = [8, 16, 32, 64]
 
+_loading.empty()
 wb = current()
 usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, wb.model.spec) is None]
 remember(cmp_mode="methods", cmp_methods=[m for m in ("grad", "gradcam") if m in usable][:2] or usable[:2],

@@ -1,6 +1,10 @@
 """Learn (design §7): four model-free lessons, each a few sliders over an instant toy from certlib.teaching."""
-import numpy as np
 import streamlit as st
+
+from ui.frame import loading
+
+_loading = loading("Learn")   # shown while the imports below load (cold start)
+import numpy as np
 
 from certlib import stats, teaching
 from certlib import teaching_viz as tv
@@ -14,6 +18,7 @@ PLANE_N = [50, 100, 200, 500, 1000, 2000]
 PIXEL_N = [10, 20, 50, 100, 200, 500, 1000, 2000]
 DIMS = sorted({*teaching.dimension_ladder().tolist(), 2, 3, 784, 1024, 3072, 150_528})
 
+_loading.empty()
 render_sidebar()   # the shared sidebar; nothing below uses its model
 remember(learn_x1=-1.0, learn_x2=-0.5, learn_sigma=0.5, learn_tau=0.75, learn_n=500, learn_seed=0, learn_alpha=1e-3,
          learn_regions="base classifier f",

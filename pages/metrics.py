@@ -1,8 +1,12 @@
 """Metrics (Anani et al. 2025, design §6): certified robustness, certified localization and faithfulness of several
 methods, sampled once into the on-disk store (shared with `python -m certlib run`) and re-decided for any τ, α, K."""
+import streamlit as st
+
+from ui.frame import loading
+
+_loading = loading("Metrics")   # shown while the imports below load (cold start)
 from functools import partial
 
-import streamlit as st
 
 from certlib import attributions, export, metrics, metrics_viz, pixel_cert, sampling, sweep
 from certlib.errors import SHOWN_ERRORS, describe_error
@@ -15,6 +19,7 @@ N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000]
 RANKED = {"certified": "certified pixels", "certified_top": "certified top-K", "certified_gridpg": "certified GridPG",
           "deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC"}
 
+_loading.empty()
 wb = current()
 usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, wb.model.spec) is None]
 remember(mx_methods=[m for m in ("grad", "input_x_gradient", "gradcam", "layercam") if m in usable],

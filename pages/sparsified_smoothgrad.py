@@ -1,8 +1,12 @@
 """Sparsified SmoothGrad (Levine, Singla & Feizi 2019): σ, n and the seed resample; the variant, κ, K, ε and α only
 re-decide from the cached sums."""
+import streamlit as st
+
+from ui.frame import loading
+
+_loading = loading("Sparsified SmoothGrad")   # shown while the imports below load (cold start)
 from functools import partial
 
-import streamlit as st
 
 from certlib import export, images, sparse_check
 from certlib import sparse_viz as sv
@@ -18,6 +22,7 @@ from ui.workbench import current, remember
 N_CHOICES = [32, 64, 128, 256, 500, 1000, 2000, 4000]
 SIGMA_CHOICES = [0.12, 0.25, 0.5, 0.75, 1.0]
 
+_loading.empty()
 wb = current()
 remember(sg_sigma=0.25, sg_n=500, sg_seed=0, sg_compare=[], sg_variant="sparsified", sg_level=20.0, sg_k=10.0,
          sg_eps=0.02, sg_alpha=1e-3, sg_bound="bernstein", sg_target=0.5,

@@ -1,8 +1,12 @@
 """Uniform smoothing (Wang & Kong 2024): r, n, M and the seed resample ĥ(x); ε, T and the confidence only re-bound."""
+import streamlit as st
+
+from ui.frame import loading
+
+_loading = loading("Uniformly smoothed attributions")   # shown while the imports below load (cold start)
 from functools import partial
 
 import numpy as np
-import streamlit as st
 
 from certlib import export, uniform_cert, uniform_check, uniform_viz, viz
 from certlib.uniform_cert import KINDS
@@ -15,6 +19,7 @@ N_CHOICES = [64, 128, 256, 512, 1000, 2000, 5000]
 EPS_FRACTIONS = [round(i / 100, 2) for i in range(101)]     # ε as a share of the plotted range, shown in real units
 CONFIDENCES = [0.05, 0.01, 1e-3, 1e-4, 1e-6]
 
+_loading.empty()
 wb = current()
 remember(us_radius=4.0, us_n=512, us_mode="normalise", us_mfactor=1.5, us_seed=0, us_eps_frac=0.05, us_T=0.9,
          us_delta=1e-3, us_kind="strict",

@@ -64,8 +64,10 @@ def sigma_lines(summary: list[dict], metric: str, k_percent: float, title: str) 
         lines.append(dict(type="scatter", x=[s["sigma"] for s in rows], y=[s[metric] for s in rows],
                           mode="lines+markers", name=rows[0]["method_label"], line=dict(color=colour),
                           hovertemplate=f"<b>{rows[0]['method_label']}</b> σ=%{{x}}: %{{y:.4f}}<extra></extra>"))
+    top = max((s["sigma"] for s in summary), default=1.0)
+    # From σ = 0 (no noise, nothing certified beyond the image) to just past the largest σ, also for a single σ.
     return go.Figure(lines, layout=dict(title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
-                                        xaxis=dict(title="σ (noise level)"),
+                                        xaxis=dict(title="σ (noise level)", range=[0, top * 1.15]),
                                         yaxis=dict(tickformat=".0%", rangemode="tozero")))
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from certlib import teaching
+from certlib import palette, teaching
 from certlib.pixel_viz import ABSTAIN_RGB, LEVEL_RGB
 
 CLASS_FILL = ("#c6dbef", "#fdd0a2", "#c7e9c0", "#dadaeb")     # light: regions
@@ -89,7 +89,12 @@ def pixel_decision_figure(cert: teaching.PixelToyCertificate) -> go.Figure:
     words = np.array(["certified top-K", "certified not top-K", "abstain"], dtype=object)[category]
     fig = go.Figure(_categorical_heatmap(category, (CERTIFIED_TOP, NOT_TOP, ABSTAIN), customdata=words,
                                          hovertemplate="row %{y}, col %{x}: %{customdata}<extra></extra>"))
-    fig.update_layout(title="decision", height=330, margin=MARGIN, yaxis=dict(autorange="reversed", scaleanchor="x"))
+    for name, colour in (("certified top-K", CERTIFIED_TOP), ("certified not top-K", NOT_TOP), ("abstain", ABSTAIN)):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
+                                 marker=dict(symbol="square", size=12, color=colour, line=dict(color="#888", width=1))))
+    fig.update_layout(title="decision", height=360, margin=dict(l=10, r=10, t=40, b=40), plot_bgcolor="white",
+                      yaxis=dict(autorange="reversed", scaleanchor="x"),
+                      legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.05, yanchor="top"))
     return fig
 
 
@@ -111,8 +116,10 @@ def holm_staircase_figure(cert: teaching.PixelToyCertificate) -> go.Figure:
         go.Scatter(x=rank[~certified], y=shown[~certified], mode="markers", name="abstain",
                    marker=dict(color=ABSTAIN, size=7, line=dict(color="#555", width=1))),
     ])
-    fig.update_layout(title=f"sorted p-values ({cert.correction})", height=330, margin=MARGIN,
-                      xaxis_title="rank j", yaxis=dict(type="log", title="p-value"), legend=dict(orientation="h"))
+    fig.update_layout(title=f"sorted p-values ({cert.correction})", height=380,
+                      margin=dict(l=10, r=10, t=40, b=10), xaxis_title="rank j",
+                      yaxis=dict(type="log", title="p-value", exponentformat="power", dtick=3, showexponent="all"),
+                      legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.25, yanchor="top"))
     return fig
 
 
@@ -154,14 +161,16 @@ def overlap_versus_dimension_figure(dims: np.ndarray, fractions: np.ndarray, eps
     fig = go.Figure(go.Scatter(x=dims, y=fractions, mode="lines+markers", name=f"ε/r = {eps_over_r:g}",
                                marker=dict(size=4), hovertemplate="d = %{x}: %{y:.3g}<extra></extra>"))
     fig.add_trace(go.Scatter(x=[d_now], y=[fraction_now], mode="markers", name=f"d = {d_now}",
-                             marker=dict(size=12, color="#d62728")))
+                             marker=dict(size=12, color=palette.HIGHLIGHT)))
     # Landmarks as traces, not shapes: their positions then need no log10 conversion on the log axis.
     for label, d in LANDMARKS.items():
-        fig.add_trace(go.Scatter(x=[d, d], y=[0, 1], mode="lines+text", text=["", label], textposition="top left",
+        fig.add_trace(go.Scatter(x=[d, d], y=[0, 1.05], mode="lines+text", text=["", label], textposition="top left",
+                                 cliponaxis=False,
                                  line=dict(color="grey", dash="dot", width=1), showlegend=False, hoverinfo="skip"))
-    fig.update_layout(height=360, margin=MARGIN, title="shared volume fraction V∩/V vs dimension",
-                      xaxis=dict(type="log", title="dimension d"), yaxis=dict(range=[0, 1.02], title="V∩ / V"),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(height=400, margin=dict(l=10, r=30, t=60, b=10), title="shared volume fraction V∩/V vs d",
+                      xaxis=dict(type="log", title="dimension d", exponentformat="power"),
+                      yaxis=dict(range=[0, 1.12], title="V∩ / V"),
+                      legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.25, yanchor="top"))
     return fig
 
 
@@ -205,7 +214,7 @@ def topk_intervals_figure(toy: teaching.TopKToy, shown: int | None = None) -> go
     fig.add_hline(y=rival, line=dict(color="black", dash="dash"),
                   annotation_text="(K+1)-th highest reach", annotation_position="top right")
     fig.add_vline(x=toy.k + 0.5, line=dict(color="grey", dash="dot"))
-    fig.update_layout(height=360, margin=MARGIN, title="reachable values under ‖δ‖₂ ≤ ε (pixels by rank)",
+    fig.update_layout(height=360, margin=MARGIN, title="values reachable under ‖δ‖₂ ≤ ε, by rank",
                       xaxis_title="rank of ḡ", yaxis=dict(range=[0, 1], title="ḡ"), legend=dict(orientation="h"))
     return fig
 

@@ -96,8 +96,7 @@ if todo:
         except SHOWN_ERRORS as exc:
             st.error(describe_error(exc))
         st.session_state["_mx_running"] = False
-        todo = sweep.missing(store, runs)
-        status.markdown(f"**{len(runs) - len(todo)} of {len(runs)} runs** are in the store (`{store.path}`).")
+        st.rerun()          # redraw from the store: no Compute or Cancel button beside "all runs are stored"
 
 
 def _decision_controls(runs) -> sweep.Decision | None:

@@ -53,6 +53,7 @@ def test_compute_then_a_second_visit_shows_the_stored_results_without_sampling(c
     at.button(key="mx_compute").click().run()
     assert not at.exception, at.exception
     assert len(calls) == 8 and "**8 of 8 runs**" in _stored_line(at)
+    assert not [b for b in at.button if b.key in ("mx_compute", "mx_cancel")]   # no "Compute" beside "8 of 8"
     assert len(at.get("plotly_chart")) >= 9
     assert any(b.proto.label.startswith("metrics CSV") for b in at.get("download_button"))
 

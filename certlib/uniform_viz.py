@@ -11,7 +11,7 @@ from certlib import palette
 
 from certlib.uniform_cert import KINDS
 
-CURVE_STYLE = {"strict": dict(color="#2ca02c", dash="solid"), "paper": dict(color="#9467bd", dash="dash")}
+CURVE_STYLE = {"strict": dict(color=palette.HIGHLIGHT, dash="solid"), "paper": dict(color="#CC79A7", dash="dash")}
 POINT_STYLE = {"random": dict(color=palette.RANDOM_POINT, symbol="circle"),
                "attack": dict(color=palette.ATTACK_POINT, symbol="x")}
 

@@ -51,7 +51,8 @@ if todo:
     st.info(f"{len(todo)} of {len(cells)} cells are not sampled yet: about {cost.describe_seconds(seconds)} on "
             f"this machine's {'GPU' if wb.device == 'cuda' else 'CPU'} ({len(todo)} × {n0 + n} noisy attributions).",
             icon=":material/schedule:")
-    if not st.button(f"Certify the {len(todo)} missing cells", key="cmp_go", type="primary"):
+    label = "Certify the missing cell" if len(todo) == 1 else f"Certify the {len(todo)} missing cells"
+    if not st.button(label, key="cmp_go", type="primary"):
         st.stop()
 counts = [runs.topk_counts(c.wb, params) for c in cells]
 

@@ -1,0 +1,51 @@
+"""Anytime-valid p-values for the pixel certificate's vote test (design §9 of the shared DESIGN; issue #18).
+
+The fixed-n test asks whether k votes out of n for a pixel's guessed class show p > τ. Its binomial tail is valid
+only when n is fixed in advance: a sampler that stops as soon as the p-value dips below α rejects true nulls far
+more often than α. Here the evidence against H0: p ≤ τ is a test supermartingale,
+
+    M_n = ∫_τ^1 L_n(q) dq / (1 − τ),    L_n(q) = (q/τ)^k ((1 − q)/(1 − τ))^(n − k),
+
+the likelihood ratio of "votes are Bernoulli(q)" against "Bernoulli(τ)", mixed over q uniform on (τ, 1]. For every
+q > τ and every true p ≤ τ, one more vote multiplies L by a factor whose mean is p·q/τ + (1 − p)(1 − q)/(1 − τ) ≤ 1,
+so each L_n(q), and their mixture, is a nonnegative supermartingale with M_0 = 1. Ville's inequality gives
+P(sup_n M_n ≥ 1/α) ≤ α, so p_n = min(1, 1/M_n) is a valid p-value at *any* stopping time, however the stopping
+depends on the data — and it is a function of the final (k, n, τ) alone, so τ, α, K and the correction still
+re-decide from cached counts.
+
+Closed form: ∫_τ^1 q^k (1 − q)^(n−k) dq = B(k + 1, n − k + 1) · (1 − I_τ(k + 1, n − k + 1)), evaluated in log space
+(scipy's betaln and beta.logsf), so neither the powers nor the beta function underflow for n in the millions.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import betaln
+from scipy.stats import beta
+
+from certlib import stats
+from certlib.errors import CertlibError
+
+ArrayLike = float | int | np.ndarray
+
+
+def log_evalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.ndarray:
+    """log M_n for k votes out of n against H0: p ≤ τ (τ in (0, 1)); 0 at n = 0."""
+    n_in = np.asarray(n)
+    # n = 0 (no estimation vote yet) is allowed: M_0 = 1. Everything else is checked as for the fixed-n test.
+    k_arr, n_arr = stats.check_counts(k, np.where(n_in == 0, 1, n_in))
+    n_arr = np.where(n_in == 0, 0, n_arr)
+    t = np.asarray(tau, dtype=np.float64)
+    if not ((t > 0) & (t < 1)).all():
+        raise CertlibError(f"tau must be in (0, 1), got {stats.first_bad(t, (t > 0) & (t < 1))!r}")
+    k_f, n_f = k_arr.astype(np.float64), n_arr.astype(np.float64)
+    a, b = k_f + 1.0, n_f - k_f + 1.0
+    with np.errstate(divide="ignore"):
+        upper_tail = beta.logsf(t, a, b)                       # log(1 − I_τ(k + 1, n − k + 1))
+    log_m = betaln(a, b) + upper_tail - np.log1p(-t) - k_f * np.log(t) - (n_f - k_f) * np.log1p(-t)
+    return stats._scalar_or_array(np.where(n_arr == 0, 0.0, log_m), k, n, tau)
+
+
+def anytime_pvalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.ndarray:
+    """p = min(1, 1/M_n): valid for H0: p ≤ τ at any data-dependent stopping time (Ville's inequality)."""
+    log_m = np.asarray(log_evalue(k, n, tau), dtype=np.float64)
+    return stats._scalar_or_array(np.exp(-np.maximum(log_m, 0.0)), k, n, tau)

@@ -1,0 +1,118 @@
+"""The anytime-valid vote test (certlib.anytime): against numerical integration in mpmath, the martingale identity
+at p = τ, and optional-stopping simulations that the fixed-n binomial test visibly fails."""
+import mpmath
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from certlib import anytime, stats
+from certlib.errors import CertlibError
+
+
+def _mixture_mpmath(k: int, n: int, tau: float) -> mpmath.mpf:
+    """M_n by numerical integration of the likelihood ratio over q uniform on (τ, 1], 50 digits."""
+    with mpmath.workdps(50):
+        t = mpmath.mpf(tau)
+        integral = mpmath.quad(lambda q: q**k * (1 - q)**(n - k), [t, (1 + t) / 2, 1])
+        return integral / ((1 - t) * t**k * (1 - t)**(n - k))
+
+
+@pytest.mark.parametrize("k,n,tau", [(0, 1, 0.5), (1, 1, 0.5), (7, 10, 0.6), (90, 100, 0.75), (250, 256, 0.75),
+                                     (30, 100, 0.75), (999, 1000, 0.99), (5, 5, 0.9)])
+def test_evalue_equals_numerical_integration(k, n, tau):
+    expected = float(mpmath.log(_mixture_mpmath(k, n, tau)))
+    assert anytime.log_evalue(k, n, tau) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_large_n_stays_finite_and_matches_a_peaked_integral_in_mpmath():
+    # n = 10⁶: q^k (1 − q)^(n − k) underflows any float; integrate it scaled by its maximum, around its peak.
+    k, n, tau = 760_000, 1_000_000, 0.75
+    with mpmath.workdps(40):
+        t, q_star = mpmath.mpf(tau), mpmath.mpf(k) / n
+        peak = k * mpmath.log(q_star) + (n - k) * mpmath.log(1 - q_star)
+        sd = mpmath.sqrt(q_star * (1 - q_star) / n)
+        points = [t] + [q_star + j * sd for j in (-12, -4, 0, 4, 12)] + [1]
+        scaled = mpmath.quad(lambda q: mpmath.exp(k * mpmath.log(q) + (n - k) * mpmath.log(1 - q) - peak), points)
+        expected = float(peak + mpmath.log(scaled) - mpmath.log(1 - t) - k * mpmath.log(t) - (n - k) * mpmath.log(1 - t))
+    got = anytime.log_evalue(k, n, tau)
+    assert np.isfinite(got) and got == pytest.approx(expected, rel=1e-8)
+
+
+def test_martingale_at_the_boundary_and_supermartingale_below():
+    # One more vote at p = τ leaves M unchanged in expectation; at p < τ it can only shrink it.
+    k = np.arange(0, 41)
+    for tau in (0.55, 0.75, 0.9):
+        m = np.exp(anytime.log_evalue(k, 40, tau))
+        up, same = np.exp(anytime.log_evalue(k + 1, 41, tau)), np.exp(anytime.log_evalue(k, 41, tau))
+        np.testing.assert_allclose(tau * up + (1 - tau) * same, m, rtol=1e-10)
+        p = tau - 0.1
+        assert np.all(p * up + (1 - p) * same <= m * (1 + 1e-12))
+
+
+def test_pvalue_is_one_without_evidence_and_monotone_in_votes():
+    assert anytime.anytime_pvalue(0, 0, 0.75) == 1.0
+    p = anytime.anytime_pvalue(np.arange(0, 257), 256, 0.75)
+    assert np.all(np.diff(p) <= 1e-15) and p[0] == 1.0 and p[-1] < 1e-20
+    # Never smaller than the fixed-n binomial tail: anytime validity costs evidence.
+    fixed = stats.binom_test_greater(np.arange(0, 257), 256, 0.75)
+    assert np.all(p >= fixed * (1 - 1e-9))
+
+
+def test_bad_arguments_name_the_value():
+    with pytest.raises(CertlibError, match="tau must be in"):
+        anytime.anytime_pvalue(3, 4, 1.0)
+    with pytest.raises(CertlibError):
+        anytime.anytime_pvalue(5, 4, 0.75)
+
+
+def _critical_votes(pvalue, n_max: int, tau: float, alpha: float) -> np.ndarray:
+    """For each n ≤ n_max, the fewest votes whose p-value is ≤ α (n + 1 when none is)."""
+    n = np.arange(n_max + 1)
+    low, high = np.zeros_like(n), n + 1            # invariant: p(high) ≤ α or high = n + 1; p(low - 1) > α
+    for _ in range(int(np.ceil(np.log2(n_max + 2))) + 1):
+        mid = (low + high) // 2
+        ok = np.asarray(pvalue(np.minimum(mid, n), n, tau)) <= alpha
+        ok &= mid <= n
+        high = np.where(ok, mid, high)
+        low = np.where(ok, low, mid + 1)
+    return high
+
+
+def test_optional_stopping_keeps_the_false_rejection_rate_below_alpha():
+    """10⁵ Bernoulli(τ) paths (H0 true at its boundary), stopped the first time the p-value reaches α, up to
+    n = 5 000. The anytime p-value rejects at most α (plus Monte-Carlo error); the fixed-n binomial tail, monitored the
+    same way, rejects far more: the test has teeth."""
+    tau, alpha, n_max, paths = 0.75, 0.05, 5000, 100_000
+    crit_any = _critical_votes(anytime.anytime_pvalue, n_max, tau, alpha)
+    crit_fixed = _critical_votes(lambda k, n, t: binom.sf(k - 1, n, t), n_max, tau, alpha)
+    rng = np.random.default_rng(2026)
+    rejected_any = rejected_fixed = 0
+    for _ in range(paths // 10_000):
+        votes = np.cumsum(rng.random((10_000, n_max), dtype=np.float32) < tau, axis=1, dtype=np.int16)
+        rejected_any += int((votes >= crit_any[1:]).any(axis=1).sum())
+        rejected_fixed += int((votes >= crit_fixed[1:]).any(axis=1).sum())
+    rate_any, rate_fixed = rejected_any / paths, rejected_fixed / paths
+    assert rate_any <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / paths), rate_any
+    assert rate_fixed > 3 * alpha, rate_fixed
+
+
+def test_holm_over_many_pixels_under_optional_stopping_controls_the_family_wise_error():
+    """1 024 pixels, half of them true nulls at p = τ, half with p = 0.95; after every batch of 8 votes Holm runs on
+    the anytime p-values, and a replicate counts as an error if any batch ever rejects a true null (the most
+    adversarial stopping rule: stop right then). FWER ≤ α; the fixed-n tail, monitored the same way, exceeds it."""
+    tau, alpha, n_max, batch, reps, m = 0.75, 0.1, 512, 8, 200, 1024
+    truth_null = np.arange(m) < m // 2
+    probs = np.where(truth_null, tau, 0.95)
+    rng = np.random.default_rng(18)
+    errors_any = errors_fixed = 0
+    steps = np.arange(batch, n_max + 1, batch)
+    for _ in range(reps):
+        votes = np.cumsum(rng.random((len(steps), batch, m)) < probs, axis=1)[:, -1]   # per batch
+        k = np.cumsum(votes, axis=0)                                                   # [steps, m]
+        n = steps[:, None]
+        p_any = np.asarray(anytime.anytime_pvalue(k, np.broadcast_to(n, k.shape), tau))
+        p_fixed = binom.sf(k - 1, n, tau)
+        errors_any += any((stats.holm(row, alpha) & truth_null).any() for row in p_any)
+        errors_fixed += any((stats.holm(row, alpha) & truth_null).any() for row in p_fixed)
+    assert errors_any / reps <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / reps), errors_any
+    assert errors_fixed / reps > errors_any / reps, (errors_fixed, errors_any)

@@ -49,3 +49,38 @@ def anytime_pvalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.nda
     """p = min(1, 1/M_n): valid for H0: p ≤ τ at any data-dependent stopping time (Ville's inequality)."""
     log_m = np.asarray(log_evalue(k, n, tau), dtype=np.float64)
     return stats._scalar_or_array(np.exp(-np.maximum(log_m, 0.0)), k, n, tau)
+
+
+def min_samples_to_certify(tau: float, alpha: float, num_tests: int, n_max: int = 10**6) -> int:
+    """Smallest n at which n agreeing votes out of n pass the anytime test at α / num_tests (the first level of
+    Holm); n_max + 1 when none up to n_max does."""
+    from certlib import pixel_cert
+
+    t, a = pixel_cert._check_tau(tau), stats.check_scalar_alpha(alpha)
+    level = a / stats._check_num_tests(num_tests)
+    low, high = 1, n_max + 1
+    while low < high:                       # anytime_pvalue(n, n, τ) decreases in n: bisect on it
+        mid = (low + high) // 2
+        if anytime_pvalue(mid, mid, t) <= level:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def decide(votes_for_mode: np.ndarray, modes: np.ndarray, n: int, sigma: float, tau: float, alpha: float,
+           correction: str = "holm"):
+    """pixel_cert.decide with anytime-valid p-values: the same certificate (classes, R, shares), valid at any
+    stopping time of the estimation sampling, not only at an n fixed in advance. Its p-values are never smaller than
+    the fixed-n test's, so it certifies a subset of what that test would certify at the same counts."""
+    from certlib import pixel_cert
+
+    radius = pixel_cert.certified_radius(sigma, tau)
+    k, cls, n, t, a, corr = pixel_cert._check_decision(votes_for_mode, modes, n, tau, alpha, correction)
+    pvalues = np.asarray(anytime_pvalue(k, np.full(k.shape, n), t), dtype=np.float64)
+    rejected = stats.holm(pvalues, a) if corr == "holm" else stats.bonferroni(pvalues, a)
+    classes = np.where(rejected, cls, np.int8(pixel_cert.ABSTAIN)).astype(np.int8)
+    return pixel_cert.PixelCertificate(
+        classes=classes, pvalues=pvalues, radius=radius, sigma=float(sigma), tau=t, alpha=a, correction=corr, n=n,
+        num_tests=int(classes.size), min_n=min_samples_to_certify(t, a, int(classes.size)),
+        fractions=pixel_cert._fractions(classes))

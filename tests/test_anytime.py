@@ -116,3 +116,27 @@ def test_holm_over_many_pixels_under_optional_stopping_controls_the_family_wise_
         errors_fixed += any((stats.holm(row, alpha) & truth_null).any() for row in p_fixed)
     assert errors_any / reps <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / reps), errors_any
     assert errors_fixed / reps > errors_any / reps, (errors_fixed, errors_any)
+
+
+def test_anytime_decision_certifies_a_subset_of_the_fixed_n_decision():
+    from certlib import pixel_cert
+
+    rng = np.random.default_rng(7)
+    n = 256
+    votes = rng.binomial(n, rng.uniform(0.6, 1.0, size=(3, 32, 32)))
+    modes = rng.integers(0, 2, size=(3, 32, 32))
+    fixed = pixel_cert.decide(votes, modes, n, 0.25, 0.75, 1e-3)
+    anyt = anytime.decide(votes, modes, n, 0.25, 0.75, 1e-3)
+    assert anyt.radius == fixed.radius and anyt.num_tests == fixed.num_tests == 3 * 1024
+    certified_any, certified_fixed = anyt.classes != -1, fixed.classes != -1
+    assert certified_any.sum() > 0 and not (certified_any & ~certified_fixed).any()
+    assert np.array_equal(anyt.classes[certified_any], modes[certified_any])
+    assert certified_any.sum() < certified_fixed.sum()         # anytime validity costs some pixels at n = 256
+
+
+def test_min_samples_matches_the_first_passing_n():
+    # DESIGN §9: pixels whose every vote agrees pass at τ = 0.75 over 5·1024 tests at α = 1e−3 near n = 60.
+    n_min = anytime.min_samples_to_certify(0.75, 1e-3, 5 * 1024)
+    level = 1e-3 / (5 * 1024)
+    assert anytime.anytime_pvalue(n_min, n_min, 0.75) <= level < anytime.anytime_pvalue(n_min - 1, n_min - 1, 0.75)
+    assert 50 <= n_min <= 70 and n_min > stats.min_samples_to_certify(0.75, 1e-3, 5 * 1024)

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Sequence
 
-from certlib import attributions, models, pixel_cert, sweep
+from certlib import attributions, cost, models, pixel_cert, sweep
 from certlib.errors import CertlibError
 from certlib.precision import PRECISIONS
 from certlib.store import Store, config_from_dict
@@ -193,7 +193,7 @@ def cmd_run(args) -> int:
         return 0
     seconds, per_copy = sweep.estimate_seconds(model, todo, args.batch_size or 16)
     rates = ", ".join(f"{m} {s * 1000:.1f} ms" for m, s in per_copy.items())
-    print(f"estimated time: {_duration(seconds)} for {sum(r.samples for r in todo)} noisy attributions "
+    print(f"estimated time: {cost.describe_seconds(seconds)} for {sum(r.samples for r in todo)} noisy attributions "
           f"on {args.device} (per copy: {rates})")
     if args.dry_run:
         return 0
@@ -307,14 +307,6 @@ def format_table(summary: list[dict]) -> str:
         vals = " | ".join("—" if math.isnan(s[c]) else f"{s[c]:.3f}" for c in SUMMARY_COLUMNS)
         lines.append(f"| {s['method']} | {s['sigma']:g} | {s['k_percent']:g} | {s['runs']} | {vals} |")
     return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -174,7 +174,7 @@ def _model_picker(device: str) -> models.LoadedModel | None:
                 _unavailable_model(s)
     _torchscript_uploader()
     try:
-        model = user_models[key] if key in user_models else _registry_model(key, device)
+        model = user_models[key] if key in user_models else registry_model(key, device)
     except CertlibError as exc:
         st.error(str(exc))
         return None
@@ -221,10 +221,6 @@ def _unavailable_model(spec: models.ModelSpec) -> None:
 
 def registry_model(key: str, device: str) -> models.LoadedModel:
     """A registered model from the shared cache (a replaced weights file loads afresh)."""
-    return _registry_model(key, device)
-
-
-def _registry_model(key: str, device: str) -> models.LoadedModel:
     spec = models.get_spec(key)
     stat = spec.weights_path.stat() if spec.weights_path else None
     token = f"{spec.weights_path}:{stat.st_size}:{stat.st_mtime}" if stat else ""

@@ -51,6 +51,23 @@ def anytime_pvalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.nda
     return stats._scalar_or_array(np.exp(-np.maximum(log_m, 0.0)), k, n, tau)
 
 
+def pvalue_table(n: int, tau: float) -> np.ndarray:
+    """anytime_pvalue(k, n, τ) for k = 0..n: the votes take only n + 1 values, so a decision over a 224² map × K
+    levels evaluates the beta function n + 1 times and looks the rest up."""
+    return np.asarray(anytime_pvalue(np.arange(n + 1), n, tau), dtype=np.float64)
+
+
+def futile(votes_for_mode: np.ndarray, n: int, tau: float, alpha: float) -> np.ndarray:
+    """Pixels whose probability of their mode is shown to be below τ: the mirrored test of H0: p ≥ τ (the votes
+    *against* the mode, against 1 − τ) rejects at α. Such a pixel will almost surely never be certified, so the
+    sampler may stop waiting for it. Only the stopping uses this; the certificate never does, so its level needs
+    no correction (a wrong "futile" costs power, never validity)."""
+    k = np.asarray(votes_for_mode, dtype=np.int64)
+    if n == 0:
+        return np.zeros(k.shape, dtype=bool)
+    return pvalue_table(n, 1.0 - tau)[n - k] <= alpha
+
+
 def min_samples_to_certify(tau: float, alpha: float, num_tests: int, n_max: int = 10**6) -> int:
     """Smallest n at which n agreeing votes out of n pass the anytime test at α / num_tests (the first level of
     Holm); n_max + 1 when none up to n_max does."""
@@ -77,7 +94,7 @@ def decide(votes_for_mode: np.ndarray, modes: np.ndarray, n: int, sigma: float, 
 
     radius = pixel_cert.certified_radius(sigma, tau)
     k, cls, n, t, a, corr = pixel_cert._check_decision(votes_for_mode, modes, n, tau, alpha, correction)
-    pvalues = np.asarray(anytime_pvalue(k, np.full(k.shape, n), t), dtype=np.float64)
+    pvalues = pvalue_table(n, t)[k]
     rejected = stats.holm(pvalues, a) if corr == "holm" else stats.bonferroni(pvalues, a)
     classes = np.where(rejected, cls, np.int8(pixel_cert.ABSTAIN)).astype(np.int8)
     return pixel_cert.PixelCertificate(

@@ -137,11 +137,12 @@ def clean_attribution(attribute: AttributionFn, x: torch.Tensor) -> torch.Tensor
 @torch.no_grad()
 def stream(attribute: AttributionFn, x: torch.Tensor, noise, total: int, reducers: Sequence[Reducer],
            batch_size: int, progress: ProgressFn | None = None, done: int = 0, grand_total: int | None = None,
-           cancel: CancelFn | None = None) -> None:
-    """Attribute copies 0..total-1 of `noise` around x in batches and fold each batch into every reducer.
-    Progress reports (done + copies so far, grand_total), so several streams can share one bar."""
-    grand_total = total if grand_total is None else grand_total
-    for start in range(0, total, batch_size):
+           cancel: CancelFn | None = None, first: int = 0) -> None:
+    """Attribute copies first..total-1 of `noise` around x in batches and fold each batch into every reducer.
+    Starting at `first` continues an earlier stream exactly (copy j depends on j only). Progress reports
+    (done + copies so far in this call, grand_total), so several streams can share one bar."""
+    grand_total = total - first if grand_total is None else grand_total
+    for start in range(first, total, batch_size):
         if cancel is not None and cancel():
             raise Cancelled(f"stopped after {start} of {total} noisy copies")
         stop = min(total, start + batch_size)
@@ -151,4 +152,4 @@ def stream(attribute: AttributionFn, x: torch.Tensor, noise, total: int, reducer
         for reducer in reducers:
             reducer.update(noisy, attr)
         if progress is not None:
-            progress(done + stop, grand_total)
+            progress(done + stop - first, grand_total)

@@ -146,6 +146,33 @@ def sample_topk_counts(attribute: AttributionFn, x: torch.Tensor, sigma: float, 
     )
 
 
+def extend_counts(attribute: AttributionFn, x: torch.Tensor, counts: TopKCounts, more: int,
+                  logits: LogitsFn | None = None, batch_size: int | None = None,
+                  progress: ProgressFn | None = None, cancel: engine.CancelFn | None = None) -> TopKCounts:
+    """`counts` with `more` estimation copies added: copies counts.n .. counts.n + more − 1 of the same stream.
+
+    The result equals sample_topk_counts(..., n=counts.n + more) exactly (integer counts, copy j a function of j
+    only), so sampling can stop and resume anywhere. `attribute` (and `logits`, needed when counts has the
+    prediction's votes) must be those that produced `counts`; x is the same input on the model's device."""
+    more = validate.count("more", more)
+    validate.count("n", counts.n + more)
+    if (counts.estimation_classes is not None) != (logits is not None):
+        raise CertlibError("extend_counts needs `logits` exactly when the counts hold the prediction's votes "
+                           f"(they {'do' if counts.estimation_classes is not None else 'do not'})")
+    bs = resolve_batch_size(batch_size if batch_size is not None else counts.extra.get("batch_size"), x)
+    counter = TopKCounter(x, counts.k_percents, counts.normalisation, counts.scale)
+    counter.ones += torch.as_tensor(counts.estimation_ones, device=x.device)
+    votes = None
+    if logits is not None:
+        votes = ClassVoteCounter(logits, counts.estimation_classes.shape[0], x.device)
+        votes.votes += torch.as_tensor(counts.estimation_classes, device=x.device)
+    noise = NoiseStream(tuple(x.shape[1:]), counts.seed, ESTIMATION, x.device, x.dtype)
+    engine.stream(attribute, x, engine.GaussianNoise(counts.sigma, noise), counts.n + more,
+                  [counter] if votes is None else [counter, votes], bs, progress, first=counts.n, cancel=cancel)
+    return replace(counts, n=counts.n + more, estimation_ones=counter.ones.cpu().numpy(),
+                   estimation_classes=None if votes is None else votes.result())
+
+
 def count_at(attribute: AttributionFn, x: torch.Tensor, counts: TopKCounts, stream: int,
              progress: ProgressFn | None = None) -> np.ndarray:
     """[K,H,W] int32: in how many of counts.n fresh copies around x (noise stream `stream` of counts.seed) each

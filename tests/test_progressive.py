@@ -1,0 +1,171 @@
+"""Progressive certification (certlib.progressive, sampling.extend_counts): continuing is exact, the stop rule stops
+where an independent computation says it must, and certificates a later frame drops are counted, never hidden."""
+import numpy as np
+import pytest
+import torch
+
+from certlib import anytime, attributions, models, pixel_cert, progressive, sampling
+from certlib.errors import CertlibError
+from certlib.sweep import prepared_input
+from certlib import images
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = models.load_model("digits_sigma0.25")
+    x = prepared_input(model, images.digit_gallery()[3])
+    target = int(model.predict_proba(x)[0].argmax())
+    fn, logits = attributions.for_target(model, "grad", target, 0)
+    return fn, logits, x
+
+
+def test_extending_counts_equals_one_longer_run_whatever_the_batches(digits):
+    fn, logits, x = digits
+    longer = sampling.sample_topk_counts(fn, x, 0.25, 16, 100, seed=3, logits=logits, batch_size=32)
+    short = sampling.sample_topk_counts(fn, x, 0.25, 16, 37, seed=3, logits=logits, batch_size=8)
+    extended = sampling.extend_counts(fn, x, sampling.extend_counts(fn, x, short, 20, logits, batch_size=5), 43,
+                                      logits, batch_size=64)
+    assert extended.n == 100
+    for name in ("selection_ones", "estimation_ones", "selection_classes", "estimation_classes", "clean_masks"):
+        assert np.array_equal(getattr(extended, name), getattr(longer, name)), name
+    assert not np.array_equal(short.estimation_ones, longer.estimation_ones)
+
+
+def test_extending_needs_logits_exactly_when_the_counts_hold_votes(digits):
+    fn, logits, x = digits
+    with_votes = sampling.sample_topk_counts(fn, x, 0.25, 8, 8, logits=logits)
+    with pytest.raises(CertlibError, match="logits"):
+        sampling.extend_counts(fn, x, with_votes, 8)
+    with pytest.raises(CertlibError, match="more"):
+        sampling.extend_counts(fn, x, with_votes, 0, logits)
+
+
+def test_resuming_from_any_frame_reproduces_the_uninterrupted_frames(digits):
+    fn, logits, x = digits
+    rule = progressive.StopRule(levels=(5.0, 50.0))
+    whole = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=160, frame_size=32, logits=logits))
+    assert [f.counts.n for f in whole] == [32, 64, 96, 128, 160] and whole[-1].stop == "budget"
+    resumed = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=160, frame_size=32, logits=logits,
+                                                     start=whole[1].counts))
+    assert [f.counts.n for f in resumed] == [64, 96, 128, 160]
+    for a, b in zip(whole[1:], resumed):
+        assert np.array_equal(a.counts.estimation_ones, b.counts.estimation_ones)
+        assert np.array_equal(a.certificate.classes, b.certificate.classes)
+    # each frame is the anytime decision of its own counts, and certifies within the fixed-n decision of them
+    last = whole[-1]
+    sub = last.counts.select_levels([5.0, 50.0])
+    fixed = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, 0.25, 0.75, 1e-3)
+    certified = last.certificate.classes != -1
+    assert certified.any()
+    assert not (certified & (fixed.classes == -1)).any()
+
+
+def test_continuing_checks_that_the_counts_belong_to_this_configuration(digits):
+    fn, logits, x = digits
+    counts = sampling.sample_topk_counts(fn, x, 0.25, 8, 8, logits=logits)
+    with pytest.raises(CertlibError, match="cannot continue"):
+        next(progressive.certify_progressively(fn, x, 0.5, progressive.StopRule(), n0=8, start=counts,
+                                               logits=logits))
+    with pytest.raises(CertlibError, match="levels"):
+        next(progressive.certify_progressively(fn, x, 0.25, progressive.StopRule(levels=(7.0,)), logits=logits))
+
+
+def _constant_map(h: int = 8, w: int = 8):
+    base = torch.arange(h * w, dtype=torch.float32).reshape(1, h, w)
+    return lambda xb: base.expand(xb.shape[0], h, w).clone()
+
+
+def test_a_map_that_never_changes_stops_decided_where_the_closed_form_says():
+    """Every vote agrees, so every p-value is 1/M(n, n) with M(n, n) = (1 − τ^(n+1)) / ((n + 1) τ^n (1 − τ)) (the
+    integral of (q/τ)^n over q uniform on (τ, 1], by hand). Holm over m equal p-values rejects all of them exactly
+    when p ≤ α/m, so the first frame at or after that n must stop, 'decided', with everything certified."""
+    tau, alpha, step = 0.75, 1e-3, 4
+    levels = (10.0, 50.0)
+    m = 2 * 64
+    closed = lambda n: (n + 1) * tau**n * (1 - tau) / (1 - tau ** (n + 1))     # noqa: E731
+    needed = next(n for n in range(1, 1000) if closed(n) <= alpha / m)
+    expected_stop = -(-needed // step) * step
+    x = torch.zeros(1, 1, 8, 8)
+    frames = list(progressive.certify_progressively(_constant_map(), x, 0.5, progressive.StopRule(tau, alpha, levels),
+                                                    n_max=1000, n0=4, k_percents=levels, frame_size=step))
+    assert frames[-1].counts.n == expected_stop and frames[-1].stop == "decided"
+    assert (frames[-1].certificate.classes != -1).all() and frames[-1].undecided == 0
+    assert all((f.certificate.classes == -1).all() and f.stop is None for f in frames[:-1])
+
+
+def _bernoulli_map(probs: np.ndarray):
+    """h^50 membership of pixel i is 1 with probability probs[i], independently per copy: the map is 1 where a
+    uniform drawn from the noise (Φ of the copy's noise at that pixel) falls below probs[i], else 0, plus a tiny
+    increasing ramp that breaks ties so exactly half of the pixels are ranked top 50%."""
+    from scipy.stats import norm
+
+    p = torch.as_tensor(probs, dtype=torch.float64).reshape(1, 8, 8)
+
+    def attribute(xb):
+        u = torch.as_tensor(norm.cdf((xb[:, 0] / 0.5).double().numpy()))
+        member = (u < p).double()
+        # rank |a|: members first; the ramp orders within each group without crossing groups
+        ramp = torch.arange(64, dtype=torch.float64).reshape(1, 8, 8) / 1e4
+        return (member + ramp).float()
+    return attribute
+
+
+def test_futile_pixels_let_the_sampler_stop_and_a_small_budget_stops_it_first():
+    x = torch.zeros(1, 1, 8, 8)
+    rule = progressive.StopRule(0.75, 1e-3, (50.0,))
+    # half the pixels always in the top half, half never: all certified, decided early
+    clear = np.where(np.arange(64) < 32, 1.0, 0.0)
+    frames = list(progressive.certify_progressively(_bernoulli_map(clear), x, 0.5, rule, n_max=2000, n0=8,
+                                                    k_percents=(50.0,), frame_size=16))
+    assert frames[-1].stop == "decided" and frames[-1].counts.n < 200
+    # independent check of `futile`: the mirrored p-value by mpmath-free closed form at k = 0 votes for the mode is
+    # 1/M(n, n; 1 − τ); at n = 64, τ = 0.75 it is below 1e-3, so all 64 pixels are futile
+    votes = np.zeros((1, 8, 8), dtype=np.int64)
+    t = 0.25
+    p_mirror = (64 + 1) * t**64 * (1 - t) / (1 - t ** 65)
+    assert p_mirror < 1e-3 and anytime.futile(votes, 64, 0.75, 1e-3).all()
+    assert not anytime.futile(np.full((1, 8, 8), 60), 64, 0.75, 1e-3).any()
+    # the constant map needs n ≈ 50 to certify anything here: a budget of 20 stops first, nothing certified
+    short = list(progressive.certify_progressively(_constant_map(), x, 0.5, rule, n_max=20, n0=4,
+                                                   k_percents=(50.0,), frame_size=8))
+    assert [f.counts.n for f in short] == [8, 16, 20] and short[-1].stop == "budget"
+    assert (short[-1].certificate.classes == -1).all() and short[-1].undecided == 64
+
+
+def test_frames_that_drop_a_certificate_say_how_many():
+    """Pixels with a probability just above τ get certified and can lose it when later votes disagree. Every
+    frame's `lost` must equal the count found by comparing consecutive frames here, and the run must contain such a
+    frame (else this test would prove nothing)."""
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.55, 1.0, 64)
+    probs[probs < 0.8] = 0.0   # not-top pixels decided quickly; the rest near and above τ
+    x = torch.zeros(1, 1, 8, 8)
+    rule = progressive.StopRule(0.75, 0.2, (50.0,))
+    total_lost = 0
+    for seed in range(6):
+        frames = list(progressive.certify_progressively(_bernoulli_map(probs), x, 0.5, rule, n_max=800, n0=8,
+                                                        k_percents=(50.0,), frame_size=4, seed=seed))
+        for before, after in zip(frames, frames[1:]):
+            was, now = before.certificate.classes, after.certificate.classes
+            assert after.lost == int(((was != -1) & (now == -1)).sum())
+            total_lost += after.lost
+        assert frames[0].lost == 0
+    assert total_lost > 0
+
+
+def test_the_decision_of_either_test_from_the_same_counts(digits):
+    fn, logits, x = digits
+    counts = sampling.sample_topk_counts(fn, x, 0.25, 32, 128, logits=logits)
+    anyt = progressive.decide(counts, "anytime", 0.75, 1e-3)
+    fixed = progressive.decide(counts, "fixed", 0.75, 1e-3)
+    assert ((anyt.classes != -1) <= (fixed.classes != -1)).all()
+    assert (anyt.classes != -1).sum() < (fixed.classes != -1).sum()
+    with pytest.raises(CertlibError, match="test must be one of"):
+        progressive.decide(counts, "sequential", 0.75, 1e-3)
+
+
+def test_pvalue_table_matches_the_elementwise_pvalues():
+    for n, tau in ((1, 0.5), (37, 0.75), (300, 0.9)):
+        table = anytime.pvalue_table(n, tau)
+        assert table.shape == (n + 1,)
+        assert np.allclose(table, [anytime.anytime_pvalue(k, n, tau) for k in range(n + 1)], rtol=1e-12)

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Sequence
 
-from certlib import attributions, cost, models, pixel_cert, sweep
+from certlib import attributions, cost, models, pixel_cert, progressive, sweep
 from certlib.errors import CertlibError
 from certlib.precision import PRECISIONS
 from certlib.store import Store, config_from_dict
@@ -71,6 +71,17 @@ def _in_range(low: float, high: float, closed_high: bool = False):
     return parse
 
 
+def _share(text: str) -> float:
+    """A share in [0, 1)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return v
+
+
 def _count(low: int, high: int):
     def parse(text: str) -> int:
         try:
@@ -109,6 +120,15 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalisation", choices=pixel_cert.NORMALISATIONS, default=pixel_cert.DEFAULT_NORMALISATION,
                    help="how h^K ranks a noisy map: rank |a| (default), own_scale, or paper (the clean map's scale: "
                         + pixel_cert.PAPER_WARNING + ")")
+    p.add_argument("--anytime", action="store_true",
+                   help="sample each run progressively with the anytime-valid test and stop once every pixel of "
+                        "--levels is decided at --tau/--alpha/--correction (or at --max-n); stored apart from "
+                        "fixed-n runs")
+    p.add_argument("--max-n", type=_count(1, pixel_cert.MAX_N), default=None, dest="max_n",
+                   help="with --anytime: the budget of estimation samples per run (default 1000)")
+    p.add_argument("--stop-undecided", type=_share, default=0.0, dest="stop_undecided",
+                   help="with --anytime: stop a run once at most this share of its pixels × levels is undecided "
+                        "(default 0: all decided; those left abstain)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="attribution passes in fp32, or bf16 autocast + channels_last (for GPUs; see certlib.precision)")
@@ -169,10 +189,19 @@ def _writable_target(path: str | None, flag: str) -> None:
         raise CertlibError(f"{flag} {path}: is a directory")
 
 
+DEFAULT_MAX_N = 1000
+
+
 def _plan(args, model: models.LoadedModel) -> list[sweep.PlannedRun]:
     entries = sweep.image_set(args.images, args.limit)
-    return sweep.plan(model, entries, args.methods, args.sigmas, args.n, args.n0, args.seed, args.k_percents,
-                      normalisation=args.normalisation)
+    if (args.max_n is not None or args.stop_undecided) and not args.anytime:
+        raise CertlibError("--max-n and --stop-undecided set how --anytime runs stop; fixed-n runs take --n")
+    rule, n = None, args.n
+    if args.anytime:
+        rule = progressive.StopRule(args.tau, args.alpha, tuple(args.levels), args.correction, args.stop_undecided)
+        n = args.max_n if args.max_n is not None else DEFAULT_MAX_N
+    return sweep.plan(model, entries, args.methods, args.sigmas, n, args.n0, args.seed, args.k_percents,
+                      normalisation=args.normalisation, stop_rule=rule)
 
 
 def _decision(args) -> sweep.Decision:
@@ -193,8 +222,9 @@ def cmd_run(args) -> int:
         return 0
     seconds, per_copy = sweep.estimate_seconds(model, todo, args.batch_size or 16)
     rates = ", ".join(f"{m} {s * 1000:.1f} ms" for m, s in per_copy.items())
-    print(f"estimated time: {cost.describe_seconds(seconds)} for {sum(r.samples for r in todo)} noisy attributions "
-          f"on {args.device} (per copy: {rates})")
+    bound = "at most " if args.anytime else ""   # an anytime run stops once decided, usually well before --max-n
+    print(f"estimated time: {bound}{cost.describe_seconds(seconds)} for {bound}{sum(r.samples for r in todo)} noisy "
+          f"attributions on {args.device} (per copy: {rates})")
     if args.dry_run:
         return 0
     bar = tqdm(total=sum(r.samples for r in todo), unit="copy", desc="sampling", dynamic_ncols=True)
@@ -215,8 +245,17 @@ def cmd_run(args) -> int:
         bar.close()             # before any error message, so the bar never redraws after it
     rows, _, _ = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))
     print(format_table(sweep.summarise(rows)))
+    if args.anytime:
+        print(_anytime_usage(rows, runs))
     _report_skipped(store)
     return 0
+
+
+def _anytime_usage(rows: list[dict], runs: Sequence[sweep.PlannedRun]) -> str:
+    used = sum(r["n0"] + r["n"] for r in {r["run_key"]: r for r in rows}.values())
+    budget = sum(r.samples for r in runs)
+    return (f"anytime-valid test: the runs used {used:,} of at most {budget:,} noisy attributions "
+            f"({used / budget:.0%}); each certificate holds at α whenever its run stopped")
 
 
 def _report_skipped(store: Store) -> None:

@@ -31,7 +31,8 @@ from certlib.sampling import TopKCounts
 
 TESTS = ("anytime", "fixed")
 TEST_LABELS = {"anytime": "anytime-valid test (stop when decided)", "fixed": "fixed n, exact binomial test"}
-STOP_REASONS = {"decided": "every pixel is decided (certified, or shown to fall short of τ)",
+STOP_REASONS = {"decided": "every pixel is decided (certified, shown to fall short of τ, or out of reach within the "
+                           "budget), up to the rule's tolerance",
                 "budget": "the budget n_max was reached"}
 
 
@@ -55,19 +56,39 @@ class StopRule:
     alpha: float = 1e-3
     levels: tuple[float, ...] = (5.0, 25.0, 50.0)
     correction: str = "holm"
+    # Stop once at most this share of pixels × levels is undecided (0: all decided). Pixels whose probability sits
+    # near τ take thousands of votes to decide either way; they abstain whenever sampling stops.
+    tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         validate.tau(self.tau)
         stats.check_scalar_alpha(self.alpha)
         validate.k_percents(self.levels, "levels")
         pixel_cert._check_correction(self.correction)
+        if not (isinstance(self.tolerance, (int, float)) and 0.0 <= self.tolerance < 1.0):
+            raise CertlibError(f"tolerance must be a share in [0, 1), got {self.tolerance!r}")
 
-    def status(self, counts: TopKCounts) -> tuple[PixelCertificate, np.ndarray]:
-        """(the anytime certificate of the decided levels, mask of pixels not decided yet)."""
+    def as_key(self) -> tuple:
+        """What the stored counts depend on (the store key of an anytime run)."""
+        key = (self.tau, self.alpha, tuple(sorted(self.levels)), self.correction)
+        return key + ((self.tolerance,) if self.tolerance else ())
+
+    def status(self, counts: TopKCounts, n_max: int | None = None) -> tuple[PixelCertificate, np.ndarray]:
+        """(the anytime certificate of the decided levels, mask of pixels not decided yet). A pixel is decided when
+        certified, futile, or (given the budget n_max) unable to pass even if every remaining vote agreed."""
         sub = counts.select_levels(sorted(self.levels))
         cert = decide(sub, "anytime", self.tau, self.alpha, self.correction)
-        open_ = (cert.classes == ABSTAIN) & ~anytime.futile(sub.votes_for_mode, sub.n, self.tau, self.alpha)
+        k = sub.votes_for_mode
+        open_ = (cert.classes == ABSTAIN) & ~anytime.futile(k, sub.n, self.tau, self.alpha)
+        if n_max is not None and n_max > sub.n:
+            # the loosest Holm level is α itself: a pixel that cannot reach it by n_max is out of reach
+            reachable, where = np.unique(np.minimum(k + (n_max - sub.n), n_max), return_inverse=True)
+            best_case = np.asarray(anytime.anytime_pvalue(reachable, n_max, self.tau))[where.reshape(k.shape)]
+            open_ &= best_case <= self.alpha
         return cert, open_
+
+    def done(self, open_: np.ndarray) -> bool:
+        return float(open_.mean()) <= self.tolerance if self.tolerance else not open_.any()
 
 
 @dataclass(frozen=True)
@@ -120,8 +141,8 @@ def certify_progressively(attribute: AttributionFn, x: torch.Tensor, sigma: floa
         _check_start(counts, sigma, n0, k_percents, seed, normalisation)
     previous = None
     while True:
-        cert, open_ = rule.status(counts)
-        stop = "decided" if not open_.any() else "budget" if counts.n >= n_max else None
+        cert, open_ = rule.status(counts, n_max)
+        stop = "decided" if rule.done(open_) else "budget" if counts.n >= n_max else None
         lost = int(lost_certificates(previous, cert.classes).sum())
         if progress is not None:
             progress(min(counts.n, n_max), n_max)

@@ -97,11 +97,20 @@ class RunConfig:
     noise: str = "gaussian"
     cell: int | None = None    # grid cell whose class is the target (localization), None otherwise
     normalisation: str = "rank"   # how h^K ranks a noisy map (pixel_cert.NORMALISATIONS): a different function
+    # "fixed": n estimation copies, decided by the exact binomial test. "anytime": n is the budget n_max; sampling
+    # stopped once the stop rule (τ, α, decided levels, correction) had every pixel decided, so the stored counts may
+    # hold fewer, and they are decided by the anytime-valid test (certlib.progressive).
+    test: str = "fixed"
+    stop_rule: tuple | None = None
     versions: tuple[tuple[str, str], ...] = field(default_factory=lambda: tuple(sorted(library_versions().items())))
 
     def canonical(self) -> str:
-        """The JSON the key hashes: sorted keys, floats as repr, tuples as lists."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=str)
+        """The JSON the key hashes: sorted keys, floats as repr, tuples as lists. A fixed-n run leaves out the test
+        fields, so runs stored before they existed keep their keys."""
+        d = asdict(self)
+        if self.test == "fixed" and self.stop_rule is None:
+            del d["test"], d["stop_rule"]
+        return json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
 
     @property
     def key(self) -> str:
@@ -261,7 +270,8 @@ class Store:
 
     def put(self, config: RunConfig, counts: "TopKCounts", x: np.ndarray, seconds: float = float("nan")) -> None:
         """Store one sampled run (committed at once). A run already stored under this key is kept."""
-        if tuple(counts.k_percents) != tuple(config.k_percents) or counts.n != config.n or counts.n0 != config.n0 \
+        n_ok = counts.n == config.n if config.test == "fixed" else counts.n <= config.n
+        if tuple(counts.k_percents) != tuple(config.k_percents) or not n_ok or counts.n0 != config.n0 \
                 or counts.sigma != config.sigma or counts.seed != config.seed \
                 or counts.normalisation != config.normalisation:
             raise CertlibError("the counts do not match their config (K levels, n, n0, σ, seed or normalisation "
@@ -384,4 +394,7 @@ def config_from_dict(d: dict) -> RunConfig:
     d["k_percents"] = tuple(d["k_percents"])
     d["versions"] = tuple(tuple(v) for v in d["versions"])
     d.setdefault("normalisation", "paper")      # stored before it was part of the key: the clean-map scale
+    if d.get("stop_rule") is not None:
+        tau, alpha, levels, correction, *tolerance = d["stop_rule"]
+        d["stop_rule"] = (tau, alpha, tuple(levels), correction, *tolerance)
     return RunConfig(**d)

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from certlib import attributions, cost, images, metrics, pixel_cert, sampling
+from certlib import attributions, cost, images, metrics, pixel_cert, progressive, sampling
 from certlib import validate
 from certlib.errors import CertlibError
 from certlib.images import ImageEntry
@@ -97,12 +97,16 @@ def _targets(model: LoadedModel, entry: ImageEntry, x: torch.Tensor, target: int
 
 def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[str], sigmas: Sequence[float],
          n: int, n0: int = 32, seed: int = 0, k_percents: Sequence[float] = sampling.DEFAULT_K_PERCENTS,
-         target: int | None = None,
-         normalisation: str = pixel_cert.DEFAULT_NORMALISATION) -> list[PlannedRun]:
-    """Every run of the sweep, method-major (all images of one method, then the next)."""
+         target: int | None = None, normalisation: str = pixel_cert.DEFAULT_NORMALISATION,
+         stop_rule: progressive.StopRule | None = None) -> list[PlannedRun]:
+    """Every run of the sweep, method-major (all images of one method, then the next). With `stop_rule`, each run
+    samples progressively with the anytime-valid test and stops once the rule has every pixel decided; n is then
+    the budget n_max."""
     if not sigmas or not methods or not entries:
         raise CertlibError("a sweep needs at least one method, one image and one σ")
     normalisation = pixel_cert.check_normalisation(normalisation)
+    test, rule = ("fixed", None) if stop_rule is None else \
+        ("anytime", stop_rule.as_key())
     if target is not None:
         target = validate_target(target, model.spec.num_classes)
     for sigma in sigmas:   # every σ up front, not halfway through a long sweep
@@ -122,7 +126,7 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
                 for t, cell in pairs:
                     config = RunConfig(model.spec.key, model.weights_sha256, entry.key, x_sha, t, method, params,
                                        float(sigma), int(n), int(n0), int(seed), ks, model.compute_key, cell=cell,
-                                       normalisation=normalisation)
+                                       normalisation=normalisation, test=test, stop_rule=rule)
                     runs.append(PlannedRun(config, x, entry.label))
     return runs
 
@@ -155,6 +159,14 @@ def sample_run(model: LoadedModel, run: PlannedRun, batch_size: int | None = Non
                progress: Callable[[int, int], None] | None = None) -> sampling.TopKCounts:
     c = run.config
     fn, logits = attributions.for_target(model, c.method, c.target, c.seed)
+    if c.test == "anytime":
+        frames = progressive.certify_progressively(
+            fn, run.x.to(model.device), c.sigma, progressive.StopRule(*c.stop_rule), n_max=c.n, n0=c.n0,
+            k_percents=c.k_percents, seed=c.seed, logits=logits, normalisation=c.normalisation,
+            batch_size=batch_size, progress=None if progress is None else (lambda d, t: progress(c.n0 + d, c.n0 + t)))
+        for frame in frames:
+            pass
+        return frame.counts
     # Through the module attribute, so tests can count sampler calls.
     return sampling.sample_topk_counts(fn, run.x.to(model.device), c.sigma, c.n0, c.n, c.k_percents, seed=c.seed,
                                        batch_size=batch_size, progress=progress, normalisation=c.normalisation,
@@ -200,11 +212,13 @@ def _faith_params(decision: Decision) -> dict:
     return {"metric": "faithfulness", "blur_sigma_fraction": metrics.BLUR_SIGMA_FRACTION, **decision.as_dict()}
 
 
-def _decide(stored: StoredRun, decision: Decision) -> tuple[tuple[float, ...], pixel_cert.PixelCertificate]:
+def _decide(config: RunConfig, stored: StoredRun,
+            decision: Decision) -> tuple[tuple[float, ...], pixel_cert.PixelCertificate]:
+    """The run's certificate at `decision`, by the test it was sampled for (an anytime run's counts stopped at a
+    data-dependent n, where only the anytime-valid test is valid)."""
     levels = tuple(sorted(float(k) for k in decision.levels))
     sub = stored.counts.select_levels(levels)
-    return levels, pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, decision.tau, decision.alpha,
-                                     decision.correction)
+    return levels, progressive.decide(sub, config.test, decision.tau, decision.alpha, decision.correction)
 
 
 def faithfulness_values(store: Store, items: Sequence[tuple[RunConfig, StoredRun]], decision: Decision,
@@ -220,7 +234,7 @@ def faithfulness_values(store: Store, items: Sequence[tuple[RunConfig, StoredRun
     rows = 0
     for i in todo:
         config, stored = items[i]
-        levels, cert = _decide(stored, decision)
+        levels, cert = _decide(config, stored, decision)
         for kind in FAITH_KINDS:
             batch, budget, changed = metrics.faithfulness_inputs(torch.from_numpy(stored.x), cert.classes, levels,
                                                                  kind, decision.replacement)
@@ -251,14 +265,14 @@ def run_metrics(store: Store, config: RunConfig, stored: StoredRun, decision: De
 
 
 def _metrics_of(config: RunConfig, stored: StoredRun, decision: Decision, faith: dict | None) -> RunMetrics:
-    levels, cert = _decide(stored, decision)
+    levels, cert = _decide(config, stored, decision)
     robust = metrics.certified_robustness(cert.classes, levels)
     local = metrics.certified_gridpg(cert.classes, levels, config.cell) if config.cell is not None else None
     plain = metrics.gridpg(stored.counts.clean_attr, config.cell) if config.cell is not None else math.nan
     info = attributions.METHODS[config.method]
     base = {"model": config.model_key, "method": config.method, "method_label": info.label, "family": info.family,
             "image": config.image_key, "target": config.target, "cell": config.cell, "sigma": config.sigma,
-            "n": config.n, "n0": config.n0, "seed": config.seed, "tau": decision.tau, "alpha": decision.alpha,
+            "n": stored.counts.n, "n0": config.n0, "test": config.test, "n_max": config.n, "seed": config.seed, "tau": decision.tau, "alpha": decision.alpha,
             "correction": decision.correction, "radius": cert.radius, "certifiable": cert.certifiable,
             "gridpg_clean": plain, "replacement": decision.replacement,
             "deletion_auc": faith["deletion"]["auc"] if faith else math.nan,

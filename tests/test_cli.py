@@ -220,3 +220,66 @@ sys.exit(cli.main(['run', *{TINY!r}, '--sigmas', '0.5']))
     assert out.returncode == 2, out
     last = out.stderr.strip().splitlines()[-1]
     assert "could not be written" in last and "cannot rollback" not in out.stderr and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------------------------ anytime runs (issue 18)
+
+ANY = ["--images", "digits", "--limit", "1", "--methods", "grad", "--sigmas", "0.25", "--n0", "8", "--alpha", "0.1",
+       "--batch-size", "16", "--anytime", "--max-n", "96"]
+
+
+def test_anytime_runs_are_stored_apart_resume_and_decide_with_the_anytime_test(data_dir, capsys):
+    from certlib import anytime, progressive
+
+    assert cli.main(["run", *ANY]) == 0
+    out = capsys.readouterr().out
+    assert "estimated time: at most" in out and "anytime-valid test: the runs used" in out
+    db = store.Store(data_dir / store.DB_NAME)
+    (run,) = list(db.all_runs())
+    config = store.config_from_dict(run.config)
+    assert config.test == "anytime" and config.n == 96 and config.stop_rule == (0.75, 0.1, (5.0, 25.0, 50.0), "holm")
+    # the stored counts are where the progressive sampler with that rule stops, exactly
+    from certlib import attributions, images, models
+    model = models.load_model("digits_sigma0.25")
+    x = cli.sweep.prepared_input(model, images.digit_gallery()[0])
+    fn, logits = attributions.for_target(model, "grad", config.target, 0)
+    frames = list(progressive.certify_progressively(fn, x, 0.25, progressive.StopRule(*config.stop_rule), n_max=96,
+                                                    n0=8, frame_size=16, logits=logits))
+    assert frames[-1].counts.n == run.counts.n
+    assert (frames[-1].counts.estimation_ones == run.counts.estimation_ones).all()
+    assert cli.main(["run", *ANY]) == 0
+    assert "1 already stored" in capsys.readouterr().out
+    # the same sweep with a fixed n is another run; the table of the anytime sweep decides with the anytime test
+    assert cli.main(["run", *ANY[:-3], "--n", "96"]) == 0
+    capsys.readouterr()
+    assert len(store.Store(data_dir / store.DB_NAME)) == 2
+    rows = cli.export_rows(store.Store(data_dir / store.DB_NAME), cli.sweep.Decision(alpha=0.1))
+    by_test = {r["test"]: r for r in rows if r["k_percent"] == 25.0}
+    assert set(by_test) == {"anytime", "fixed"} and by_test["fixed"]["n"] == 96
+    sub = run.counts.select_levels([5.0, 25.0, 50.0])
+    expected = anytime.decide(sub.votes_for_mode, sub.modes, sub.n, 0.25, 0.75, 0.1)
+    assert by_test["anytime"]["abstain"] == pytest.approx(float(expected.fractions["abstain"][1]))
+    assert progressive.decide(sub, "fixed", 0.75, 0.1).fractions["abstain"][1] <= by_test["anytime"]["abstain"]
+
+
+def test_fixed_n_keys_are_unchanged_by_the_test_fields():
+    from dataclasses import replace
+
+    base = store.RunConfig("m", "w", "img", "x", 1, "grad", (), 0.25, 100, 32, 0, (5.0,), "cpu",
+                           versions=(("certlib", "1"),))
+    assert '"test"' not in base.canonical() and '"stop_rule"' not in base.canonical()
+    anyt = replace(base, test="anytime", stop_rule=(0.75, 1e-3, (5.0,), "holm"))
+    assert anyt.key != base.key and '"test":"anytime"' in anyt.canonical()
+    assert store.config_from_dict(__import__("json").loads(anyt.canonical())) == anyt
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["run", "--max-n", "64"], ("--max-n", "--anytime")),
+    (["run", "--anytime", "--stop-undecided", "1.5"], ("--stop-undecided", "[0, 1)")),
+])
+def test_anytime_options_without_anytime_or_out_of_range_are_one_line(data_dir, args, needles):
+    result = _cli(*args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

@@ -81,7 +81,7 @@ def test_round_trip_keeps_every_array_exactly():
 CHANGED = {"model_key": "m2", "weights_sha256": "v" * 64, "image_key": "digit:4", "input_sha256": "j" * 64,
            "target": 4, "method": "lrp", "method_params": (("p", 2),), "sigma": 0.5, "n": 11, "n0": 5, "seed": 1,
            "k_percents": (5.0, 25.0), "device": "cuda", "noise": "uniform", "cell": 2, "normalisation": "paper",
-           "versions": (("test", "2"),)}
+           "versions": (("test", "2"),), "test": "anytime", "stop_rule": (0.75, 1e-3, (5.0,), "holm")}
 
 
 def test_every_field_is_part_of_the_key():

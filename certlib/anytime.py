@@ -68,6 +68,28 @@ def futile(votes_for_mode: np.ndarray, n: int, tau: float, alpha: float) -> np.n
     return pvalue_table(n, 1.0 - tau)[n - k] <= alpha
 
 
+def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
+    """The anytime-valid (1 − α) lower confidence bound on a Bernoulli probability from k successes in n: the
+    smallest q that H0: p ≤ q is not rejected at α. By Ville's inequality the true p stays above it at every n at
+    once with probability ≥ 1 − α, so it may be read at a data-dependent stopping time (Clopper–Pearson may not).
+    The p-value grows with q (checked on a grid in tests), so the bound is found by bisection to 1e-12."""
+    a = stats.check_scalar_alpha(alpha)
+    k_arr, n_arr = stats.check_counts(k, n)
+    k, n = int(k_arr), int(n_arr)
+    if k == 0 or anytime_pvalue(k, n, 1e-12) > a:
+        return 0.0
+    low, high = 1e-12, 1.0 - 1e-12           # pvalue(low) ≤ α; pvalue(q) → 1 as q → 1
+    if anytime_pvalue(k, n, high) <= a:
+        return high
+    while high - low > 1e-12:
+        mid = 0.5 * (low + high)
+        if anytime_pvalue(k, n, mid) <= a:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
 def min_samples_to_certify(tau: float, alpha: float, num_tests: int, n_max: int = 10**6) -> int:
     """Smallest n at which n agreeing votes out of n pass the anytime test at α / num_tests (the first level of
     Holm); n_max + 1 when none up to n_max does."""

@@ -50,9 +50,13 @@ def _class_votes(votes: object, name: str) -> np.ndarray:
 
 
 def certify_prediction(selection_votes: np.ndarray, estimation_votes: np.ndarray, sigma: float,
-                       alpha: float) -> PredictionCertificate:
+                       alpha: float, test: str = "fixed") -> PredictionCertificate:
     """CERTIFY from per-class vote counts: `selection_votes` [classes] (n0 copies) picks c_A (ties: the smallest
-    class index), `estimation_votes` [classes] (n copies) estimates its probability."""
+    class index), `estimation_votes` [classes] (n copies) estimates its probability. `test="anytime"` bounds it with
+    the anytime-valid lower confidence bound instead of Clopper–Pearson: required when n was not fixed in advance
+    (progressive sampling stops when the pixel votes say so, and those votes depend on the same copies)."""
+    if test not in ("fixed", "anytime"):
+        raise CertlibError(f"test must be 'fixed' or 'anytime', got {test!r}")
     sel = _class_votes(selection_votes, "selection_votes")
     est = _class_votes(estimation_votes, "estimation_votes")
     if sel.shape != est.shape:
@@ -64,13 +68,17 @@ def certify_prediction(selection_votes: np.ndarray, estimation_votes: np.ndarray
     a = stats.check_scalar_alpha(alpha)
     top = int(np.argmax(sel))
     n, n_a = int(est.sum()), int(est[top])
-    p_lower = float(stats.clopper_pearson_lower(n_a, n, a))
+    if test == "anytime":
+        from certlib import anytime
+        p_lower = anytime.lower_confidence_bound(n_a, n, a)
+    else:
+        p_lower = float(stats.clopper_pearson_lower(n_a, n, a))
     radius = s * float(norm.ppf(p_lower)) if p_lower > 0.5 else None
     return PredictionCertificate(top_class=top, votes=n_a, n=n, p_lower=p_lower, radius=radius, sigma=s, alpha=a)
 
 
-def from_counts(counts, alpha: float) -> PredictionCertificate | None:
+def from_counts(counts, alpha: float, test: str = "fixed") -> PredictionCertificate | None:
     """The prediction certificate of a `sampling.TopKCounts` sampled with logits, else None."""
     if counts.selection_classes is None or counts.estimation_classes is None:
         return None
-    return certify_prediction(counts.selection_classes, counts.estimation_classes, counts.sigma, alpha)
+    return certify_prediction(counts.selection_classes, counts.estimation_classes, counts.sigma, alpha, test)

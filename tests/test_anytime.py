@@ -140,3 +140,30 @@ def test_min_samples_matches_the_first_passing_n():
     level = 1e-3 / (5 * 1024)
     assert anytime.anytime_pvalue(n_min, n_min, 0.75) <= level < anytime.anytime_pvalue(n_min - 1, n_min - 1, 0.75)
     assert 50 <= n_min <= 70 and n_min > stats.min_samples_to_certify(0.75, 1e-3, 5 * 1024)
+
+
+def test_the_pvalue_grows_with_the_null_threshold_so_bisection_finds_the_bound():
+    qs = np.linspace(0.001, 0.999, 999)
+    for n in (1, 7, 64, 500):
+        for k in range(0, n + 1, max(1, n // 13)):
+            p = np.asarray(anytime.anytime_pvalue(np.full(qs.shape, k), np.full(qs.shape, n), qs))
+            assert (np.diff(p) >= -1e-12).all(), (k, n)
+
+
+def test_lower_confidence_bound_covers_under_optional_stopping_and_is_below_clopper_pearson():
+    """20 000 paths at p = 0.8: an adversary stops the first time the bound rises above p (up to n = 400). The bound
+    must exceed p on ≤ α of the paths; Clopper–Pearson, read the same way, exceeds it far more often."""
+    p, alpha, n_max, reps = 0.8, 0.05, 400, 20_000
+    rng = np.random.default_rng(5)
+    k = np.cumsum(rng.random((reps, n_max)) < p, axis=1)
+    n = np.arange(1, n_max + 1)
+    # the bound exceeds p exactly when H0: q ≤ p is rejected at α (bisection's defining property), so test that:
+    crossed_any = (np.asarray(anytime.anytime_pvalue(k, np.broadcast_to(n, k.shape), p)) <= alpha).any(axis=1)
+    crossed_cp = (stats.clopper_pearson_lower(k, np.broadcast_to(n, k.shape), alpha) > p).any(axis=1)
+    assert crossed_any.mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / reps), crossed_any.mean()
+    assert crossed_cp.mean() > 2 * alpha
+    for kk, nn in ((0, 10), (5, 10), (90, 100), (100, 100), (990, 1000)):
+        bound = anytime.lower_confidence_bound(kk, nn, alpha)
+        assert bound <= float(stats.clopper_pearson_lower(kk, nn, alpha)) + 1e-12
+        if bound > 0:   # the defining property, checked at the bound and just below it
+            assert anytime.anytime_pvalue(kk, nn, bound) <= alpha < anytime.anytime_pvalue(kk, nn, bound + 1e-6)

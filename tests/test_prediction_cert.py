@@ -105,3 +105,16 @@ def test_gradient_methods_reuse_their_forward_pass(digits):
             assert len(calls) == 5 * passes, (method, len(calls))
     finally:
         handle.remove()
+
+
+def test_the_anytime_prediction_certificate_is_more_cautious_than_clopper_pearson():
+    import numpy as np
+    from certlib import anytime
+    sel, est = np.array([1, 30, 1]), np.array([5, 180, 15])
+    fixed = prediction_cert.certify_prediction(sel, est, 0.25, 1e-3)
+    anyt = prediction_cert.certify_prediction(sel, est, 0.25, 1e-3, test="anytime")
+    assert anyt.top_class == fixed.top_class == 1 and anyt.votes == 180
+    assert anyt.p_lower == anytime.lower_confidence_bound(180, 200, 1e-3) < fixed.p_lower
+    assert anyt.radius < fixed.radius
+    with pytest.raises(CertlibError, match="test must be"):
+        prediction_cert.certify_prediction(sel, est, 0.25, 1e-3, test="sequential")

@@ -2,6 +2,8 @@
 certified shares per K. Pure functions of numpy arrays (see certlib.viz for how figures are built)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -83,3 +85,26 @@ def greyed(rgb: np.ndarray) -> np.ndarray:
     luma = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     grey = (0.5 * luma + 0.5 * 235.0).clip(0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def growth_figure(history: Sequence[tuple[int, Sequence[float], int]], k_percents: tuple[float, ...],
+                  fixed_n_passes: int | None = None) -> go.Figure:
+    """Certified share per K level against model passes (n0 + n), one point per progressive frame; frames that
+    withdrew earlier certificates are marked. `fixed_n_passes` draws where the fixed-n test would first answer."""
+    fig = go.Figure()
+    passes = [h[0] for h in history]
+    for i, k in enumerate(k_percents):
+        fig.add_trace(go.Scatter(x=passes, y=[h[1][i] for h in history], mode="lines+markers", name=f"top {k:g}%",
+                                 line={"color": "rgb" + str(LEVEL_RGB[min(i, len(LEVEL_RGB) - 1)])}))
+    lost = [(h[0], h[2]) for h in history if h[2] > 0]
+    if lost:
+        fig.add_trace(go.Scatter(x=[p for p, _ in lost], y=[0.0] * len(lost), mode="markers", name="withdrawn",
+                                 marker={"symbol": "x", "color": "rgb" + str(palette.NOT_CERTIFIED), "size": 9},
+                                 text=[f"{n} certificate(s) withdrawn" for _, n in lost], hoverinfo="text+x"))
+    if fixed_n_passes is not None:
+        fig.add_vline(x=fixed_n_passes, line_dash="dot", line_color="grey",
+                      annotation_text="fixed n answers here", annotation_position="top left")
+    fig.update_layout(title="certified share as the copies arrive", xaxis_title="model passes (n0 + n)",
+                      yaxis_title="certified share", yaxis_range=[0, 1], height=300,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})
+    return fig

@@ -48,6 +48,18 @@ def decide(counts: TopKCounts, test: str, tau: float, alpha: float, correction: 
     return decide_with(counts.votes_for_mode, counts.modes, counts.n, counts.sigma, tau, alpha, correction)
 
 
+def too_few_samples(test: str, n: int, tau: float, alpha: float, num_tests: int) -> str | None:
+    """pixel_cert.too_few_samples for either test: the warning when even n agreeing votes out of n cannot pass."""
+    if check_test(test) == "fixed":
+        return pixel_cert.too_few_samples(n, tau, alpha, num_tests)
+    n_min = anytime.min_samples_to_certify(tau, alpha, num_tests)
+    if validate.count("n", n) >= n_min:
+        return None
+    return (f"With a budget of n = {n}, the anytime-valid test cannot certify any pixel at τ = {tau:g} and "
+            f"α = {alpha:g} over {num_tests} tests: even n votes out of n give a p-value above α/{num_tests}. "
+            f"Choose n ≥ {n_min} (or a larger α / smaller τ); until then every pixel abstains.")
+
+
 @dataclass(frozen=True)
 class StopRule:
     """When the sampler may stop: the decision it aims at (τ, α, the decided K levels, the correction)."""

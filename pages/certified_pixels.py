@@ -4,23 +4,27 @@ import streamlit as st
 from ui.frame import loading
 
 _loading = loading("Certified pixels")   # shown while the imports below load (cold start)
+import math
 from functools import partial
 
 import numpy as np
 
-from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, sampling, viz
+from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, progressive, sampling, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
-from ui import downloads, figures, runs, share
+from ui import downloads, figures, progressive_runs, runs, share
 from ui.workbench import current, remember
 from ui.controls import ALPHAS, help_for
 
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
+NMAX_CHOICES = [64, 128, 256, 500, 1000, 2000, 5000]
 N0_CHOICES = [8, 16, 32, 64, 128]
 _loading.empty()
 wb = current()
-remember(cp_sigma=0.25, cp_n=256, cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3, cp_levels=[5.0, 25.0, 50.0],
-         cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION, cp_alpha_pred=1e-3,
-         choices={"cp_sigma": (0.05, 1.0), "cp_n": N_CHOICES, "cp_n0": N0_CHOICES, "cp_seed": (0, 2**31 - 1),
+remember(cp_sigma=0.25, cp_n=256, cp_nmax=256, cp_test="anytime", cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3,
+         cp_levels=[5.0, 25.0, 50.0], cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION,
+         cp_alpha_pred=1e-3,
+         choices={"cp_sigma": (0.05, 1.0), "cp_n": N_CHOICES, "cp_nmax": NMAX_CHOICES, "cp_n0": N0_CHOICES,
+                  "cp_test": list(progressive.TESTS), "cp_seed": (0, 2**31 - 1),
                   "cp_tau": (0.5, 0.99), "cp_alpha": ALPHAS, "cp_alpha_pred": ALPHAS,
                   "cp_levels": list(sampling.DEFAULT_K_PERCENTS), "cp_correction": list(pixel_cert.CORRECTIONS),
                   "cp_normalisation": list(pixel_cert.NORMALISATIONS)})
@@ -30,9 +34,15 @@ st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% memb
 
 with st.container(border=True):
     st.markdown("**Sampling** — changing these draws new noisy samples")
+    test = st.radio("test", progressive.TESTS, format_func=progressive.TEST_LABELS.get, key="cp_test",
+                    horizontal=True, help=help_for("cp_test"))
     c1, c2, c3, c4 = st.columns(4)
     sigma = c1.slider("σ (noise level)", 0.05, 1.0, step=0.01, key="cp_sigma", help=help_for("cp_sigma"))
-    n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n", help=help_for("cp_n"))
+    if test == "fixed":
+        n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n", help=help_for("cp_n"))
+    else:
+        n = c2.select_slider("n_max (budget of estimation samples)", NMAX_CHOICES, key="cp_nmax",
+                             help=help_for("cp_nmax"))
     n0 = c3.select_slider("n0 (selection samples)", N0_CHOICES, key="cp_n0", help=help_for("cp_n0"))
     seed = int(c4.number_input("seed", 0, 2**31 - 1, key="cp_seed", help=help_for("cp_seed")))
     normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
@@ -42,18 +52,88 @@ with st.container(border=True):
 
 # Before sampling, warn with the decision last chosen (the decision widgets below are drawn after sampling).
 chosen = st.session_state
-shortfall = pixel_cert.too_few_samples(n, chosen["cp_tau"], chosen["cp_alpha"],
-                                       int(np.prod(wb.x.shape[-2:])) * len(chosen["cp_levels"] or [5.0]))
+chosen_levels = tuple(sorted(chosen["cp_levels"] or [5.0]))
+shortfall = progressive.too_few_samples(test, n, chosen["cp_tau"], chosen["cp_alpha"],
+                                        int(np.prod(wb.x.shape[-2:])) * len(chosen_levels))
 if shortfall:
     st.warning(shortfall)
 
 share.publish("cp_")
-sampling_params = runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation)
-notice = runs.announce_cost(wb, "topk_counts", sampling_params, n0 + n)
-stale = runs.stale_view("cp", wb, sampling_params, "topk_counts")
-counts = runs.topk_counts(wb, sampling_params)
-notice.empty()
-stale.empty()
+
+
+def _live_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> None:
+    """One progressive frame: which test, the verdict, the overlay and the bars — a valid certificate at α."""
+    cert, ks = frame.certificate, tuple(sorted(state.rule.levels))
+    st.caption(f"Frame at n = {frame.counts.n:,} of at most {state.n_max:,} ({frame.passes:,} model passes, "
+               f"{frame.seconds:.1f} s) · {progressive.TEST_LABELS['anytime']}: this frame is a valid certificate "
+               f"at α = {cert.alpha:g} · {frame.undecided:,} pixel tests undecided")
+    said = guarantee.verdict(cert.classes, ks, cert.radius, cert.radius / math.sqrt(wb.x[0].numel()),
+                             progressive.too_few_samples("anytime", state.n_max, cert.tau, cert.alpha,
+                                                         cert.num_tests))
+    st.markdown(said.text)
+    if state.lost_total:
+        st.info(_withdrawn(state.lost_total))
+    base = images.to_display_rgb(wb.x[0].cpu().numpy())
+    left, right = st.columns(2)
+    left.image(pixel_viz.certified_overlay(base, cert.classes, ks), caption="certified overlay (this frame)",
+               width=min(320, max(160, base.shape[1])))
+    with right:
+        st.plotly_chart(pixel_viz.certificate_bars(ks, cert.fractions), key=f"cp_live_bars_{frame.counts.n}")
+
+
+def _withdrawn(lost: int) -> str:
+    return (f"{lost:,} pixel certificate{'s' if lost != 1 else ''} given by an earlier frame "
+            f"{'were' if lost != 1 else 'was'} withdrawn by a later one: later votes weakened the evidence. Each "
+            "frame holds at α on its own, and with the anytime-valid test all frames hold together (with probability "
+            "≥ 1 − α no frame ever certifies a wrong pixel), so an earlier certificate was not an error; the "
+            "current frame is simply more cautious.")
+
+
+def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.AnytimeParams, progressive_runs.Progress]:
+    params = progressive_runs.AnytimeParams(sigma, n0, seed, normalisation=normalisation)
+    rule = progressive.StopRule(chosen["cp_tau"], chosen["cp_alpha"], chosen_levels, chosen["cp_correction"])
+    if progressive_runs.needs_sampling(wb, params, n):
+        stale = runs.stale_view("cp", wb, params, progressive_runs.KIND)
+        notice = st.empty()
+        before = progressive_runs.stored(wb, params)
+        remaining = n - (before.counts.n if before is not None else 0) + (0 if before is not None else n0)
+        said = runs.expected_time(wb, max(1, remaining))
+        if said:
+            notice.info("At most: " + said[0].lower() + said[1:], icon=":material/schedule:")
+        stop_slot = st.empty()         # removed when sampling ends; a click while sampling interrupts the run
+        stop_slot.button("Stop sampling", key="cp_stop", icon=":material/stop_circle:", help=help_for("cp_stop"),
+                         on_click=progressive_runs.request_stop, args=(wb, params))
+        bar = st.progress(0.0, text="Anytime-valid sampling: selection copies …")
+        live = st.empty()
+
+        def on_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> None:
+            stale.empty()
+            notice.empty()
+            bar.progress(min(1.0, frame.counts.n / n), text=f"Anytime-valid sampling: n = {frame.counts.n:,} of at "
+                         f"most {n:,}; {frame.undecided:,} pixel tests undecided")
+            with live.container():
+                _live_frame(frame, state)
+
+        progressive_runs.sample(wb, params, rule, n, on_frame)
+        for slot in (stop_slot, bar, live, stale, notice):
+            slot.empty()
+    state = progressive_runs.stored(wb, params)
+    if state.counts.n < n and (state.stop != "budget" or progressive_runs.stopped_by_user(wb, params)):
+        st.button(f"Continue sampling (up to n = {n:,})", key="cp_continue", icon=":material/play_arrow:",
+                  help=help_for("cp_continue"), on_click=progressive_runs.request_continue, args=(wb, params))
+    return state.counts, params, state
+
+
+if test == "fixed":
+    view_params = runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation)
+    notice = runs.announce_cost(wb, "topk_counts", view_params, n0 + n)
+    stale = runs.stale_view("cp", wb, view_params, "topk_counts")
+    counts = runs.topk_counts(wb, view_params)
+    notice.empty()
+    stale.empty()
+    progress_state = None
+else:
+    counts, view_params, progress_state = _progressive_counts()
 gain = runs.preprocessing_gain(wb)
 
 
@@ -74,10 +154,12 @@ def decision(counts) -> None:
         return
     sub = counts.select_levels(sorted(levels))
     ks = sub.k_percents
-    cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, tau, alpha, correction)
-    shortfall = pixel_cert.too_few_samples(cert.n, tau, alpha, cert.num_tests)
+    cert = progressive.decide(sub, test, tau, alpha, correction)
+    shortfall = progressive.too_few_samples(test, cert.n, tau, alpha, cert.num_tests)
+    _which_test(sub, tau, alpha, correction)
     said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
-                              wb.target, wb.model.spec.class_names, prediction_cert.from_counts(counts, alpha_pred))
+                              wb.target, wb.model.spec.class_names,
+                              prediction_cert.from_counts(counts, alpha_pred, test))
     said_briefly = guarantee.verdict(cert.classes, ks, cert.radius, said.rms, shortfall)
     (st.warning if said_briefly.vacuous else st.success)(said_briefly.text,
                                                          icon=":material/warning:" if said_briefly.vacuous else
@@ -103,11 +185,12 @@ def decision(counts) -> None:
     with right:
         bars = pixel_viz.certificate_bars(ks, cert.fractions)
         st.plotly_chart(bars, key="cp_bars")
-    runs.keep_view("cp", wb, sampling_params, [("text", said_briefly.text),
+    runs.keep_view("cp", wb, view_params, [("text", said_briefly.text),
                                                 ("image", overlay, "certified overlay"), ("figure", bars)])
     config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
               "image_sha256": wb.image.sha256, "target": wb.target, "method": wb.method, "sigma": counts.sigma,
-              "n0": counts.n0, "n": counts.n, "seed": counts.seed, "tau": tau, "alpha": alpha,
+              "n0": counts.n0, "n": counts.n, "test": test, "n_max": n if test == "anytime" else None,
+              "seed": counts.seed, "tau": tau, "alpha": alpha,
               "correction": correction, "k_percents": ks, "normalisation": counts.normalisation,
               "scale_s": counts.scale, "alpha_prediction": alpha_pred}
     summary = {"radius": cert.radius, "radius_image_pixels": said.radius_image, "rms_per_pixel": said.rms,
@@ -123,6 +206,25 @@ def decision(counts) -> None:
     downloads.button(b3, "config + summary JSON", partial(export.summary_json, config, summary), "certificate.json",
                      "application/json", key="cp_dl_json")
     st.session_state["cp_last_certificate"] = (cert, sub)
+
+
+def _which_test(sub: sampling.TopKCounts, tau: float, alpha: float, correction: str) -> None:
+    """Which test produced the certificate below, at which n and why sampling ended; for the anytime test also how
+    many pixel tests the current decision leaves undecided, how the certificate grew and what later frames withdrew."""
+    if progress_state is None:
+        st.caption(f"**{progressive.TEST_LABELS['fixed']}** · n = {sub.n:,} estimation copies (+ {sub.n0} "
+                   "selection), fixed in advance.")
+        return
+    stopped = progressive_runs.stopped_by_user(wb, view_params)
+    _, open_ = progressive.StopRule(tau, alpha, sub.k_percents, correction).status(sub, n)
+    undecided = f" At this τ, α and these levels {int(open_.sum()):,} pixel tests are undecided." if open_.any() else ""
+    st.caption(progressive_runs.describe(progress_state, n, stopped) + undecided)
+    if progress_state.lost_total:
+        st.info(_withdrawn(progress_state.lost_total))
+    if len(progress_state.history) > 1:
+        with st.expander("How the certificate grew, frame by frame"):
+            st.plotly_chart(pixel_viz.growth_figure(progress_state.history, tuple(sorted(progress_state.rule.levels))),
+                            key="cp_growth")
 
 
 def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str, vacuous: bool) -> None:

@@ -16,7 +16,8 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 @pytest.fixture
 def page(open_page):
     sigma = lambda *args, **kwargs: args[2] if len(args) > 2 else kwargs["sigma"]  # noqa: E731
-    return open_page("pages/certified_pixels.py", sampling, "sample_topk_counts", sigma, cp_n=100)  # quick on 2 cores
+    return open_page("pages/certified_pixels.py", sampling, "sample_topk_counts", sigma, cp_n=100,  # quick on 2 cores
+                     cp_test="fixed")
 
 
 def _radius(at) -> float:

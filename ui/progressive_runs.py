@@ -1,0 +1,127 @@
+"""Progressive (anytime-valid) sampling for the Certified pixels page: a valid frame after every batch, stop and
+continue, and exact resumption from the counts cached at the last frame (certlib.progressive)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from certlib import attributions, pixel_cert, progressive, sampling
+from certlib.progressive import Frame, StopRule
+from certlib.sampling import TopKCounts
+from ui import cache, runs
+from ui.workbench import Workbench
+
+KIND = "anytime_counts"
+FRAME_SECONDS = 0.25          # the live view redraws at most this often (every frame stays valid; drawing costs)
+
+
+@dataclass(frozen=True)
+class AnytimeParams:
+    """What the counts depend on. Not the budget nor the stop rule: counts continue exactly under any of them."""
+
+    sigma: float
+    n0: int
+    seed: int
+    k_percents: tuple[float, ...] = sampling.DEFAULT_K_PERCENTS
+    normalisation: str = pixel_cert.DEFAULT_NORMALISATION
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The cached state of one configuration: counts at the last frame, and why sampling ended (None: it was
+    interrupted — a rerun, a closed tab — and continues on the next visit)."""
+
+    counts: TopKCounts
+    stop: str | None
+    n_max: int
+    rule: StopRule
+    undecided: int
+    history: tuple[tuple[int, tuple[float, ...], int], ...] = field(default=())   # (passes, certified shares, lost)
+
+    @property
+    def lost_total(self) -> int:
+        return sum(lost for _, _, lost in self.history)
+
+
+def _key(wb: Workbench, params: AnytimeParams) -> tuple:
+    return runs.run_key(wb, KIND, params)
+
+
+def stored(wb: Workbench, params: AnytimeParams) -> Progress | None:
+    return cache.sampling_results().get(_key(wb, params))
+
+
+def _flags(name: str) -> set:
+    return st.session_state.setdefault(f"_cp_{name}", set())
+
+
+def request_stop(wb: Workbench, params: AnytimeParams) -> None:
+    """Stop button callback: runs before the rerun that the click starts, which interrupts the sampling run."""
+    _flags("stopped").add(_key(wb, params))
+    _flags("continue").discard(_key(wb, params))
+
+
+def request_continue(wb: Workbench, params: AnytimeParams) -> None:
+    _flags("stopped").discard(_key(wb, params))
+    _flags("continue").add(_key(wb, params))
+
+
+def stopped_by_user(wb: Workbench, params: AnytimeParams) -> bool:
+    return _key(wb, params) in _flags("stopped")
+
+
+def needs_sampling(wb: Workbench, params: AnytimeParams, n_max: int) -> bool:
+    """Sample when nothing is cached, when an interrupted run can go on, when the budget was raised, or when the
+    user asked to continue — never because a decision slider moved (that only re-decides)."""
+    state, key = stored(wb, params), _key(wb, params)
+    if key in _flags("continue"):
+        return True
+    if key in _flags("stopped"):
+        return False
+    return state is None or state.stop is None or (state.stop == "budget" and state.counts.n < n_max)
+
+
+def sample(wb: Workbench, params: AnytimeParams, rule: StopRule, n_max: int, on_frame) -> Progress:
+    """Run (or continue) progressive sampling, caching the counts after every frame, and call on_frame(frame,
+    state) at most every FRAME_SECONDS (and for the last frame). Errors end the page with their message."""
+    results, key = cache.sampling_results(), _key(wb, params)
+    _flags("continue").discard(key)
+    state = results.get(key)
+    attribute, logits = attributions.for_target(wb.model, wb.method, wb.target, params.seed)
+    same_levels = state is not None and tuple(sorted(state.rule.levels)) == tuple(sorted(rule.levels))
+    history = list(state.history) if same_levels else []      # shares of other levels would not line up
+    last_drawn = 0.0
+    with runs.shown_in_page():
+        frames = progressive.certify_progressively(
+            attribute, wb.x.to(wb.model.device), params.sigma, rule, n_max=n_max, n0=params.n0,
+            k_percents=params.k_percents, seed=params.seed, start=state.counts if state is not None else None,
+            logits=logits, normalisation=params.normalisation)
+        for frame in frames:
+            shares = tuple(float(1.0 - f) for f in frame.certificate.fractions["abstain"])
+            if not history or history[-1][0] != frame.passes:
+                history.append((frame.passes, shares, frame.lost))
+            state = Progress(frame.counts, frame.stop, n_max, rule, frame.undecided, tuple(history))
+            results.put(key, state)          # a Stop click (or any rerun) keeps everything up to this frame
+            now = time.perf_counter()
+            if frame.stop is not None or now - last_drawn >= FRAME_SECONDS:
+                on_frame(frame, state)
+                last_drawn = now
+    return state
+
+
+def describe(state: Progress, n_max: int, stopped: bool) -> str:
+    """Which test produced the certificate on screen, at which n, and why sampling ended."""
+    c = state.counts
+    head = (f"**{progressive.TEST_LABELS['anytime']}** · n = {c.n:,} estimation copies of a budget of "
+            f"{n_max:,} (+ {c.n0} selection) · {c.n0 + c.n:,} model passes")
+    if stopped:
+        why = "stopped by you; every certified pixel holds at α"
+    elif state.stop is None:
+        why = "interrupted; it continues on the next run"
+    else:
+        why = "stopped: " + progressive.STOP_REASONS[state.stop]
+    return f"{head} · {why}."
+
+

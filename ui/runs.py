@@ -142,8 +142,8 @@ def _what_changed(last: dict, wb: Workbench, params) -> str:
         return ", ".join(n for n, a, b in zip(names, last["token"], view_token(wb)) if a != b) + " changed"
     old, new = last["params"], params
     fields = getattr(old, "__dataclass_fields__", {})
-    diffs = [f"{name} {getattr(old, name)} → {getattr(new, name)}" for name in fields
-             if getattr(old, name) != getattr(new, name)]
+    diffs = [f"{name} {getattr(old, name)} → {getattr(new, name, '—')}" for name in fields
+             if getattr(old, name) != getattr(new, name, None)]
     return (", ".join(diffs) if diffs else "settings changed").replace("sigma", "σ").replace("radius", "r")
 
 

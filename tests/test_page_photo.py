@@ -38,7 +38,8 @@ def test_home_button_opens_a_photo_with_the_photo_model(at):
 
 
 def test_certified_pixels_on_a_photo_names_the_imagenet_class(at):
-    at.session_state["cp_n"], at.session_state["cp_n0"] = 100, 8     # n = 100 is enough at 150,528 tests
+    # the default anytime-valid test with a budget of 128: enough at 150,528 tests
+    at.session_state["cp_nmax"], at.session_state["cp_n0"] = 128, 8
     at.button(key="home_photo").click().run()
     at.switch_page("pages/certified_pixels.py").run()
     assert not at.exception, at.exception
@@ -50,7 +51,7 @@ def test_certified_pixels_on_a_photo_names_the_imagenet_class(at):
     target = at.selectbox(key="target")
     assert target.format_func(target.value).startswith("282: tiger cat (")
     cert, sub = at.session_state["cp_last_certificate"]
-    assert cert.classes.shape[-2:] == (224, 224) and sub.n == 100
+    assert cert.classes.shape[-2:] == (224, 224) and sub.n == 128
     certified = np.isin(cert.classes, (0, 1)).mean()
     assert certified > 0.05, certified                             # a certified overlay, not all abstentions
 

@@ -57,7 +57,7 @@ def test_bad_parameters_are_ignored_with_a_notice():
     for text in ("cp_tau=0.3", "outside [0.5, 0.99]", "cp_n=77", "not one of the offered values", "target=-4",
                  "device=tpu", "cp_sigma=nan"):
         assert text in notes, text
-    assert at.slider(key="cp_tau").value == 0.75 and at.select_slider(key="cp_n").value == 256
+    assert at.slider(key="cp_tau").value == 0.75 and at.session_state["cp_n"] == 256
     assert at.select_slider(key="cp_n0").value == 8                   # the valid parameters still apply
 
 

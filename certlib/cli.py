@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass, field
 import os
 import sys
 from typing import Sequence
 
-from certlib import attributions, cost, models, pixel_cert, progressive, sweep
+from certlib import attributions, cost, image_folder, models, pixel_cert, progressive, sweep
 from certlib.errors import CertlibError
+from certlib import precision as precision_mod
 from certlib.precision import PRECISIONS
 from certlib.store import Store, config_from_dict
 
@@ -109,8 +111,11 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="digits_sigma0.25", help="registered model key (default digits_sigma0.25)")
     p.add_argument("--methods", type=_methods, default=("grad", "input_x_gradient", "gradcam", "lrp"),
                    help="comma-separated attribution methods, or 'all'")
-    p.add_argument("--images", choices=sweep.IMAGE_SETS, default="grids", help="bundled image set")
-    p.add_argument("--limit", type=_count(1, 10_000), default=8, help="use the first LIMIT images of the set")
+    p.add_argument("--images", default="grids",
+                   help=f"a bundled image set ({', '.join(sweep.IMAGE_SETS)}) or a folder of PNG/JPEG/WebP images "
+                        "(recursive; labels from class sub-folders or a labels.csv with path,label)")
+    p.add_argument("--limit", type=_count(1, 10_000_000), default=None,
+                   help="use the first LIMIT images of the set (default: 8 of a bundled set, all of a folder)")
     p.add_argument("--sigmas", type=_sigmas, default=(0.25,), help="comma-separated noise levels σ")
     p.add_argument("--n", type=_count(1, pixel_cert.MAX_N), default=100, help="estimation samples per run")
     p.add_argument("--n0", type=_count(1, pixel_cert.MAX_N), default=32, help="selection samples per run")
@@ -129,7 +134,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-undecided", type=_share, default=0.0, dest="stop_undecided",
                    help="with --anytime: stop a run once at most this share of its pixels × levels is undecided "
                         "(default 0: all decided; those left abstain)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the runs compute (with --engine ray: on the workers; one actor per GPU for cuda)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="attribution passes in fp32, or bf16 autocast + channels_last (for GPUs; see certlib.precision)")
 
@@ -152,6 +158,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_count(1, 4096), default=None,
                      help="noisy copies per attribution call (default auto)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, sample nothing")
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: the actors of a Ray cluster (docs/scale-out.md)")
+    run.add_argument("--address", default=None,
+                     help="with --engine ray: 'auto' (the cluster this machine belongs to), HOST:PORT or ray://…; "
+                          "default: start Ray on this machine only")
+    run.add_argument("--actors", type=_count(1, 4096), default=None,
+                     help="with --engine ray: how many actors (default: one per GPU with --device cuda, else one "
+                          "per node)")
+    run.add_argument("--threads", type=_count(1, 1024), default=None,
+                     help="with --engine ray: torch threads per actor (default: its share of the cluster's CPUs)")
     table = sub.add_parser("table", help="per-method means of the stored runs of a sweep")
     _add_sweep_args(table)
     _add_decision_args(table)
@@ -190,18 +206,57 @@ def _writable_target(path: str | None, flag: str) -> None:
 
 
 DEFAULT_MAX_N = 1000
+DEFAULT_LIMIT = 8            # images of a bundled set
 
 
-def _plan(args, model: models.LoadedModel) -> list[sweep.PlannedRun]:
-    entries = sweep.image_set(args.images, args.limit)
+@dataclass
+class Plan:
+    runs: list[sweep.PlannedRun]
+    images: int                                   # images planned (after skipping)
+    what: str                                     # "grids", or the folder's path
+    folder: image_folder.ImageFolder | None = None
+    skipped: list[image_folder.Skipped] = field(default_factory=list)
+
+
+def _images(args) -> tuple[list, image_folder.ImageFolder | None]:
+    if args.images in sweep.IMAGE_SETS:
+        return sweep.image_set(args.images, args.limit or DEFAULT_LIMIT), None
+    if not os.path.isdir(os.path.expanduser(args.images)):
+        raise CertlibError(f"--images {args.images}: neither a bundled set ({', '.join(sweep.IMAGE_SETS)}) nor a "
+                           "folder")
+    folder = image_folder.scan(args.images, args.limit)
+    return list(folder.images), folder
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _plan(args, model: models.LoadedModel, compute_key: str | None = None) -> Plan:
+    entries, folder = _images(args)
     if (args.max_n is not None or args.stop_undecided) and not args.anytime:
         raise CertlibError("--max-n and --stop-undecided set how --anytime runs stop; fixed-n runs take --n")
     rule, n = None, args.n
     if args.anytime:
         rule = progressive.StopRule(args.tau, args.alpha, tuple(args.levels), args.correction, args.stop_undecided)
         n = args.max_n if args.max_n is not None else DEFAULT_MAX_N
-    return sweep.plan(model, entries, args.methods, args.sigmas, n, args.n0, args.seed, args.k_percents,
-                      normalisation=args.normalisation, stop_rule=rule)
+    skipped = list(folder.skipped) if folder is not None else []
+    runs = sweep.plan(model, entries, args.methods, args.sigmas, n, args.n0, args.seed, args.k_percents,
+                      normalisation=args.normalisation, stop_rule=rule, skipped=skipped if folder else None,
+                      compute_key=compute_key)
+    if folder is not None and not runs:
+        raise CertlibError(f"--images {args.images}: none of its {len(entries)} images could be used; "
+                           + _skipped_text(skipped))
+    images_used = len(entries) - (len(skipped) - len(folder.skipped) if folder is not None else 0)
+    return Plan(runs, images_used, folder.name if folder is not None else args.images, folder, skipped)
+
+
+def _skipped_text(skipped: Sequence[image_folder.Skipped], most: int = 20) -> str:
+    shown = "; ".join(f"{s.relpath} ({s.reason})" for s in skipped[:most])
+    more = f"; … and {len(skipped) - most} more" if len(skipped) > most else ""
+    return f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''}: {shown}{more}"
 
 
 def _decision(args) -> sweep.Decision:
@@ -211,14 +266,24 @@ def _decision(args) -> sweep.Decision:
 def cmd_run(args) -> int:
     from tqdm import tqdm
 
-    model = models.load_model(args.model, device=args.device, precision=args.precision)
+    _check_engine_args(args)
+    # With Ray the runs compute on the workers: the driver only plans (predictions, hashes) and times one batch, on
+    # its CPU when it has no GPU, but plans them with the workers' compute key.
+    driver_device = "cpu" if args.engine == "ray" and args.device == "cuda" and not _has_cuda() else args.device
+    model = models.load_model(args.model, device=driver_device, precision=args.precision)
     store = Store()
-    runs = _plan(args, model)
+    plan = _plan(args, model, precision_mod.compute_key(args.device, args.precision))
+    runs = plan.runs
+    if plan.skipped:
+        print(f"warning: {_skipped_text(plan.skipped)}", file=sys.stderr)
+    if plan.folder is not None:
+        store.tag_set(plan.folder.name, [(r.config, r.image_label) for r in runs])
     todo = sweep.missing(store, runs)
-    print(f"{len(runs)} runs planned ({len(args.methods)} methods × {args.limit} {args.images} × "
+    print(f"{len(runs)} runs planned ({len(args.methods)} methods × {plan.images} images of {plan.what} × "
           f"{len(args.sigmas)} σ; grids are explained once per cell), {len(runs) - len(todo)} already stored in "
           f"{store.path}")
     if not todo:
+        _summary_of_skipped(plan)
         return 0
     seconds, per_copy = sweep.estimate_seconds(model, todo, args.batch_size or 16)
     rates = ", ".join(f"{m} {s * 1000:.1f} ms" for m, s in per_copy.items())
@@ -235,7 +300,10 @@ def cmd_run(args) -> int:
         bar.update(done - bar.n)
 
     try:
-        sweep.run_missing(store, model, todo, args.batch_size, progress)
+        if args.engine == "ray":
+            _run_on_ray(args, model, store, todo, progress)
+        else:
+            sweep.run_missing(store, model, todo, args.batch_size, progress)
     except KeyboardInterrupt:
         bar.close()
         left = len(sweep.missing(store, runs))
@@ -247,8 +315,34 @@ def cmd_run(args) -> int:
     print(format_table(sweep.summarise(rows)))
     if args.anytime:
         print(_anytime_usage(rows, runs))
+    _summary_of_skipped(plan)
     _report_skipped(store)
     return 0
+
+
+def _run_on_ray(args, model: models.LoadedModel, store: Store, todo: list, progress) -> None:
+    from certlib import ray_engine
+
+    ray_engine.connect(args.address)
+    recipe = ray_engine.ModelRecipe(args.model, args.device, args.precision, model.weights_sha256)
+
+    def started(placed: list[dict]) -> None:
+        nodes = len({p["node"] for p in placed})
+        print(f"ray: {len(placed)} actor{'s' if len(placed) != 1 else ''} on {nodes} node{'s' if nodes != 1 else ''}"
+              f" ({placed[0]['threads']} torch thread{'s' if placed[0]['threads'] != 1 else ''} each)",
+              file=sys.stderr)
+
+    ray_engine.run_missing(store, recipe, todo, args.batch_size, progress, args.actors, args.threads, started)
+
+
+def _check_engine_args(args) -> None:
+    if args.engine != "ray" and (args.address or args.actors or args.threads):
+        raise CertlibError("--address, --actors and --threads are options of --engine ray")
+
+
+def _summary_of_skipped(plan: Plan) -> None:
+    if plan.skipped:
+        print(f"{_skipped_text(plan.skipped, most=1000)}")
 
 
 def _anytime_usage(rows: list[dict], runs: Sequence[sweep.PlannedRun]) -> str:
@@ -268,7 +362,7 @@ def _report_skipped(store: Store) -> None:
 def cmd_table(args) -> int:
     model = models.load_model(args.model, device=args.device, precision=args.precision)
     store = Store()
-    runs = _plan(args, model)
+    runs = _plan(args, model).runs
     rows, _, absent = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))
     if absent:
         print(f"{absent} of {len(runs)} runs are not stored yet (python -m certlib run … with the same options)")

@@ -156,6 +156,8 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS derived (
     run_key TEXT NOT NULL, params TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (run_key, params));
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS image_sets (
+    set_name TEXT NOT NULL, run_key TEXT NOT NULL, image_label TEXT, PRIMARY KEY (set_name, run_key));
 """
 
 
@@ -337,6 +339,38 @@ class Store:
             run = self._decoded(key, config, blob, seconds)
             if run is not None:
                 yield run
+
+    # -------------------------------------------------------------------------------------------- image sets
+
+    def tag_set(self, set_name: str, runs: list[tuple[RunConfig, str]]) -> None:
+        """Record that these runs (config, image label) belong to a user's image set (a folder's path), so the
+        metrics page can list the set. Tags of runs not sampled yet are harmless: reads join with the runs."""
+        if self.read_only or not runs:
+            return
+        with self._write() as con:
+            con.executemany("INSERT OR IGNORE INTO image_sets VALUES (?, ?, ?)",
+                            [(set_name, c.key, label) for c, label in runs])
+
+    def image_sets(self) -> dict[str, int]:
+        """{set name: how many of its runs are stored}, for sets tagged by `tag_set`."""
+        try:
+            with self._connect() as con:
+                rows = con.execute("SELECT s.set_name, COUNT(*) FROM image_sets s JOIN runs r ON r.key = s.run_key "
+                                   "GROUP BY s.set_name ORDER BY s.set_name").fetchall()
+        except StoreError:              # a read-only store written before image sets existed
+            return {}
+        return {name: count for name, count in rows}
+
+    def runs_in_set(self, set_name: str) -> Iterator[tuple[StoredRun, str]]:
+        """(stored run, image label) of every stored run of the set, oldest first."""
+        with self._connect() as con:
+            rows = con.execute("SELECT r.key, r.config, r.counts, r.seconds, s.image_label FROM image_sets s "
+                               "JOIN runs r ON r.key = s.run_key WHERE s.set_name = ? ORDER BY r.created, r.key",
+                               (set_name,)).fetchall()
+        for key, config, blob, seconds, label in rows:
+            run = self._decoded(key, config, blob, seconds)
+            if run is not None:
+                yield run, label
 
     # -------------------------------------------------------------------------------------------- derived values
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from certlib import attributions, cost, images, metrics, pixel_cert, progressive, sampling
+from certlib import attributions, cost, image_folder, images, metrics, pixel_cert, progressive, sampling
 from certlib import validate
 from certlib.errors import CertlibError
 from certlib.images import ImageEntry
@@ -31,11 +31,22 @@ SweepProgress = Callable[[int, int, "PlannedRun"], None]     # (samples done, sa
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One (image, target, method, σ) run: its store config and the prepared input it samples around."""
+    """One (image, target, method, σ) run: its store config and the prepared input it samples around — held (bundled
+    sets) or read again when the run executes (folders: `loader`, checked against the planned input's hash)."""
 
     config: RunConfig
-    x: torch.Tensor            # [1,C,H,W] on the CPU
+    held: torch.Tensor | None  # [1,C,H,W] on the CPU, or None when `loader` reads it
     image_label: str
+    loader: Callable[[], torch.Tensor] | None = field(default=None, compare=False)
+
+    @property
+    def x(self) -> torch.Tensor:
+        if self.held is not None:
+            return self.held
+        x = self.loader()
+        if images.pixel_sha256(x.numpy()) != self.config.input_sha256:
+            raise CertlibError(f"{self.image_label} changed since the sweep was planned")
+        return x
 
     @property
     def samples(self) -> int:
@@ -98,10 +109,13 @@ def _targets(model: LoadedModel, entry: ImageEntry, x: torch.Tensor, target: int
 def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[str], sigmas: Sequence[float],
          n: int, n0: int = 32, seed: int = 0, k_percents: Sequence[float] = sampling.DEFAULT_K_PERCENTS,
          target: int | None = None, normalisation: str = pixel_cert.DEFAULT_NORMALISATION,
-         stop_rule: progressive.StopRule | None = None) -> list[PlannedRun]:
+         stop_rule: progressive.StopRule | None = None, skipped: list | None = None,
+         compute_key: str | None = None) -> list[PlannedRun]:
     """Every run of the sweep, method-major (all images of one method, then the next). With `stop_rule`, each run
     samples progressively with the anytime-valid test and stops once the rule has every pixel decided; n is then
-    the budget n_max."""
+    the budget n_max. `entries` are bundled ImageEntry objects or image_folder.FolderImage files; folder files that
+    fail are listed in `skipped` (image_folder.Skipped) and left out. `compute_key` (default the model's) is where the
+    runs will compute, when that is not where `model` lives (Ray workers with GPUs, planned on a CPU driver)."""
     if not sigmas or not methods or not entries:
         raise CertlibError("a sweep needs at least one method, one image and one σ")
     normalisation = pixel_cert.check_normalisation(normalisation)
@@ -115,20 +129,42 @@ def plan(model: LoadedModel, entries: Sequence[ImageEntry], methods: Sequence[st
         reason = attributions.unavailable_reason(m, model.spec)
         if reason is not None:
             raise CertlibError(f"method {m!r}: {reason}")
-    inputs = [(entry, prepared_input(model, entry)) for entry in entries]
-    targets = [_targets(model, entry, x, target) for entry, x in inputs]
+    prepared = [p for p in (_prepare(model, source, target, skipped) for source in entries) if p is not None]
     runs = []
     for method in methods:
         params = method_params(method)
         for sigma in sigmas:
-            for (entry, x), pairs in zip(inputs, targets):
-                x_sha = images.pixel_sha256(x.numpy())
+            for entry_key, label, x_sha, held, loader, pairs in prepared:
                 for t, cell in pairs:
-                    config = RunConfig(model.spec.key, model.weights_sha256, entry.key, x_sha, t, method, params,
-                                       float(sigma), int(n), int(n0), int(seed), ks, model.compute_key, cell=cell,
+                    config = RunConfig(model.spec.key, model.weights_sha256, entry_key, x_sha, t, method, params,
+                                       float(sigma), int(n), int(n0), int(seed), ks,
+                                       compute_key or model.compute_key, cell=cell,
                                        normalisation=normalisation, test=test, stop_rule=rule)
-                    runs.append(PlannedRun(config, x, entry.label))
+                    runs.append(PlannedRun(config, held, label, loader))
     return runs
+
+
+def _prepare(model: LoadedModel, source, target: int | None, skipped: list | None):
+    """(key, label, input hash, held input or None, loader or None, [(target, cell)]) of a bundled ImageEntry or a
+    FolderImage; a folder image that fails its checks (or names a class the model lacks) is appended to `skipped`
+    (when given: else it raises) and left out."""
+    if isinstance(source, ImageEntry):
+        x = prepared_input(model, source)
+        return source.key, source.label, images.pixel_sha256(x.numpy()), x, None, _targets(model, source, x, target)
+    try:
+        x = prepared_input(model, source.load())
+        t = target                     # an explicit target wins over the folder's labels
+        if t is None and source.label is not None:
+            t = image_folder.resolve_label(source.label, model.spec.class_names, source.relpath)
+        pairs = [(int(t), None)] if t is not None else [(int(model.predict_proba(x)[0].argmax()), None)]
+    except CertlibError as exc:
+        if skipped is None:
+            raise
+        skipped.append(image_folder.Skipped(source.relpath, str(exc)))
+        return None
+    # the pixels are not held: 10,000s of ImageNet inputs would not fit; the run reads the file again
+    return source.key, source.relpath, images.pixel_sha256(x.numpy()), None, \
+        (lambda: prepared_input(model, source.load())), pairs
 
 
 # ------------------------------------------------------------------------------------------------ sampling

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from certlib import attributions, pixel_cert, progressive, sampling
-from certlib.progressive import Frame, StopRule
+from certlib.progressive import StopRule
 from certlib.sampling import TopKCounts
 from ui import cache, runs
 from ui.workbench import Workbench

@@ -332,7 +332,12 @@ def _run_on_ray(args, model: models.LoadedModel, store: Store, todo: list, progr
               f" ({placed[0]['threads']} torch thread{'s' if placed[0]['threads'] != 1 else ''} each)",
               file=sys.stderr)
 
-    ray_engine.run_missing(store, recipe, todo, args.batch_size, progress, args.actors, args.threads, started)
+    def retried(run, exc: BaseException) -> None:
+        print(f"\nray: a worker died ({type(exc).__name__}); {run.image_label or run.config.image_key} "
+              f"({run.config.method}, σ={run.config.sigma:g}) runs again on another worker", file=sys.stderr)
+
+    ray_engine.run_missing(store, recipe, todo, args.batch_size, progress, args.actors, args.threads, started,
+                           retried)
 
 
 def _check_engine_args(args) -> None:

@@ -131,8 +131,10 @@ def plan_actors(device: str, actors: int | None, threads: int | None) -> tuple[i
 
 def run_missing(store: Store, recipe: ModelRecipe, todo: Sequence, batch_size: int | None = None,
                 progress: Callable[[int, int, object], None] | None = None, actors: int | None = None,
-                threads: int | None = None, on_started: Callable[[list[dict]], None] | None = None) -> int:
+                threads: int | None = None, on_started: Callable[[list[dict]], None] | None = None,
+                on_retry: Callable[[object, BaseException], None] | None = None) -> int:
     """Sample the planned runs `todo` on the connected cluster (see `connect`); returns how many were stored.
+    on_started(placement) once the actors are up; on_retry(run, error) for each run lost with a dead worker.
     KeyboardInterrupt stops the actors and propagates: what was committed stays, a re-run resumes."""
     ray = import_ray()
     from certlib import store as store_mod
@@ -186,6 +188,8 @@ def run_missing(store: Store, recipe: ModelRecipe, todo: Sequence, batch_size: i
                                        f"{MAX_ATTEMPTS} times ({type(exc).__name__}); the runs stored so far are "
                                        "kept, run the same command to resume") from None
                 queue.appendleft((run, attempts + 1))        # lost with its worker: it runs again, elsewhere
+                if on_retry is not None:
+                    on_retry(run, exc)
                 if actor not in probes.values():
                     probes[actor.where.remote()] = actor     # fed again once Ray has restarted it
                 continue

@@ -1,0 +1,134 @@
+"""`run --engine ray` on Ray's own two-node cluster on 127.0.0.1 (issue #19): the same counts as the local engine bit
+for bit, a worker killed mid-sweep costs nothing, a killed or interrupted driver resumes, every run stored once."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from certlib import models, ray_engine, store, sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+ARRAYS = ("selection_ones", "estimation_ones", "clean_masks", "clean_attr", "selection_classes",
+          "estimation_classes")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    small = {"num_cpus": 1, "object_store_memory": 96 * 2**20}
+    c = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
+    c.add_node(**small)
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return models.load_model("digits_sigma0.25")
+
+
+def _plan(model, limit: int = 6, methods=("grad", "lrp"), sigmas=(0.25, 0.5)):
+    return sweep.plan(model, sweep.image_set("digits", limit), list(methods), list(sigmas), n=48, n0=8)
+
+
+@pytest.fixture(scope="module")
+def local_counts(digits, tmp_path_factory):
+    """The local engine's counts of the plan every test below sweeps on the cluster."""
+    db = store.Store(tmp_path_factory.mktemp("local") / "local.sqlite3")
+    runs = _plan(digits)
+    sweep.run_missing(db, digits, runs)
+    return {r.config.key: db.get(r.config).counts for r in runs}
+
+
+def _same_counts(db: store.Store, runs, expected: dict) -> None:
+    assert len(db) == len(runs)
+    for r in runs:
+        got = db.get(r.config).counts
+        for name in ARRAYS:
+            assert np.array_equal(getattr(got, name), getattr(expected[r.config.key], name)), (r.config.key, name)
+
+
+def _recipe(model) -> ray_engine.ModelRecipe:
+    return ray_engine.ModelRecipe("digits_sigma0.25", "cpu", "fp32", model.weights_sha256)
+
+
+def test_a_two_node_sweep_equals_the_local_sweep_bit_for_bit(cluster, digits, local_counts, tmp_path):
+    runs = _plan(digits)
+    db = store.Store(tmp_path / "ray.sqlite3")
+    placed = []
+    stored = ray_engine.run_missing(db, _recipe(digits), runs, actors=2, on_started=placed.extend)
+    assert stored == len(runs) == 24
+    assert len({p["node"] for p in placed}) == 2 and all(p["threads"] == 1 for p in placed)
+    _same_counts(db, runs, local_counts)
+
+
+def test_a_worker_killed_mid_sweep_costs_only_its_runs_in_flight(cluster, digits, local_counts, tmp_path):
+    runs = _plan(digits)
+    db = store.Store(tmp_path / "ray.sqlite3")
+    placed, killed, retried = [], [], []
+
+    def kill_one_worker(done: int, total: int, run) -> None:
+        if not killed:                                   # right after the first result: the victim has work queued
+            os.kill(placed[0]["pid"], signal.SIGKILL)
+            killed.append(placed[0]["pid"])
+
+    stored = ray_engine.run_missing(db, _recipe(digits), runs, actors=2, progress=kill_one_worker,
+                                    on_started=placed.extend, on_retry=lambda run, exc: retried.append(exc))
+    assert killed and stored == len(runs)                # every run stored, each once (the key is unique)
+    assert retried and all(isinstance(e, ray.exceptions.RayActorError) for e in retried)   # its runs ran again
+    _same_counts(db, runs, local_counts)
+
+
+def _cli(address: str, data: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), store.DATA_DIR_ENV: str(data)}
+    args = ["run", "--engine", "ray", "--address", address, "--images", "digits", "--limit", "6", "--methods",
+            "grad,lrp", "--sigmas", "0.25,0.5", "--n", "48", "--n0", "8", "--alpha", "0.1", "--actors", "2"]
+    return subprocess.Popen([sys.executable, "-m", "certlib", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_stored(path: Path, at_least: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists() and len(store.Store(path, read_only=True)) >= at_least:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} runs stored after {timeout} s")
+
+
+def test_a_killed_then_interrupted_driver_resumes_and_stores_every_run_once(cluster, digits, local_counts,
+                                                                            tmp_path):
+    data = tmp_path / "data"
+    db_path = data / store.DB_NAME
+    first = _cli(cluster.address, data)
+    _wait_for_stored(db_path, 2, first)
+    first.send_signal(signal.SIGKILL)                    # the driver dies without any cleanup
+    first.wait(timeout=30)
+    after_kill = len(store.Store(db_path))
+    assert 2 <= after_kill < 24
+
+    second = _cli(cluster.address, data)
+    _wait_for_stored(db_path, after_kill + 1, second)
+    second.send_signal(signal.SIGINT)                    # ctrl-C: a clean stop
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 130, err
+    assert "interrupted" in out and "run the same command to resume" in out
+
+    third = _cli(cluster.address, data)
+    out, err = third.communicate(timeout=300)
+    assert third.returncode == 0, err
+    assert "already stored" in out and "| lrp | 0.5 | 50 |" in out
+    _same_counts(store.Store(db_path), _plan(digits), local_counts)

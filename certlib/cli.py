@@ -84,6 +84,14 @@ def _share(text: str) -> float:
     return v
 
 
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got {text!r}") from None
+    return c, h, w
+
+
 def _count(low: int, high: int):
     def parse(text: str) -> int:
         try:
@@ -108,7 +116,11 @@ def _methods(text: str) -> tuple[str, ...]:
 
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="digits_sigma0.25", help="registered model key (default digits_sigma0.25)")
+    p.add_argument("--model", default="digits_sigma0.25",
+                   help="registered model key (default digits_sigma0.25), or a TorchScript file (.pt) taking "
+                        "[B,C,H,W] pixels in [0,1]; it runs sandboxed, as an upload in the app does")
+    p.add_argument("--input-shape", type=_shape, default=None, dest="input_shape",
+                   help="C,H,W of a TorchScript --model's input (e.g. 3,224,224)")
     p.add_argument("--methods", type=_methods, default=("grad", "input_x_gradient", "gradcam", "lrp"),
                    help="comma-separated attribution methods, or 'all'")
     p.add_argument("--images", default="grids",
@@ -270,7 +282,7 @@ def cmd_run(args) -> int:
     # With Ray the runs compute on the workers: the driver only plans (predictions, hashes) and times one batch, on
     # its CPU when it has no GPU, but plans them with the workers' compute key.
     driver_device = "cpu" if args.engine == "ray" and args.device == "cuda" and not _has_cuda() else args.device
-    model = models.load_model(args.model, device=driver_device, precision=args.precision)
+    model, torchscript = _load_model(args, driver_device)
     store = Store()
     plan = _plan(args, model, precision_mod.compute_key(args.device, args.precision))
     runs = plan.runs
@@ -301,7 +313,7 @@ def cmd_run(args) -> int:
 
     try:
         if args.engine == "ray":
-            _run_on_ray(args, model, store, todo, progress)
+            _run_on_ray(args, model, torchscript, store, todo, progress)
         else:
             sweep.run_missing(store, model, todo, args.batch_size, progress)
     except KeyboardInterrupt:
@@ -320,11 +332,32 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _run_on_ray(args, model: models.LoadedModel, store: Store, todo: list, progress) -> None:
+def _load_model(args, device: str) -> tuple[models.LoadedModel, bytes | None]:
+    """The registered model, or a TorchScript file loaded as the app loads an upload (checked, sandboxed); its
+    bytes too, for Ray's workers."""
+    if not os.path.isfile(os.path.expanduser(args.model)):
+        if args.input_shape is not None:
+            raise CertlibError("--input-shape is for a TorchScript --model file")
+        return models.load_model(args.model, device=device, precision=args.precision), None
+    if args.input_shape is None:
+        raise CertlibError(f"--model {args.model} is a file: give its input as --input-shape C,H,W (e.g. 3,224,224)")
+    with open(os.path.expanduser(args.model), "rb") as f:
+        data = f.read()
+    c, h, w = args.input_shape
+    return models.load_torchscript(data, c, h, w, os.path.basename(args.model), device=device), data
+
+
+def _run_on_ray(args, model: models.LoadedModel, torchscript: bytes | None, store: Store, todo: list,
+                progress) -> None:
     from certlib import ray_engine
 
     ray_engine.connect(args.address)
-    recipe = ray_engine.ModelRecipe(args.model, args.device, args.precision, model.weights_sha256)
+    recipe = ray_engine.ModelRecipe(model.spec.key, args.device, args.precision, model.weights_sha256)
+    if torchscript is not None:           # shipped once through the object store; each worker sandboxes it
+        import ray
+
+        recipe = ray_engine.ModelRecipe(model.spec.key, "cpu", "fp32", model.weights_sha256, ray.put(torchscript),
+                                        args.input_shape, os.path.basename(args.model))
 
     def started(placed: list[dict]) -> None:
         nodes = len({p["node"] for p in placed})
@@ -365,7 +398,7 @@ def _report_skipped(store: Store) -> None:
 
 
 def cmd_table(args) -> int:
-    model = models.load_model(args.model, device=args.device, precision=args.precision)
+    model, _ = _load_model(args, args.device)
     store = Store()
     runs = _plan(args, model).runs
     rows, _, absent = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))

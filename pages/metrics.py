@@ -48,8 +48,10 @@ with st.container(border=True):
     offered = metrics_runs.image_sets_for(wb.model.spec.family)
     if st.session_state.get("mx_images") not in offered:     # another model family: its own first set
         st.session_state["mx_images"] = offered[0]
-    image_set = c2.radio("images", offered, key="mx_images", help=help_for("mx_images"), format_func=metrics_runs.IMAGE_SETS.get)
-    limit = c3.slider("how many images", 1, 40, key="mx_limit", help=help_for("mx_limit"), disabled=image_set == "current")
+    image_set = c2.radio("images", offered, key="mx_images", help=help_for("mx_images"), format_func=metrics_runs.set_label)
+    stored_set = image_set.startswith(metrics_runs.STORED_PREFIX)
+    limit = c3.slider("how many images", 1, 40, key="mx_limit", help=help_for("mx_limit"),
+                      disabled=image_set == "current" or stored_set)
     c4, c5, c6, c7 = st.columns([3, 2, 2, 1])
     sigmas = c4.multiselect("σ (noise levels)", SIGMAS, key="mx_sigmas", help=help_for("mx_sigmas"))
     n = c5.select_slider("n (estimation samples)", N_CHOICES, key="mx_n", help=help_for("mx_n"))
@@ -79,6 +81,13 @@ except SHOWN_ERRORS as exc:
     st.stop()
 store = metrics_runs.open_store()
 todo = sweep.missing(store, runs)
+if stored_set:
+    st.caption("A stored image set was swept with `python -m certlib run --images PATH`: the page shows its stored "
+               "runs that match the model and the settings above; sample more with that command.")
+    if not runs:
+        st.info("None of its stored runs match this model and these settings. "
+                + metrics_runs.stored_runs(wb, choice)[1] + ".")
+        st.stop()
 
 if st.session_state.pop("_mx_running", False) and todo:
     st.warning("Sampling was interrupted. Every run finished before that is stored; compute again to continue.")

@@ -133,3 +133,36 @@ def test_a_folder_that_is_neither_a_set_nor_a_directory_is_one_line(tmp_path, mo
     monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path / "data"))
     assert cli.main(["run", "--images", str(tmp_path / "nowhere"), *ARGS]) == 2
     assert "neither a bundled set" in capsys.readouterr().err
+
+
+def test_the_metrics_page_shows_a_stored_folder_set(digit_folder, tmp_path, monkeypatch):
+    """A folder swept by the CLI appears on the Metrics page as a stored set: its runs are shown without sampling;
+    settings that match none of them say what the set holds."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from certlib import sampling
+
+    root, _ = digit_folder
+    monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path / "data"))
+    assert cli.main(["run", "--images", str(root), "--methods", "grad", "--sigmas", "0.25", "--n", "32", "--n0", "8",
+                     "--alpha", "0.1"]) == 0
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    sampled = []
+    monkeypatch.setattr(sampling, "sample_topk_counts", lambda *a, **k: sampled.append(1))
+    name = "stored:" + str(root.resolve())
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
+    for key, value in {"mx_methods": ["grad"], "mx_sigmas": [0.25], "mx_n": 32, "mx_n0": 8, "mx_alpha": 0.1}.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/metrics.py").run()
+    assert any(o.startswith("stored set " + str(root.resolve())) and "(3 runs)" in o
+               for o in at.radio(key="mx_images").options)
+    at.radio(key="mx_images").set_value(name).run()
+    assert not at.exception, at.exception
+    assert "**3 of 3 runs**" in next(m.value for m in at.markdown if "runs** are in the store" in m.value)
+    assert not [b for b in at.button if b.key == "mx_compute"] and sampled == []
+    assert any("mx_rob" == c.key for c in at.get("plotly_chart")) or len(at.get("plotly_chart")) >= 2
+    at.select_slider(key="mx_n").set_value(64).run()
+    assert any("None of its stored runs match" in i.value and "n 32" in i.value for i in at.info)

@@ -132,3 +132,41 @@ def test_a_killed_then_interrupted_driver_resumes_and_stores_every_run_once(clus
     assert third.returncode == 0, err
     assert "already stored" in out and "| lrp | 0.5 | 50 |" in out
     _same_counts(store.Store(db_path), _plan(digits), local_counts)
+
+
+class _Tiny(__import__("torch").nn.Module):
+    def __init__(self):
+        import torch
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+def test_a_torchscript_model_is_shipped_as_bytes_and_sandboxed_on_the_workers(cluster, tmp_path, monkeypatch):
+    """The CLI's TorchScript model: the workers get the file's bytes through the object store and run it in their
+    own sandbox; the stored counts equal the local engine's."""
+    import torch
+
+    from certlib import cli
+
+    path = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(_Tiny().eval()), str(path))
+    args = ["run", "--model", str(path), "--input-shape", "1,32,32", "--images", "digits", "--limit", "2",
+            "--methods", "grad", "--n", "24", "--n0", "8", "--alpha", "0.1"]
+    stores = {}
+    for engine in ("local", "ray"):
+        monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path / engine))
+        extra = ["--engine", "ray", "--address", cluster.address, "--actors", "2"] if engine == "ray" else []
+        assert cli.main([*args, *extra]) == 0
+        stores[engine] = store.Store(tmp_path / engine / store.DB_NAME)
+    local = {r.config["model_key"] + str(r.config["image_key"]): r.counts for r in stores["local"].all_runs()}
+    remote = list(stores["ray"].all_runs())
+    assert len(remote) == len(local) == 2 and all(r.config["model_key"].startswith("user:") for r in remote)
+    for r in remote:
+        mine = local[r.config["model_key"] + str(r.config["image_key"])]
+        assert np.array_equal(r.counts.estimation_ones, mine.estimation_ones)
+        assert np.array_equal(r.counts.selection_ones, mine.selection_ones)

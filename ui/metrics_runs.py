@@ -20,9 +20,51 @@ SETS_FOR_FAMILY = {"digits": ("grids", "digits", "current"), "imagenet": ("photo
 GRID_SETS = ("grids", "photo_grids")
 
 
+STORED_PREFIX = "stored:"
+
+
 def image_sets_for(family: str) -> list[str]:
-    """The image sets offered for a model family (uploaded models: only the current image)."""
-    return list(SETS_FOR_FAMILY.get(family, ("current",)))
+    """The image sets offered for a model family (uploaded models: only the current image), then every image set
+    the store holds runs of (a folder swept with `python -m certlib run --images PATH`)."""
+    return list(SETS_FOR_FAMILY.get(family, ("current",))) + [STORED_PREFIX + name for name in stored_sets()]
+
+
+def stored_sets() -> dict[str, int]:
+    try:
+        return open_store().image_sets()
+    except Exception:           # an unreadable store shows its error where the page opens it
+        return {}
+
+
+def set_label(key: str) -> str:
+    if key.startswith(STORED_PREFIX):
+        name = key[len(STORED_PREFIX):]
+        return f"stored set {name} ({stored_sets().get(name, 0)} runs)"
+    return IMAGE_SETS[key]
+
+
+def stored_runs(wb: Workbench, choice: "SweepChoice") -> tuple[list[sweep.PlannedRun], str]:
+    """The stored runs of a stored image set that match the workbench's model and the page's methods, σ, n, n0,
+    seed and normalisation, and a sentence of what the set holds (for when nothing matches)."""
+    import torch
+
+    from certlib.store import config_from_dict
+
+    name = choice.image_set[len(STORED_PREFIX):]
+    runs, held = [], set()
+    for stored, label in open_store().runs_in_set(name):
+        c = config_from_dict(stored.config)
+        held.add((c.model_key, c.method, c.sigma, c.n, c.n0))
+        if (c.model_key, c.weights_sha256) != (wb.model.spec.key, wb.model.weights_sha256) or \
+                c.method not in choice.methods or c.sigma not in choice.sigmas or \
+                (c.n, c.n0, c.seed, c.normalisation) != (choice.n, choice.n0, choice.seed, choice.normalisation):
+            continue
+        runs.append(sweep.PlannedRun(c, torch.from_numpy(stored.x), label))
+    models_ = sorted({h[0] for h in held})
+    said = (f"{name} holds {len(held)} kinds of run: models {', '.join(models_)}; methods "
+            f"{', '.join(sorted({h[1] for h in held}))}; σ {', '.join(f'{v:g}' for v in sorted({h[2] for h in held}))}; "
+            f"n {', '.join(map(str, sorted({h[3] for h in held})))}; n0 {', '.join(map(str, sorted({h[4] for h in held})))}")
+    return runs, said
 SLOW_ON_CPU = ("rise", "occlusion", "integrated_gradients")
 
 
@@ -45,6 +87,8 @@ def open_store() -> Store:
 
 def plan(wb: Workbench, choice: SweepChoice) -> list[sweep.PlannedRun]:
     """The runs of this selection; memoised per session (it prepares every image and predicts digit targets)."""
+    if choice.image_set.startswith(STORED_PREFIX):      # everything is in the store already: never memoised
+        return stored_runs(wb, choice)[0]
     current = choice.image_set == "current"
     token = (wb.model.weights_sha256, wb.model.spec.key, wb.model.compute_key, choice,
              (wb.image.sha256, wb.target) if current else None)

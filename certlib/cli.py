@@ -126,6 +126,9 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", default="grids",
                    help=f"a bundled image set ({', '.join(sweep.IMAGE_SETS)}) or a folder of PNG/JPEG/WebP images "
                         "(recursive; labels from class sub-folders or a labels.csv with path,label)")
+    p.add_argument("--target", type=_count(0, 1_000_000), default=None,
+                   help="explain every image for this class index (default: a folder's labels, else the model's "
+                        "prediction; grids: each cell's class)")
     p.add_argument("--limit", type=_count(1, 10_000_000), default=None,
                    help="use the first LIMIT images of the set (default: 8 of a bundled set, all of a folder)")
     p.add_argument("--sigmas", type=_sigmas, default=(0.25,), help="comma-separated noise levels σ")
@@ -256,7 +259,8 @@ def _plan(args, model: models.LoadedModel, compute_key: str | None = None) -> Pl
         n = args.max_n if args.max_n is not None else DEFAULT_MAX_N
     skipped = list(folder.skipped) if folder is not None else []
     runs = sweep.plan(model, entries, args.methods, args.sigmas, n, args.n0, args.seed, args.k_percents,
-                      normalisation=args.normalisation, stop_rule=rule, skipped=skipped if folder else None,
+                      target=args.target, normalisation=args.normalisation, stop_rule=rule,
+                      skipped=skipped if folder else None,
                       compute_key=compute_key)
     if folder is not None and not runs:
         raise CertlibError(f"--images {args.images}: none of its {len(entries)} images could be used; "

@@ -122,3 +122,21 @@ def test_a_too_small_budget_is_announced(anytime_page):
     at.select_slider(key="cp_alpha").set_value(1e-6).run()
     at.run()
     assert any("anytime-valid test cannot certify any pixel" in w.value for w in at.warning)
+
+
+def test_certificates_withdrawn_by_later_frames_are_counted_and_explained(anytime_page):
+    """Issue #18 (c): a pixel certified by one frame and not by a later one is never silent. Over a budget of 1000
+    the bundled model's Gradient map has such pixels; the page must state their number, which must equal the count
+    found by comparing the frames' certificates (recomputed here from the library, frame by frame)."""
+    at, calls = anytime_page
+    at.select_slider(key="cp_nmax").set_value(1000).run()
+    assert not at.exception
+    state = _state(at)
+    wb = at.session_state["workbench"]
+    fn, logits = attributions.for_target(wb.model, wb.method, wb.target, 0)
+    frames = list(progressive.certify_progressively(fn, wb.x, 0.25, state.rule, n_max=1000, logits=logits))
+    withdrawn = sum(int(((a.certificate.classes != -1) & (b.certificate.classes == -1)).sum())
+                    for a, b in zip(frames, frames[1:]))
+    assert withdrawn > 0 and state.lost_total == withdrawn
+    notes = [i.value for i in at.info if "withdrawn" in i.value]
+    assert notes and notes[0].startswith(f"{withdrawn:,} pixel certificates given by an earlier frame")

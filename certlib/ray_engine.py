@@ -56,7 +56,7 @@ class SweepWorker:
     def __init__(self, recipe: ModelRecipe, threads: int | None, versions: tuple) -> None:
         import torch
 
-        from certlib import models, store
+        from certlib import models, store, sweep  # noqa: F401  (sweep imported here, not in the first run)
 
         if threads:
             torch.set_num_threads(threads)

@@ -304,8 +304,16 @@ def cmd_run(args) -> int:
     seconds, per_copy = sweep.estimate_seconds(model, todo, args.batch_size or 16)
     rates = ", ".join(f"{m} {s * 1000:.1f} ms" for m, s in per_copy.items())
     bound = "at most " if args.anytime else ""   # an anytime run stops once decided, usually well before --max-n
+    where = args.device
+    if args.engine == "ray" and not args.dry_run:
+        from certlib import ray_engine
+
+        ray_engine.connect(args.address)
+        actors, _, _ = ray_engine.plan_actors(args.device, args.actors, args.threads)
+        seconds /= min(actors, len(todo))
+        where = f"{actors} Ray actor{'s' if actors != 1 else ''} as fast as this machine's {driver_device}"
     print(f"estimated time: {bound}{cost.describe_seconds(seconds)} for {bound}{sum(r.samples for r in todo)} noisy "
-          f"attributions on {args.device} (per copy: {rates})")
+          f"attributions on {where} (per copy: {rates})")
     if args.dry_run:
         return 0
     bar = tqdm(total=sum(r.samples for r in todo), unit="copy", desc="sampling", dynamic_ncols=True)
@@ -353,6 +361,8 @@ def _load_model(args, device: str) -> tuple[models.LoadedModel, bytes | None]:
 
 def _run_on_ray(args, model: models.LoadedModel, torchscript: bytes | None, store: Store, todo: list,
                 progress) -> None:
+    from tqdm import tqdm
+
     from certlib import ray_engine
 
     ray_engine.connect(args.address)
@@ -365,13 +375,13 @@ def _run_on_ray(args, model: models.LoadedModel, torchscript: bytes | None, stor
 
     def started(placed: list[dict]) -> None:
         nodes = len({p["node"] for p in placed})
-        print(f"ray: {len(placed)} actor{'s' if len(placed) != 1 else ''} on {nodes} node{'s' if nodes != 1 else ''}"
-              f" ({placed[0]['threads']} torch thread{'s' if placed[0]['threads'] != 1 else ''} each)",
-              file=sys.stderr)
+        tqdm.write(f"ray: {len(placed)} actor{'s' if len(placed) != 1 else ''} on {nodes} "
+                   f"node{'s' if nodes != 1 else ''} ({placed[0]['threads']} torch "
+                   f"thread{'s' if placed[0]['threads'] != 1 else ''} each)", file=sys.stderr)
 
     def retried(run, exc: BaseException) -> None:
-        print(f"\nray: a worker died ({type(exc).__name__}); {run.image_label or run.config.image_key} "
-              f"({run.config.method}, σ={run.config.sigma:g}) runs again on another worker", file=sys.stderr)
+        tqdm.write(f"ray: a worker died ({type(exc).__name__}); {run.image_label or run.config.image_key} "
+                   f"({run.config.method}, σ={run.config.sigma:g}) runs again on another worker", file=sys.stderr)
 
     ray_engine.run_missing(store, recipe, todo, args.batch_size, progress, args.actors, args.threads, started,
                            retried)

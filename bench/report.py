@@ -105,11 +105,60 @@ def photo_model_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def anytime_tables(data: dict) -> str:
+    """The three tables of docs/performance.md §(h): passes to 50/90/100%, equal passes, timings."""
+    import statistics
+
+    runs = data["runs"]
+    out = []
+    for key in dict.fromkeys(r["model"] for r in runs):
+        for method in dict.fromkeys(r["method"] for r in runs):
+            for n0 in (32, 8):
+                group = [r for r in runs if (r["model"], r["method"], r["n0"]) == (key, method, n0)]
+                cells = []
+                for share in ("50%", "90%", "100%"):
+                    ratios = [r["reach"][share]["passes_ratio"] if r["reach"][share] else float("inf") for r in group]
+                    cells.append(f"{statistics.median(ratios):.2f} ({max(ratios):.2f})")
+                out.append(f"| {key} | {method} | {n0} | " + " | ".join(cells) + " |")
+    out.append("\n---\n")
+    for r in runs:
+        if r["n0"] != 32:
+            continue
+        at = {e["passes"]: e for e in r["equal_passes"]}
+        cells = [f"{at[p]['anytime']:.1%} / {at[p]['fixed_n']:.1%}" if p in at else "—" for p in (96, 128, 160, 224, 288)]
+        out.append(f"| {r['model']} | {r['image']} | {r['method']} | " + " | ".join(cells) + " |")
+    out.append("\n---\n")
+    out.append("| model | image | method | first frame | first certified pixel | deciding a frame |")
+    out.append("|---|---|---|---|---|---|")
+    for r in runs:
+        if r["n0"] != 32:
+            continue
+        t = r["timing"]
+        first, cert = t["first_frame"], t["first_certified_frame"]
+        out.append(f"| {r['model']} | {r['image']} | {r['method']} | {first['seconds']:.2f} s ({first['passes']} passes) | "
+                   + (f"{cert['seconds']:.2f} s ({cert['passes']} passes)" if cert else "—")
+                   + f" | {r['decide_seconds_per_frame'] * 1000:.0f} ms |")
+    return "\n".join(out)
+
+
+def sweep_scale_table(data: dict) -> str:
+    out = ["| engine | actors × threads | runs per minute | wall | actor start-up |", "|---|---|---|---|---|"]
+    for r in data["rows"]:
+        who = f"{r['actors']} × {r['threads']}" if r["engine"] == "ray" else f"{r['threads']} thread(s)"
+        start = f"{r['actor_startup_s']:.1f} s" if "actor_startup_s" in r else "—"
+        out.append(f"| {r['engine']} | {who} | {r['runs_per_minute']:.1f} | {r['wall_s']:.1f} s | {start} |")
+    s = data["summary"]
+    out.append(f"\nRay overhead per run (1 actor): {s['ray_overhead_per_run_1_actor']:.1%}; 2 actors / 1: "
+               f"{s['two_actors_over_one']:.2f}×")
+    return "\n".join(out)
+
+
 def main() -> None:
     for name, render in (("pixel_cert", pixel_cert_tables), ("pixel_cert_resnet50_cpu", pixel_cert_tables),
                          ("pixel_cert_gpu", pixel_cert_tables), ("memory", memory_table),
                          ("memory_gpu", memory_table), ("interactivity", interactivity_table),
-                         ("normalisation", normalisation_table), ("photo_model", photo_model_table)):
+                         ("normalisation", normalisation_table), ("photo_model", photo_model_table),
+                         ("anytime", anytime_tables), ("sweep_scale", sweep_scale_table)):
         data = _load(name)
         if data is not None:
             print(f"## {name}\n\n{render(data)}\n")

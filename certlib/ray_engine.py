@@ -26,6 +26,7 @@ from certlib.store import Store
 
 MAX_ATTEMPTS = 4           # a run whose actor died this many times is reported, not retried forever
 PREFETCH = 2               # runs queued per actor, so an actor never waits for the driver's commit
+START_TIMEOUT_S = 300      # actors not placed by then: the cluster lacks what was asked for
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,15 @@ class SweepWorker:
     """The actor: one model, loaded once; runs sweep runs given as (config JSON, prepared input)."""
 
     def __init__(self, recipe: ModelRecipe, threads: int | None, versions: tuple) -> None:
+        # A constructor that raises would be restarted by Ray forever (max_restarts=-1): keep the error instead, and
+        # report it through `where` (the driver's first call) and every `run`.
+        self.model, self.error = None, None
+        try:
+            self._load(recipe, threads, versions)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _load(self, recipe: ModelRecipe, threads: int | None, versions: tuple) -> None:
         import torch
 
         from certlib import models, store, sweep  # noqa: F401  (sweep imported here, not in the first run)
@@ -80,6 +90,9 @@ class SweepWorker:
 
         from certlib import store, sweep
 
+        if self.error is not None:
+            raise CertlibError(f"this worker could not start: {self.error}")
+
         config = store.config_from_dict(json.loads(config_json))
         start = time.perf_counter()
         counts = sweep.sample_run(self.model, sweep.PlannedRun(config, torch.from_numpy(x), ""), batch_size)
@@ -88,7 +101,7 @@ class SweepWorker:
     def where(self) -> dict:
         import torch
 
-        return {"node": _node(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+        return {"node": _node(), "pid": os.getpid(), "threads": torch.get_num_threads(), "error": self.error}
 
 
 def _node() -> str:
@@ -123,9 +136,15 @@ def plan_actors(device: str, actors: int | None, threads: int | None) -> tuple[i
             raise CertlibError("--device cuda: the Ray cluster has no GPUs")
         count = actors or gpus
         return count, {"num_gpus": 1, "num_cpus": 1}, threads
-    nodes = len([n for n in ray.nodes() if n.get("Alive")])
-    count = actors or max(1, nodes)
-    cpus = max(1, int(resources.get("CPU", 1)) // count)
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    count = actors or max(1, len(alive))
+    total = int(resources.get("CPU", 1))
+    if count > total:
+        raise CertlibError(f"--actors {count}: the Ray cluster has {total} CPU{'s' if total != 1 else ''}, so at most "
+                           f"{total} CPU actors fit")
+    # an equal share of the cluster's CPUs, but never more than one node has: an actor lives on one node
+    largest = max((int(n.get("Resources", {}).get("CPU", 0)) for n in alive), default=total)
+    cpus = max(1, min(total // count, largest))
     return count, {"num_cpus": cpus}, threads or cpus
 
 
@@ -139,6 +158,8 @@ def run_missing(store: Store, recipe: ModelRecipe, todo: Sequence, batch_size: i
     ray = import_ray()
     from certlib import store as store_mod
 
+    if not todo:
+        return 0
     count, resources, torch_threads = plan_actors(recipe.device, actors, threads)
     versions = tuple(sorted(store_mod.library_versions().items()))
     remote = ray.remote(max_restarts=-1, max_task_retries=0)(SweepWorker)
@@ -155,7 +176,14 @@ def run_missing(store: Store, recipe: ModelRecipe, todo: Sequence, batch_size: i
         inflight[actor.run.remote(run.config.canonical(), x, batch_size)] = (actor, run, attempts)
 
     try:
-        placed = ray.get([a.where.remote() for a in pool])
+        try:
+            placed = ray.get([a.where.remote() for a in pool], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise CertlibError(f"the Ray workers did not start within {START_TIMEOUT_S} s: the cluster may not have "
+                               f"the resources asked for ({count} actors × {resources}); see `ray status`") from None
+        failed = [p for p in placed if p["error"]]
+        if failed:                                      # no weights on a node, other code, a model that fails
+            raise CertlibError(f"a Ray worker could not start on node {failed[0]['node']}: {failed[0]['error']}")
         if on_started is not None:
             on_started(placed)
         for actor in pool:

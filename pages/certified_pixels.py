@@ -82,11 +82,9 @@ def _live_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> N
 
 
 def _withdrawn(lost: int) -> str:
-    return (f"{lost:,} pixel certificate{'s' if lost != 1 else ''} given by an earlier frame "
-            f"{'were' if lost != 1 else 'was'} withdrawn by a later one: later votes weakened the evidence. Each "
-            "frame holds at α on its own, and with the anytime-valid test all frames hold together (with probability "
-            "≥ 1 − α no frame ever certifies a wrong pixel), so an earlier certificate was not an error; the "
-            "current frame is simply more cautious.")
+    return (f"{lost:,} pixel certificate{'s' if lost != 1 else ''} from earlier frames "
+            f"{'were' if lost != 1 else 'was'} withdrawn by later ones: their later votes weakened the evidence. "
+            "All frames hold at α together, so the earlier ones were not errors; this frame is more cautious.")
 
 
 def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.AnytimeParams, progressive_runs.Progress]:
@@ -156,7 +154,6 @@ def decision(counts) -> None:
     ks = sub.k_percents
     cert = progressive.decide(sub, test, tau, alpha, correction)
     shortfall = progressive.too_few_samples(test, cert.n, tau, alpha, cert.num_tests)
-    _which_test(sub, tau, alpha, correction)
     said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
                               wb.target, wb.model.spec.class_names,
                               prediction_cert.from_counts(counts, alpha_pred, test))
@@ -164,6 +161,7 @@ def decision(counts) -> None:
     (st.warning if said_briefly.vacuous else st.success)(said_briefly.text,
                                                          icon=":material/warning:" if said_briefly.vacuous else
                                                          ":material/verified:")
+    _which_test(sub, tau, alpha, correction)
     _show_guarantee(said, cert.classes.size, counts.normalisation, said_briefly.vacuous)
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = pixel_viz.certified_overlay(base, cert.classes, ks)
@@ -185,6 +183,9 @@ def decision(counts) -> None:
     with right:
         bars = pixel_viz.certificate_bars(ks, cert.fractions)
         st.plotly_chart(bars, key="cp_bars")
+    if progress_state is not None and len(progress_state.history) > 1:
+        st.plotly_chart(pixel_viz.growth_figure(progress_state.history, tuple(sorted(progress_state.rule.levels))),
+                        key="cp_growth")
     runs.keep_view("cp", wb, view_params, [("text", said_briefly.text),
                                                 ("image", overlay, "certified overlay"), ("figure", bars)])
     config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
@@ -220,11 +221,7 @@ def _which_test(sub: sampling.TopKCounts, tau: float, alpha: float, correction: 
     undecided = f" At this τ, α and these levels {int(open_.sum()):,} pixel tests are undecided." if open_.any() else ""
     st.caption(progressive_runs.describe(progress_state, n, stopped) + undecided)
     if progress_state.lost_total:
-        st.info(_withdrawn(progress_state.lost_total))
-    if len(progress_state.history) > 1:
-        with st.expander("How the certificate grew, frame by frame"):
-            st.plotly_chart(pixel_viz.growth_figure(progress_state.history, tuple(sorted(progress_state.rule.levels))),
-                            key="cp_growth")
+        st.info(_withdrawn(progress_state.lost_total), icon=":material/info:")
 
 
 def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str, vacuous: bool) -> None:

@@ -103,6 +103,7 @@ def test_galleries_are_deterministic_and_grids_prefix_stable():
     grids = [(e.key, e.sha256, e.cell_labels) for e in images.grid_gallery(n=12, seed=5)]
     images._digit_tuple.cache_clear()
     images._grid_tuple.cache_clear()
+    images._digits_by_key.cache_clear()     # derived from the tuple: rebuilt with it, or get_image serves old ones
     assert [e.sha256 for e in images.digit_gallery()] == first
     assert [(e.key, e.sha256, e.cell_labels) for e in images.grid_gallery(n=12, seed=5)] == grids
     assert [e.sha256 for e in images.grid_gallery(n=5, seed=5)] == [s for _, s, _ in grids[:5]]
@@ -117,6 +118,7 @@ def test_photo_gallery_loads_offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     images._photo_tuple.cache_clear()
+    images._photos_by_key.cache_clear()
     photos = images.photo_gallery()
     assert {"photo:astronaut", "photo:chelsea", "photo:coffee", "photo:camera"} <= {p.key for p in photos}
     for p in photos:

@@ -139,4 +139,4 @@ def test_certificates_withdrawn_by_later_frames_are_counted_and_explained(anytim
                     for a, b in zip(frames, frames[1:]))
     assert withdrawn > 0 and state.lost_total == withdrawn
     notes = [i.value for i in at.info if "withdrawn" in i.value]
-    assert notes and notes[0].startswith(f"{withdrawn:,} pixel certificates given by an earlier frame")
+    assert notes and notes[0].startswith(f"{withdrawn:,} pixel certificates from earlier frames were withdrawn")

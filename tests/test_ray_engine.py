@@ -170,3 +170,16 @@ def test_a_torchscript_model_is_shipped_as_bytes_and_sandboxed_on_the_workers(cl
         mine = local[r.config["model_key"] + str(r.config["image_key"])]
         assert np.array_equal(r.counts.estimation_ones, mine.estimation_ones)
         assert np.array_equal(r.counts.selection_ones, mine.selection_ones)
+
+
+def test_workers_that_cannot_start_or_do_not_fit_are_one_message(cluster, digits, tmp_path):
+    from certlib.errors import CertlibError
+
+    runs = _plan(digits, limit=1, methods=("grad",), sigmas=(0.25,))
+    db = store.Store(tmp_path / "ray.sqlite3")
+    wrong = ray_engine.ModelRecipe("digits_sigma0.25", "cpu", "fp32", "0" * 64)
+    with pytest.raises(CertlibError, match="a Ray worker could not start on node .*weights of digits_sigma0.25 .* differ"):
+        ray_engine.run_missing(db, wrong, runs, actors=1)
+    with pytest.raises(CertlibError, match="--actors 3: the Ray cluster has 2 CPUs"):
+        ray_engine.run_missing(db, _recipe(digits), runs, actors=3)
+    assert len(db) == 0

@@ -45,10 +45,12 @@ with st.container(border=True):
     c1, c2, c3 = st.columns([3, 2, 2])
     methods = c1.multiselect("methods", usable, key="mx_methods", help=help_for("mx_methods"),
                              format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
-    offered = metrics_runs.image_sets_for(wb.model.spec.family)
+    stored_sets = metrics_runs.stored_sets()
+    offered = metrics_runs.image_sets_for(wb.model.spec.family, stored_sets)
     if st.session_state.get("mx_images") not in offered:     # another model family: its own first set
         st.session_state["mx_images"] = offered[0]
-    image_set = c2.radio("images", offered, key="mx_images", help=help_for("mx_images"), format_func=metrics_runs.set_label)
+    image_set = c2.radio("images", offered, key="mx_images", help=help_for("mx_images"),
+                         format_func=partial(metrics_runs.set_label, stored=stored_sets))
     stored_set = image_set.startswith(metrics_runs.STORED_PREFIX)
     limit = c3.slider("how many images", 1, 40, key="mx_limit", help=help_for("mx_limit"),
                       disabled=image_set == "current" or stored_set)
@@ -75,7 +77,10 @@ if not methods or not sigmas:
 choice = metrics_runs.SweepChoice(tuple(methods), image_set, int(limit), tuple(sorted(sigmas)), int(n), int(n0), seed,
                                   normalisation)
 try:
-    runs = metrics_runs.plan(wb, choice)
+    if stored_set:
+        runs, held = metrics_runs.stored_runs(wb, choice)
+    else:
+        runs = metrics_runs.plan(wb, choice)
 except SHOWN_ERRORS as exc:
     st.error(describe_error(exc))
     st.stop()
@@ -85,8 +90,7 @@ if stored_set:
     st.caption("A stored image set was swept with `python -m certlib run --images PATH`: the page shows its stored "
                "runs that match the model and the settings above; sample more with that command.")
     if not runs:
-        st.info("None of its stored runs match this model and these settings. "
-                + metrics_runs.stored_runs(wb, choice)[1] + ".")
+        st.info(f"None of its stored runs match this model and these settings. {held}.")
         st.stop()
 
 if st.session_state.pop("_mx_running", False) and todo:

@@ -23,23 +23,24 @@ GRID_SETS = ("grids", "photo_grids")
 STORED_PREFIX = "stored:"
 
 
-def image_sets_for(family: str) -> list[str]:
+def image_sets_for(family: str, stored: dict[str, int]) -> list[str]:
     """The image sets offered for a model family (uploaded models: only the current image), then every image set
-    the store holds runs of (a folder swept with `python -m certlib run --images PATH`)."""
-    return list(SETS_FOR_FAMILY.get(family, ("current",))) + [STORED_PREFIX + name for name in stored_sets()]
+    the store holds runs of (`stored`: a folder swept with `python -m certlib run --images PATH`)."""
+    return list(SETS_FOR_FAMILY.get(family, ("current",))) + [STORED_PREFIX + name for name in stored]
 
 
 def stored_sets() -> dict[str, int]:
+    """{set name: stored runs} of the store's image sets; read once per page run and passed around."""
     try:
         return open_store().image_sets()
     except Exception:           # an unreadable store shows its error where the page opens it
         return {}
 
 
-def set_label(key: str) -> str:
+def set_label(key: str, stored: dict[str, int]) -> str:
     if key.startswith(STORED_PREFIX):
         name = key[len(STORED_PREFIX):]
-        return f"stored set {name} ({stored_sets().get(name, 0)} runs)"
+        return f"stored set {name} ({stored.get(name, 0)} runs)"
     return IMAGE_SETS[key]
 
 
@@ -86,9 +87,8 @@ def open_store() -> Store:
 
 
 def plan(wb: Workbench, choice: SweepChoice) -> list[sweep.PlannedRun]:
-    """The runs of this selection; memoised per session (it prepares every image and predicts digit targets)."""
-    if choice.image_set.startswith(STORED_PREFIX):      # everything is in the store already: never memoised
-        return stored_runs(wb, choice)[0]
+    """The runs of this selection; memoised per session (it prepares every image and predicts digit targets). A
+    stored image set is not planned: its runs come from `stored_runs`."""
     current = choice.image_set == "current"
     token = (wb.model.weights_sha256, wb.model.spec.key, wb.model.compute_key, choice,
              (wb.image.sha256, wb.target) if current else None)

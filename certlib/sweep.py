@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -218,9 +218,10 @@ def run_missing(store: Store, model: LoadedModel, runs: Sequence[PlannedRun], ba
     done = 0
     for r in todo:
         start = time.perf_counter()
-        counts = sample_run(model, r, batch_size,
+        loaded = replace(r, held=r.x)       # a folder image is read and checked once per run, not per use
+        counts = sample_run(model, loaded, batch_size,
                             None if progress is None else (lambda d, t, r=r, base=done: progress(base + d, total, r)))
-        store.put(r.config, counts, r.x.numpy(), time.perf_counter() - start)
+        store.put(r.config, counts, loaded.held.numpy(), time.perf_counter() - start)
         done += r.samples
     return len(todo)
 
@@ -308,7 +309,8 @@ def _metrics_of(config: RunConfig, stored: StoredRun, decision: Decision, faith:
     info = attributions.METHODS[config.method]
     base = {"model": config.model_key, "method": config.method, "method_label": info.label, "family": info.family,
             "image": config.image_key, "target": config.target, "cell": config.cell, "sigma": config.sigma,
-            "n": stored.counts.n, "n0": config.n0, "test": config.test, "n_max": config.n, "seed": config.seed, "tau": decision.tau, "alpha": decision.alpha,
+            "n": stored.counts.n, "n0": config.n0, "test": config.test, "n_max": config.n, "seed": config.seed,
+            "tau": decision.tau, "alpha": decision.alpha,
             "correction": decision.correction, "radius": cert.radius, "certifiable": cert.certifiable,
             "gridpg_clean": plain, "replacement": decision.replacement,
             "deletion_auc": faith["deletion"]["auc"] if faith else math.nan,

@@ -90,6 +90,11 @@ class StopRule:
         certified, futile, or (given the budget n_max) unable to pass even if every remaining vote agreed."""
         sub = counts.select_levels(sorted(self.levels))
         cert = decide(sub, "anytime", self.tau, self.alpha, self.correction)
+        return cert, self.undecided(sub, cert, n_max)
+
+    def undecided(self, sub: TopKCounts, cert: PixelCertificate, n_max: int | None = None) -> np.ndarray:
+        """Mask of the pixel tests of `sub` (counts of the rule's levels) that `cert`, their anytime certificate
+        under this rule, leaves undecided: neither certified, futile, nor out of reach by n_max."""
         k = sub.votes_for_mode
         open_ = (cert.classes == ABSTAIN) & ~anytime.futile(k, sub.n, self.tau, self.alpha)
         if n_max is not None and n_max > sub.n:
@@ -97,7 +102,7 @@ class StopRule:
             reachable, where = np.unique(np.minimum(k + (n_max - sub.n), n_max), return_inverse=True)
             best_case = np.asarray(anytime.anytime_pvalue(reachable, n_max, self.tau))[where.reshape(k.shape)]
             open_ &= best_case <= self.alpha
-        return cert, open_
+        return open_
 
     def done(self, open_: np.ndarray) -> bool:
         return float(open_.mean()) <= self.tolerance if self.tolerance else not open_.any()

@@ -161,7 +161,7 @@ def decision(counts) -> None:
     (st.warning if said_briefly.vacuous else st.success)(said_briefly.text,
                                                          icon=":material/warning:" if said_briefly.vacuous else
                                                          ":material/verified:")
-    _which_test(sub, tau, alpha, correction)
+    _which_test(sub, cert)
     _show_guarantee(said, cert.classes.size, counts.normalisation, said_briefly.vacuous)
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = pixel_viz.certified_overlay(base, cert.classes, ks)
@@ -209,15 +209,16 @@ def decision(counts) -> None:
     st.session_state["cp_last_certificate"] = (cert, sub)
 
 
-def _which_test(sub: sampling.TopKCounts, tau: float, alpha: float, correction: str) -> None:
-    """Which test produced the certificate below, at which n and why sampling ended; for the anytime test also how
-    many pixel tests the current decision leaves undecided, how the certificate grew and what later frames withdrew."""
+def _which_test(sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate) -> None:
+    """Which test produced the certificate below (`cert`, of the counts `sub`), at which n and why sampling ended;
+    for the anytime test also how many pixel tests the current decision leaves undecided and what later frames
+    withdrew."""
     if progress_state is None:
         st.caption(f"**{progressive.TEST_LABELS['fixed']}** · n = {sub.n:,} estimation copies (+ {sub.n0} "
                    "selection), fixed in advance.")
         return
     stopped = progressive_runs.stopped_by_user(wb, view_params)
-    _, open_ = progressive.StopRule(tau, alpha, sub.k_percents, correction).status(sub, n)
+    open_ = progressive.StopRule(cert.tau, cert.alpha, sub.k_percents, cert.correction).undecided(sub, cert, n)
     undecided = f" At this τ, α and these levels {int(open_.sum()):,} pixel tests are undecided." if open_.any() else ""
     st.caption(progressive_runs.describe(progress_state, n, stopped) + undecided)
     if progress_state.lost_total:

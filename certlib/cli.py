@@ -288,7 +288,11 @@ def cmd_run(args) -> int:
     driver_device = "cpu" if args.engine == "ray" and args.device == "cuda" and not _has_cuda() else args.device
     model, torchscript = _load_model(args, driver_device)
     store = Store()
-    plan = _plan(args, model, precision_mod.compute_key(args.device, args.precision))
+    # Keyed where the runs compute: only a registry model planned on a CPU for GPU workers differs from `model`
+    # (TorchScript always runs sandboxed on the CPU, whatever --device says).
+    workers_key = precision_mod.compute_key(args.device, args.precision) \
+        if driver_device != args.device and torchscript is None else None
+    plan = _plan(args, model, workers_key)
     runs = plan.runs
     if plan.skipped:
         print(f"warning: {_skipped_text(plan.skipped)}", file=sys.stderr)
@@ -366,8 +370,9 @@ def _run_on_ray(args, model: models.LoadedModel, torchscript: bytes | None, stor
     from certlib import ray_engine
 
     ray_engine.connect(args.address)
-    recipe = ray_engine.ModelRecipe(model.spec.key, args.device, args.precision, model.weights_sha256)
-    if torchscript is not None:           # shipped once through the object store; each worker sandboxes it
+    if torchscript is None:
+        recipe = ray_engine.ModelRecipe(model.spec.key, args.device, args.precision, model.weights_sha256)
+    else:                                 # shipped once through the object store; each worker sandboxes it
         import ray
 
         recipe = ray_engine.ModelRecipe(model.spec.key, "cpu", "fp32", model.weights_sha256, ray.put(torchscript),

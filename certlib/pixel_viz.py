@@ -87,10 +87,9 @@ def greyed(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def growth_figure(history: Sequence[tuple[int, Sequence[float], int]], k_percents: tuple[float, ...],
-                  fixed_n_passes: int | None = None) -> go.Figure:
+def growth_figure(history: Sequence[tuple[int, Sequence[float], int]], k_percents: tuple[float, ...]) -> go.Figure:
     """Certified share per K level against model passes (n0 + n), one point per progressive frame; frames that
-    withdrew earlier certificates are marked. `fixed_n_passes` draws where the fixed-n test would first answer."""
+    withdrew earlier certificates are marked."""
     fig = go.Figure()
     passes = [h[0] for h in history]
     for i, k in enumerate(k_percents):
@@ -101,9 +100,6 @@ def growth_figure(history: Sequence[tuple[int, Sequence[float], int]], k_percent
         fig.add_trace(go.Scatter(x=[p for p, _ in lost], y=[0.0] * len(lost), mode="markers", name="withdrawn",
                                  marker={"symbol": "x", "color": "rgb" + str(palette.NOT_CERTIFIED), "size": 9},
                                  text=[f"{n} certificate(s) withdrawn" for _, n in lost], hoverinfo="text+x"))
-    if fixed_n_passes is not None:
-        fig.add_vline(x=fixed_n_passes, line_dash="dot", line_color="grey",
-                      annotation_text="fixed n answers here", annotation_position="top left")
     fig.update_layout(title="certified share as the copies arrive", xaxis_title="model passes (n0 + n)",
                       yaxis_title="certified share", yaxis_range=[0, 1], height=300,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})

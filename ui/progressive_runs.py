@@ -37,7 +37,6 @@ class Progress:
     stop: str | None
     n_max: int
     rule: StopRule
-    undecided: int
     history: tuple[tuple[int, tuple[float, ...], int], ...] = field(default=())   # (passes, certified shares, lost)
 
     @property
@@ -102,7 +101,7 @@ def sample(wb: Workbench, params: AnytimeParams, rule: StopRule, n_max: int, on_
             shares = tuple(float(1.0 - f) for f in frame.certificate.fractions["abstain"])
             if not history or history[-1][0] != frame.passes:
                 history.append((frame.passes, shares, frame.lost))
-            state = Progress(frame.counts, frame.stop, n_max, rule, frame.undecided, tuple(history))
+            state = Progress(frame.counts, frame.stop, n_max, rule, tuple(history))
             results.put(key, state)          # a Stop click (or any rerun) keeps everything up to this frame
             now = time.perf_counter()
             if frame.stop is not None or now - last_drawn >= FRAME_SECONDS:

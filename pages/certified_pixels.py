@@ -105,7 +105,7 @@ def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.Anytime
         live = st.empty()
 
         def on_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> None:
-            stale.empty()
+            # the previous results stay, dimmed, above the live frames until the new certificate is final
             notice.empty()
             bar.progress(min(1.0, frame.counts.n / n), text=f"Anytime-valid sampling: n = {frame.counts.n:,} of at "
                          f"most {n:,}; {frame.undecided:,} pixel tests undecided")

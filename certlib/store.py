@@ -15,6 +15,7 @@ interrupted sweep loses at most the runs in flight and a rerun resumes from the 
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -39,9 +40,11 @@ if TYPE_CHECKING:   # imported lazily: a process that only reads or writes blobs
 DATA_DIR_ENV = "CERTEXPLORER_DATA_DIR"
 DB_NAME = "metrics.sqlite3"
 SCHEMA_VERSION = 1
-# The certlib sources whose code decides the sampled counts; their hash is part of every key.
-COUNTING_SOURCES = ("attributions.py", "_attr_utils.py", "noise.py", "sampling.py", "pixel_cert.py", "models.py",
-                    "digits_cnn.py", "images.py")
+# The modules that sample a stored run (sweep.sample_run is the only writer; the others are the entry points of
+# the sampling path). The code hash covers every certlib module they import, transitively, found by reading their
+# imports (`counting_sources`): a hand list went stale (topk.py, engine.py, precision.py, ... were missing, and the
+# store served old counts as a changed class function's certificate).
+COUNTING_ENTRIES = ("sweep", "sampling", "progressive", "uniform_sampling", "attributions", "models", "images")
 
 
 def data_dir() -> Path:
@@ -57,7 +60,70 @@ def default_path() -> Path:
     return data_dir() / DB_NAME
 
 
-@lru_cache(maxsize=1)
+# ------------------------------------------------------------------------------------------------ the code hash
+
+def _module_path(package_dir: Path, dotted: str) -> Path | None:
+    """The file of module `dotted` ('certlib.x.y') inside the package at `package_dir`, or None if it is not one."""
+    parts = dotted.split(".")
+    if parts[0] != package_dir.name:
+        return None
+    base = package_dir.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py") if len(parts) > 1 else None, base / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(tree: ast.AST, package: str) -> Iterator[str]:
+    """Every dotted module name an import statement of `tree` may load ('from p import m' yields p and p.m: m may
+    be a submodule). Imports inside functions and TYPE_CHECKING blocks count too: over-including is safe."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:          # relative: certlib's modules are all in one package
+                base = ".".join(filter(None, (package, base)))
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def _source_strings(tree: ast.AST) -> Iterator[ast.AST]:
+    """Code run from a string (the sandbox starts `python -c "from certlib._sandbox_worker import main; ..."`): the
+    parsed string constants that contain an import."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import " in node.value:
+            try:
+                yield ast.parse(node.value)
+            except (SyntaxError, ValueError):
+                continue
+
+
+def counting_sources(package_dir: Path) -> tuple[Path, ...]:
+    """The package's __init__ and every module of it that COUNTING_ENTRIES import, transitively (sorted paths)."""
+    package = package_dir.name
+    todo = [package] + [f"{package}.{name}" for name in COUNTING_ENTRIES]
+    found: set[Path] = set()
+    while todo:
+        path = _module_path(package_dir, todo.pop())
+        if path is None or path in found:
+            continue
+        found.add(path)
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        for sub in (tree, *_source_strings(tree)):
+            todo.extend(name for name in _imported_names(sub, package) if name.split(".")[0] == package)
+    return tuple(sorted(found))
+
+
+def code_hash(package_dir: Path) -> str:
+    """16 hex digits of sha256 over the counting sources' relative paths and bytes."""
+    code = hashlib.sha256()
+    for path in counting_sources(package_dir):
+        code.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return code.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)   # once per process: the sources are read and parsed once (~20 files)
 def library_versions() -> dict[str, str]:
     """Versions of everything that changes the numbers, plus a hash of certlib's counting sources."""
     import captum
@@ -67,11 +133,8 @@ def library_versions() -> dict[str, str]:
 
     import certlib
 
-    src = Path(certlib.__file__).parent
-    code = hashlib.sha256()
-    for name in COUNTING_SOURCES:
-        code.update(name.encode() + b"\0" + (src / name).read_bytes())
-    return {"certlib": certlib.__version__, "certlib_code": code.hexdigest()[:16], "torch": torch.__version__,
+    return {"certlib": certlib.__version__, "certlib_code": code_hash(Path(certlib.__file__).parent),
+            "torch": torch.__version__,
             "captum": captum.__version__, "zennit": version("zennit"), "numpy": np.__version__,
             "python": platform.python_version()}
 

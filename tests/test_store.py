@@ -178,3 +178,67 @@ def test_two_writer_processes_do_not_corrupt_the_store():
         got = s.get(_config(seed=seed))
         assert got is not None and np.array_equal(got.counts.estimation_ones, _counts(_config(seed=seed), seed)
                                                   .estimation_ones) and got.x[0, 0, 0, 0] == seed
+
+
+# ------------------------------------------------------------------------------------------------ the code hash
+
+CERTLIB = ROOT / "certlib"
+
+
+@pytest.fixture(scope="module")
+def package_copy(tmp_path_factory):
+    """A copy of the certlib sources, edited by the tests below (the installed package is never touched)."""
+    import shutil
+
+    dest = tmp_path_factory.mktemp("pkg") / "certlib"
+    shutil.copytree(CERTLIB, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def test_the_code_hash_covers_the_modules_the_counts_depend_on():
+    names = {p.name for p in store.counting_sources(CERTLIB)}
+    # the modules an audit found missing from the old hand list, the sandbox worker started from a string, and
+    # the modules the stored runs are sampled by
+    must = {"topk.py", "engine.py", "precision.py", "lrp_canonizers.py", "efficientnet_lite.py", "noise.py",
+            "uniform_sampling.py", "progressive.py", "anytime.py", "_sandbox_worker.py", "sampling.py", "sweep.py",
+            "attributions.py", "_attr_utils.py", "models.py", "digits_cnn.py", "images.py", "pixel_cert.py"}
+    assert must <= names
+    assert not names & {"viz.py", "pixel_viz.py", "cli.py", "guarantee.py", "uniform_viz.py"}
+    assert store.library_versions()["certlib_code"] == store.code_hash(CERTLIB)
+
+
+def test_editing_any_counting_module_changes_the_key(package_copy):
+    before = store.code_hash(package_copy)
+    sources = store.counting_sources(package_copy)
+    assert len(sources) >= 20
+    for path in sources:
+        text = path.read_bytes()
+        path.write_bytes(text + b"\nEDITED = 1\n")
+        try:
+            assert store.code_hash(package_copy) != before, path.name
+        finally:
+            path.write_bytes(text)
+    assert store.code_hash(package_copy) == before
+
+
+def test_editing_a_module_outside_the_sampling_path_keeps_the_key(package_copy):
+    before = store.code_hash(package_copy)
+    for name in ("viz.py", "cli.py", "pixel_viz.py"):
+        path = package_copy / name
+        text = path.read_bytes()
+        path.write_bytes(text + b"\nEDITED = 1\n")
+        try:
+            assert store.code_hash(package_copy) == before, name
+        finally:
+            path.write_bytes(text)
+
+
+def test_a_new_import_on_the_sampling_path_joins_the_hash(package_copy):
+    """The set follows the code: a counting module that starts importing viz.py makes viz.py count."""
+    topk = package_copy / "topk.py"
+    text = topk.read_bytes()
+    topk.write_bytes(text + b"\ndef _late():\n    from certlib import viz  # noqa: F401\n")
+    try:
+        assert "viz.py" in {p.name for p in store.counting_sources(package_copy)}
+    finally:
+        topk.write_bytes(text)

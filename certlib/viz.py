@@ -59,3 +59,19 @@ def attribution_figure(attr: np.ndarray, title: str = "") -> go.Figure:
                                           yaxis=dict(autorange="reversed", visible=False, scaleanchor="x",
                                                      constrain="domain"),
                                           xaxis=dict(visible=False, constrain="domain")))
+
+
+def attribution_rgb(attr: np.ndarray) -> np.ndarray:
+    """uint8 [H,W,3]: the attribution map in the colours of `attribution_figure` (Viridis from 0 for an unsigned
+    map, RdBu_r symmetric about 0 for a signed one), as a plain image: it draws at once, where a heatmap figure
+    waits for the browser's plotting library."""
+    from matplotlib import colormaps
+
+    attr = np.nan_to_num(np.asarray(attr, dtype=np.float64))
+    if attr.size and attr.min() >= 0:
+        top = float(attr.max()) or 1.0
+        rgba = colormaps["viridis"](attr / top)
+    else:
+        lim = float(np.abs(attr).max()) or 1.0
+        rgba = colormaps["RdBu_r"](0.5 + 0.5 * attr / lim)
+    return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)

@@ -11,7 +11,7 @@ import numpy as np
 
 from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, progressive, sampling, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
-from ui import downloads, figures, progressive_runs, runs, share
+from ui import advice, downloads, figures, looks, preview, progressive_runs, runs, share
 from ui.workbench import current, remember
 from ui.controls import ALPHAS, help_for
 
@@ -39,7 +39,8 @@ with st.container(border=True):
     c1, c2, c3, c4 = st.columns(4)
     sigma = c1.slider("σ (noise level)", 0.05, 1.0, step=0.01, key="cp_sigma", help=help_for("cp_sigma"))
     if test == "fixed":
-        n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n", help=help_for("cp_n"))
+        n = c2.select_slider("n (estimation samples)", N_CHOICES, key="cp_n", help=help_for("cp_n"),
+                             on_change=looks.on_new_n, args=("cp_n",))
     else:
         n = c2.select_slider("n_max (budget of estimation samples)", NMAX_CHOICES, key="cp_nmax",
                              help=help_for("cp_nmax"))
@@ -87,10 +88,21 @@ def _withdrawn(lost: int) -> str:
             "All frames hold at α together, so the earlier ones were not errors; this frame is more cautious.")
 
 
+def _first_picture(wanted: bool):
+    """Before sampling: the clean map and the prediction, labelled not certified yet (one attribution pass, well
+    under a second on the photo model), in a slot the certificate replaces."""
+    slot = st.empty()
+    if wanted:
+        with slot.container():
+            preview.show(wb, seed)
+    return slot
+
+
 def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.AnytimeParams, progressive_runs.Progress]:
     params = progressive_runs.AnytimeParams(sigma, n0, seed, normalisation=normalisation)
     rule = progressive.StopRule(chosen["cp_tau"], chosen["cp_alpha"], chosen_levels, chosen["cp_correction"])
     if progressive_runs.needs_sampling(wb, params, n):
+        first_picture = _first_picture(progressive_runs.stored(wb, params) is None)
         stale = runs.stale_view("cp", wb, params, progressive_runs.KIND)
         notice = st.empty()
         before = progressive_runs.stored(wb, params)
@@ -107,13 +119,14 @@ def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.Anytime
         def on_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> None:
             # the previous results stay, dimmed, above the live frames until the new certificate is final
             notice.empty()
+            first_picture.empty()
             bar.progress(min(1.0, frame.counts.n / n), text=f"Anytime-valid sampling: n = {frame.counts.n:,} of at "
                          f"most {n:,}; {frame.undecided:,} pixel tests undecided")
             with live.container():
                 _live_frame(frame, state)
 
         progressive_runs.sample(wb, params, rule, n, on_frame)
-        for slot in (stop_slot, bar, live, stale, notice):
+        for slot in (stop_slot, bar, live, stale, notice, first_picture):
             slot.empty()
     state = progressive_runs.stored(wb, params)
     if state.counts.n < n and (state.stop != "budget" or progressive_runs.stopped_by_user(wb, params)):
@@ -124,11 +137,26 @@ def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.Anytime
 
 if test == "fixed":
     view_params = runs.SamplingParams(sigma, n0, n, seed, normalisation=normalisation)
+    look_config = (runs.view_token(wb), sigma, n0, normalisation)
+    st.session_state[looks.CURRENT] = look_config
+    looks.show_notice()
+    looked = looks.earlier_ns(look_config, seed, n)
+    if looked:       # a seed typed by hand: the same noise was certified at another n before
+        st.warning(f"Seed {seed} was already certified here with n = {', '.join(map(str, looked))}. Keeping the "
+                   "better of several n on the same noise is not a valid fixed-n test; use fresh noise or the "
+                   "anytime-valid test, which allows looking again.", icon=":material/warning:")
+        w1, w2 = st.columns(2)
+        w1.button(f"Fresh noise (seed {looks.seed_for_new_n(look_config, seed, n)})", key="cp_fresh_seed",
+                  on_click=st.session_state.update, args=({"cp_seed": looks.seed_for_new_n(look_config, seed, n)},))
+        w2.button("Switch to the anytime-valid test", key="cp_to_anytime", on_click=st.session_state.update,
+                  args=({"cp_test": "anytime", "cp_nmax": min(c for c in NMAX_CHOICES if c >= n)
+                         if n <= NMAX_CHOICES[-1] else NMAX_CHOICES[-1]},))
+    first_picture = _first_picture(not runs.is_cached(wb, "topk_counts", view_params))
     notice = runs.announce_cost(wb, "topk_counts", view_params, n0 + n)
     stale = runs.stale_view("cp", wb, view_params, "topk_counts")
     counts = runs.topk_counts(wb, view_params)
-    notice.empty()
-    stale.empty()
+    for slot in (notice, stale, first_picture):
+        slot.empty()
     progress_state = None
 else:
     counts, view_params, progress_state = _progressive_counts()
@@ -137,6 +165,7 @@ gain = runs.preprocessing_gain(wb)
 
 @st.fragment
 def decision(counts) -> None:
+    advice.rerun_page_if_asked()
     st.markdown("**Decision** — re-decided from the cached counts, no resampling")
     d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
     tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cp_tau", help=help_for("cp_tau"))
@@ -158,9 +187,15 @@ def decision(counts) -> None:
                               wb.target, wb.model.spec.class_names,
                               prediction_cert.from_counts(counts, alpha_pred, test))
     said_briefly = guarantee.verdict(cert.classes, ks, cert.radius, said.rms, shortfall)
-    (st.warning if said_briefly.vacuous else st.success)(said_briefly.text,
-                                                         icon=":material/warning:" if said_briefly.vacuous else
-                                                         ":material/verified:")
+    amber = said_briefly.vacuous or advice.nothing_certified(cert.classes)   # "0 certified" is never a success
+    (st.warning if amber else st.success)(said_briefly.text,
+                                          icon=":material/warning:" if amber else ":material/verified:")
+    advice.smoothed_class(wb, said.prediction)
+    if cert.radius > 0:
+        advice.empty_levels(wb, sub, cert, test, lambda t: progressive.decide(sub, test, t, alpha, correction),
+                            "cp_n" if test == "fixed" else "cp_nmax", N_CHOICES if test == "fixed" else NMAX_CHOICES)
+    if test == "fixed":
+        looks.record(st.session_state[looks.CURRENT], counts.seed, counts.n)
     _which_test(sub, cert)
     _show_guarantee(said, cert.classes.size, counts.normalisation, said_briefly.vacuous)
     base = images.to_display_rgb(wb.x[0].cpu().numpy())

@@ -1,0 +1,217 @@
+"""The attribution method, n0 and σ the app and the CLI start with, per model family, and the measurement behind them.
+
+The defaults are data (`DEFAULTS`), chosen by bench/defaults.py on the bundled models: at the Certified pixels
+page's decision (τ = 0.75, α = 1e-3, Holm over pixels × K ∈ {5, 25, 50} %, the fixed-n test at n = 256), the
+method and n0 that certify the most pixel tests per second of sampling at the reference σ = 0.25. σ is not chosen
+by "most certified" (a smaller σ always certifies more, at a smaller radius R = σ·Φ⁻¹(τ)); it moves away from the
+reference only when a larger σ keeps nearly all of the certified share (`SIGMA_KEEP`), i.e. a larger R is nearly
+free. tests/test_defaults.py checks that `DEFAULTS` equals what `winner` reads from bench/results/defaults.json, so
+a bench re-run that changes the winner fails until the defaults follow.
+
+`why(family)` is the one-line reason the pages show, built from the JSON's figures (none are written here).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from scipy.stats import norm
+
+RESULTS_PATH = Path(__file__).resolve().parent.parent / "bench" / "results" / "defaults.json"
+# The Certified pixels page's decision and budget, at which the bench measures.
+TAU, ALPHA, LEVELS, N, N0S = 0.75, 1e-3, (5.0, 25.0, 50.0), 256, (8, 32)
+REFERENCE_SIGMA = 0.25
+# A larger σ replaces the reference when it keeps at least this share of the reference's certified pixels.
+SIGMA_KEEP = 0.9
+FAMILY_NOUNS = {"imagenet": "photos", "digits": "digits"}
+
+
+@dataclass(frozen=True)
+class Default:
+    method: str
+    n0: int
+    sigma: float
+
+
+DEFAULTS: dict[str, Default] = {
+    "imagenet": Default(method="gradcam", n0=8, sigma=0.25),
+    "digits": Default(method="gradcam", n0=8, sigma=0.25),
+}
+FALLBACK_FAMILY = "digits"
+
+
+def for_family(family: str) -> Default:
+    """The defaults of a model family ("imagenet", "digits"); other families (uploads) get the digits ones."""
+    return DEFAULTS.get(family, DEFAULTS[FALLBACK_FAMILY])
+
+
+# ------------------------------------------------------------------------------------------------ reading the bench
+
+@lru_cache(maxsize=1)
+def _load(path: str) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_results(path: Path = RESULTS_PATH) -> dict | None:
+    """bench/results/defaults.json, or None where it is not shipped (an installed wheel)."""
+    return _load(str(path))
+
+
+def seconds_per_pass(rows: list[dict]) -> dict[str, float]:
+    """Per method: the median over its rows of sampling seconds per model pass. The bench shares its machine, so a
+    single row's wall time is noisy; the median over rows (images, σ) is the method's speed."""
+    by_method: dict[str, list[float]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r["seconds"] / r["passes"])
+    return {m: statistics.median(v) for m, v in by_method.items()}
+
+
+def _rows(results: dict, family: str, sigma: float | None = None) -> list[dict]:
+    return [r for r in results.get("rows", []) if r["family"] == family
+            and (sigma is None or abs(r["sigma"] - sigma) < 1e-9)]
+
+
+def ranking(results: dict, family: str, sigma: float) -> list[dict]:
+    """One entry per (method, n0) measured at σ, best first by certified pixel tests per second: the summed
+    certified tests over the summed seconds (passes × the method's median seconds per pass). `complete` marks the
+    entries measured on every image the family's rows cover; only those may win."""
+    rows = _rows(results, family, sigma)
+    speed = seconds_per_pass(_rows(results, family))
+    all_images = {r["image"] for r in rows}
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["n0"]), []).append(r)
+    out = []
+    for (method, n0), group in groups.items():
+        certified = sum(sum(r["certified"]) for r in group)
+        tests = sum(r["tests"] for r in group)
+        seconds = sum(r["passes"] * speed[method] for r in group)
+        out.append({"method": method, "n0": n0, "images": len(group), "complete": {r["image"] for r in group}
+                    == all_images, "certified_share": certified / tests,
+                    "certified_top_share": sum(sum(r["certified_top"]) for r in group) / tests,
+                    "anytime_share": sum(sum(r["anytime_certified"]) for r in group) / tests,
+                    "seconds_per_image": seconds / len(group), "tests_per_second": certified / seconds,
+                    "radius": group[0]["radius"]})
+    return sorted(out, key=lambda e: (not e["complete"], -e["tests_per_second"]))
+
+
+def sigma_tradeoff(results: dict, family: str, method: str, n0: int) -> list[dict]:
+    """Certified share and R per σ for one method and n0, over the images measured at every σ (so the shares
+    compare the same images), smallest σ first."""
+    rows = [r for r in _rows(results, family) if r["method"] == method and r["n0"] == n0]
+    sigmas = sorted({r["sigma"] for r in rows})
+    common = set.intersection(*({r["image"] for r in rows if r["sigma"] == s} for s in sigmas)) if sigmas else set()
+    out = []
+    for s in sigmas:
+        at = [r for r in rows if r["sigma"] == s and r["image"] in common]
+        if at:
+            out.append({"sigma": s, "radius": s * float(norm.ppf(TAU)), "images": len(at),
+                        "certified_share": sum(sum(r["certified"]) for r in at) / sum(r["tests"] for r in at)})
+    return out
+
+
+def choose_sigma(tradeoff: list[dict]) -> float:
+    """The reference σ, or the largest larger σ that keeps ≥ SIGMA_KEEP of the reference's certified share."""
+    ref = next((t for t in tradeoff if abs(t["sigma"] - REFERENCE_SIGMA) < 1e-9), None)
+    if ref is None:
+        return REFERENCE_SIGMA
+    larger = [t for t in tradeoff if t["sigma"] > REFERENCE_SIGMA
+              and t["certified_share"] >= SIGMA_KEEP * ref["certified_share"]]
+    return max((t["sigma"] for t in larger), default=REFERENCE_SIGMA)
+
+
+def winner(results: dict, family: str) -> Default | None:
+    """What the bench says the family's defaults should be; None when it has no complete row at the reference σ."""
+    best = next((e for e in ranking(results, family, REFERENCE_SIGMA) if e["complete"]), None)
+    if best is None:
+        return None
+    return Default(best["method"], best["n0"], choose_sigma(sigma_tradeoff(results, family, best["method"],
+                                                                           best["n0"])))
+
+
+def slow_bounds(results: dict, family: str) -> list[dict]:
+    """Methods timed but not measured on every image: the most certified tests per second they could reach (every
+    test certified, the smallest n0, timed seconds per copy), against the best measured method's rate."""
+    ranked = ranking(results, family, REFERENCE_SIGMA)
+    best = next((e for e in ranked if e["complete"]), None)
+    complete = {e["method"] for e in ranked if e["complete"]}
+    timing = results.get("timing", {}).get(family, {})
+    reference = timing.get("reference_seconds_per_copy", {})
+    out = []
+    for method, measured in timing.get("seconds_per_copy", {}).items():
+        if method in complete:
+            continue
+        spc = min(measured, reference.get(method, measured))     # the faster timing: the bound stays a bound
+        bound = 1.0 / ((min(N0S) + N) * spc) * _tests_per_image(results, family)
+        out.append({"method": method, "seconds_per_copy": spc, "bound_tests_per_second": bound,
+                    "best": None if best is None else best["method"],
+                    "below_best": best is not None and bound < best["tests_per_second"]})
+    return out
+
+
+def _tests_per_image(results: dict, family: str) -> int:
+    rows = _rows(results, family)
+    return rows[0]["tests"] if rows else 0
+
+
+def summarise(results: dict) -> dict:
+    """What the bench writes beside its rows: per family the winner, the ranking at each σ, the σ trade-off of the
+    winner and the bounds of the methods too slow to measure."""
+    out: dict = {"defaults": {}, "families": {}}
+    for family in sorted({r["family"] for r in results.get("rows", [])}):
+        win = winner(results, family)
+        out["defaults"][family] = None if win is None else asdict(win)
+        sigmas = sorted({r["sigma"] for r in _rows(results, family)})
+        out["families"][family] = {
+            "ranking": {f"{s:g}": ranking(results, family, s) for s in sigmas},
+            "sigma_tradeoff": [] if win is None else sigma_tradeoff(results, family, win.method, win.n0),
+            "slow_bounds": slow_bounds(results, family)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the sentence
+
+def _label(method: str) -> str:
+    from certlib.attributions import METHODS          # lazy: attributions imports torch and captum
+
+    return METHODS[method].label if method in METHODS else method
+
+
+def _rate(tests_per_second: float) -> str:
+    return f"{tests_per_second / 1000:.1f}k/s" if tests_per_second >= 1000 else f"{tests_per_second:.0f}/s"
+
+
+def why(family: str, results: dict | None = None) -> str:
+    """One line: why the family's default method is the default and what the other methods give, from the bench's
+    figures (certified share of pixel tests at the page's decision and tests certified per second of sampling)."""
+    results = load_results() if results is None else results
+    chosen = for_family(family)
+    if family not in DEFAULTS:
+        family = FALLBACK_FAMILY
+    noun = FAMILY_NOUNS.get(family, family)
+    ranked = [] if results is None else ranking(results, family, REFERENCE_SIGMA)
+    mine = next((e for e in ranked if e["method"] == chosen.method and e["n0"] == chosen.n0), None)
+    if mine is None:
+        return (f"{_label(chosen.method)} (n0 = {chosen.n0}, σ = {chosen.sigma:g}) is the default for {noun}; "
+                "the measurement behind it (bench/results/defaults.json) is not available here.")
+    others = _best_n0_per_method([e for e in ranked if e["method"] != chosen.method])
+    rest = ", ".join(f"{_label(e['method'])} {e['certified_share']:.1%} ({_rate(e['tests_per_second'])})"
+                     for e in others)
+    return (f"{_label(chosen.method)} is the default for {noun}: at σ = {REFERENCE_SIGMA:g} (R = {mine['radius']:.3f}), "
+            f"n0 = {chosen.n0}, n = {N}, it certified {mine['certified_share']:.1%} of pixel tests on "
+            f"{mine['images']} {noun} ({_rate(mine['tests_per_second'])}, {mine['seconds_per_image']:.0f} s each); "
+            f"others: {rest}.")
+
+
+def _best_n0_per_method(entries: list[dict]) -> list[dict]:
+    best: dict[str, dict] = {}
+    for e in entries:
+        if e["method"] not in best or e["tests_per_second"] > best[e["method"]]["tests_per_second"]:
+            best[e["method"]] = e
+    return sorted(best.values(), key=lambda e: -e["tests_per_second"])

@@ -105,3 +105,48 @@ def guarantee_sentence(cert: UniformCertificate, eps: float, kind: str = "strict
                 f"anywhere, as far as this bound knows. Decrease ε or increase r.")
     return (f"For every perturbation δ of the input with ‖δ‖₂ ≤ {eps:.4g}, the uniformly smoothed attribution "
             f"h(x+δ) has cosine similarity at least {T:.3f} with h(x) ({KINDS[kind]} bound, {conf}).")
+
+
+# ------------------------------------------------------------------------------------------------ said in words
+
+NOTHING = "nothing certified"
+_ALMOST_ZERO_T = 1e-9      # "some cosine > 0": the target at which a knob is said to start certifying
+
+
+def bound_text(cert: UniformCertificate, eps: float, kind: str = "strict") -> str:
+    """T(ε) for the page: the number, or "nothing certified" where the bound says nothing (a printed 0.0000 or
+    −1.0000 read as a cosine, not as the absence of a guarantee)."""
+    T = cert.bound(eps, kind)
+    if T <= 0.0:
+        return NOTHING
+    return f"{T:.4f}" if T >= 1e-4 else f"{T:.2g}"
+
+
+def n_to_certify(cert: UniformCertificate) -> int | None:
+    """The n at which ‖h‖'s lower bound would leave 0 if ‖ĥ‖ stayed at its sampled value (None if ‖ĥ‖ = 0):
+    ‖ĥ‖ > M (1 + √(2 ln(1/δ))) / √n, the inverse of uniform_bound.h_norm_lower_confidence."""
+    if cert.h_hat_norm <= 0.0:
+        return None
+    per_root_n = cert.M * (1.0 + np.sqrt(2.0 * np.log(1.0 / cert.delta)))
+    return int(np.floor((per_root_n / cert.h_hat_norm) ** 2)) + 1
+
+
+def knob_hint(cert: UniformCertificate, eps: float, kind: str = "strict") -> str | None:
+    """Which knob would make the bound at ε certify something, when it certifies nothing (None when it does)."""
+    if not cert.certifies_anything:
+        need = n_to_certify(cert)
+        return "increase n" if need is None else f"n ≥ {need:,} would certify (at this ‖ĥ‖)"
+    if cert.bound(eps, kind) > 0.0:
+        return None
+    smaller_eps = cert.max_eps(_ALMOST_ZERO_T, kind)
+    try:
+        larger_r = f" or r ≥ {cert.min_radius(eps, _ALMOST_ZERO_T, kind):.3g}"
+    except CertlibError:       # no radius helps (‖h‖ too small against M)
+        larger_r = ""
+    return f"certifies at ε < {smaller_eps:.3g}{larger_r}"
+
+
+def max_eps_text(cert: UniformCertificate, T: float, kind: str = "strict") -> str:
+    """The largest certified ε at cosine T, or "nothing certified"."""
+    value = cert.max_eps(T, kind)
+    return NOTHING if value <= 0.0 else f"{value:.4g}"

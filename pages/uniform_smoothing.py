@@ -83,11 +83,14 @@ def certificate() -> None:
         uniform_cert.guarantee_sentence(cert, eps, kind))
     m1, m2, m3, m4, m5, m6 = st.columns(6)
     m1.metric("ε", f"{eps:.4g}")
-    m2.metric(f"T(ε), {kind}", f"{cert.bound(eps, kind):.4f}")
+    # In words where the bound gives nothing: "T = 0.0000" read as a (bad) cosine, not as no guarantee at all.
+    hint = uniform_cert.knob_hint(cert, eps, kind)
+    m2.metric(f"T(ε), {kind}", uniform_cert.bound_text(cert, eps, kind), delta=hint, delta_color="off",
+              help="nothing certified: at this ε the bound allows any cosine" if hint else None)
     m3.metric("‖ĥ(x)‖ → lower bound on ‖h(x)‖", f"{cert.h_norm_lower:.3f}", delta=f"{cert.h_hat_norm:.3f} sampled",
               delta_color="off", help=f"McDiarmid: ‖h‖ ≥ ‖ĥ‖ − M/√n − M·√(2 ln(1/δ)/n) with probability ≥ 1 − δ")
     m4.metric("M (bound on ‖g‖)", f"{M:.4g}", help=f"mode: {mode}; d = {d} input dimensions")
-    m5.metric(f"max certified ε for T = {T:g}", f"{cert.max_eps(T, kind):.4g}")
+    m5.metric(f"max certified ε for T = {T:g}", uniform_cert.max_eps_text(cert, T, kind))
     m6.metric(f"min r for ε and T (at this ‖h‖)", _min_radius_text(cert, eps, T, kind))
     points = uniform_runs.cached_points(wb, params, grid) or []
     curves = {k: cert.curve(eps_axis, k) for k in KINDS}

@@ -66,3 +66,36 @@ def test_measured_points_respect_the_proven_bound(page):
     n_after_measure = len(calls)
     at.select_slider(key="us_eps_frac").set_value(0.3).run()       # points are reused, not recomputed
     assert len(calls) == n_after_measure
+
+
+def test_nothing_certified_is_said_in_words_with_the_knob_that_helps(page):
+    """At the largest ε of the axis the proven bound certifies nothing: the metric says so (no "0.0000" or
+    "-1.0000" that reads as a cosine) and names what would certify."""
+    at, _ = page
+    at.radio(key="us_kind").set_value("strict").run()
+    at.select_slider(key="us_eps_frac").set_value(1.0).run()
+    assert not at.exception
+    metric = next(m for m in at.metric if m.label.startswith("T(ε)"))
+    assert metric.value == "nothing certified"
+    assert "would certify" in metric.proto.delta or "certifies at ε <" in metric.proto.delta
+    assert all(m.value not in ("0.0000", "-1.0000") for m in at.metric)
+    at.select_slider(key="us_eps_frac").set_value(0.0).run()      # ε = 0: the cosine bound is 1 where ‖h‖ > 0
+    metric = next(m for m in at.metric if m.label.startswith("T(ε)"))
+    assert metric.value in ("1.0000", "nothing certified")
+
+
+def test_the_words_follow_the_certificate():
+    from certlib import uniform_bound as ub
+    from certlib.uniform_cert import UniformCertificate, bound_text, knob_hint, max_eps_text, n_to_certify
+
+    cert = UniformCertificate(h_hat_norm=0.5, h_norm_lower=0.3, delta=1e-3, M=1.0, d=3 * 224 * 224, r=4.0, n=512)
+    assert bound_text(cert, 0.001) == f"{cert.bound(0.001):.4f}" and knob_hint(cert, 0.001) is None
+    assert bound_text(cert, 0.5) == "nothing certified"
+    hint = knob_hint(cert, 0.5)
+    edge = float(hint.split("ε < ")[1].split(" ")[0])
+    assert cert.bound(edge * 0.99) > 0 and cert.bound(edge * 1.01) <= 0        # the ε it names is the edge
+    none = UniformCertificate(h_hat_norm=0.2, h_norm_lower=0.0, delta=1e-3, M=1.0, d=100, r=1.0, n=64)
+    assert bound_text(none, 0.01) == max_eps_text(none, 0.9) == "nothing certified"
+    need = n_to_certify(none)
+    assert f"n ≥ {need:,}" in knob_hint(none, 0.01)
+    assert ub.h_norm_lower_confidence(0.2, 1.0, need, 1e-3) > 0 == ub.h_norm_lower_confidence(0.2, 1.0, need - 1, 1e-3)

@@ -18,6 +18,8 @@ Closed form: ∫_τ^1 q^k (1 − q)^(n−k) dq = B(k + 1, n − k + 1) · (1 −
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.special import betaln
 from scipy.stats import beta
@@ -49,6 +51,68 @@ def anytime_pvalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.nda
     """p = min(1, 1/M_n): valid for H0: p ≤ τ at any data-dependent stopping time (Ville's inequality)."""
     log_m = np.asarray(log_evalue(k, n, tau), dtype=np.float64)
     return stats._scalar_or_array(np.exp(-np.maximum(log_m, 0.0)), k, n, tau)
+
+
+# ---------------------------------------------------------------------------------------------- selection prior
+#
+# The uniform prior spreads the mixture over all of (τ, 1]. A pixel's n0 selection votes say roughly where its q is,
+# and they come from their own noise stream: fixing each pixel's prior from them *before* any estimation vote keeps
+# every L_n(q) a supermartingale under H0, so the mixture is one too and Ville applies unchanged. The prior is
+# floor · uniform + (1 − floor) · Beta(s + 1, n0 − s + 1) truncated to (τ, 1] (the posterior of q after the s of n0
+# selection votes for the mode): the floor bounds the loss when the selection votes mislead to a factor 1/floor.
+
+
+def log_evalue_beta(k: ArrayLike, n: ArrayLike, tau: float, a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """log M_n under the prior Beta(a, b) truncated to (τ, 1] (a = b = 1: log_evalue). Closed form: the integral of
+    (q/τ)^k ((1 − q)/(1 − τ))^(n − k) against the truncated beta density is
+    B(a + k, b + n − k)(1 − I_τ(a + k, b + n − k)) / (B(a, b)(1 − I_τ(a, b)) τ^k (1 − τ)^(n − k)).
+    No checks (internal, called on tables); −inf where the prior has no mass above τ in floating point."""
+    k, n, a, b = (np.asarray(v, dtype=np.float64) for v in (k, n, a, b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mass = betaln(a, b) + beta.logsf(tau, a, b)                   # log ∫_τ^1 prior before normalising
+        joint = betaln(a + k, b + n - k) + beta.logsf(tau, a + k, b + n - k)
+        out = joint - mass - k * np.log(tau) - (n - k) * np.log1p(-tau)
+    return np.where(np.isfinite(mass) & ~np.isnan(out), out, -np.inf)
+
+
+def check_floor(floor: object) -> float:
+    """The uniform share of the selection-informed prior: in (0, 1] (1: the uniform prior alone)."""
+    if isinstance(floor, bool) or not isinstance(floor, (int, float, np.floating)) or not 0.0 < floor <= 1.0:
+        raise CertlibError(f"prior floor must be a share in (0, 1], got {floor!r}")
+    return float(floor)
+
+
+def log_evalue_table(n: int, tau: float, n0: int = 0, floor: float = 1.0, rows: np.ndarray | None = None,
+                     columns: np.ndarray | None = None) -> np.ndarray:
+    """log M_n for every (s, k): s selection votes for the mode out of n0 (the values in `rows`, default 0..n0) and k
+    estimation votes (the values in `columns`, default 0..n), [len(rows), len(columns)]. floor = 1 (or n0 = 0) is the
+    uniform prior, the same row for every s."""
+    s = np.arange(n0 + 1) if rows is None else np.asarray(rows)
+    k = np.arange(n + 1) if columns is None else np.asarray(columns)
+    uniform = np.asarray(log_evalue(k, n, tau), dtype=np.float64) if n else np.zeros(len(k))
+    if check_floor(floor) == 1.0 or n0 == 0 or n == 0:
+        return np.broadcast_to(uniform, (len(s), len(k)))
+    s = s.astype(np.float64)[:, None]
+    informed = log_evalue_beta(k.astype(np.float64)[None, :], n, tau, s + 1.0, n0 - s + 1.0)
+    return np.logaddexp(np.log(floor) + uniform[None, :], np.log1p(-floor) + informed)
+
+
+def pvalues(k: np.ndarray, n: int, tau: float, s: np.ndarray | None = None, n0: int = 0,
+            floor: float = 1.0) -> np.ndarray:
+    """min(1, 1/M_n) for every test: k estimation votes for the mode out of n, and s of n0 selection votes for it
+    (the prior's input; unused when floor = 1). A lookup: only the table's rows and columns between the smallest and
+    largest s and k present are evaluated (the mode is the majority: at most n0/2 + 1 rows), whatever the number of
+    pixels."""
+    k = np.asarray(k, dtype=np.int64)
+    k_low, k_high = int(k.min(initial=0)), int(k.max(initial=0))
+    columns = np.arange(k_low, k_high + 1)
+    if s is None or check_floor(floor) == 1.0 or n0 == 0:
+        table = log_evalue_table(n, tau, columns=columns)[0]
+        return np.exp(-np.maximum(table[k - k_low], 0.0))
+    s = np.asarray(s, dtype=np.int64)
+    s_low, s_high = int(s.min(initial=0)), int(s.max(initial=0))
+    table = log_evalue_table(n, tau, n0, floor, np.arange(s_low, s_high + 1), columns)
+    return np.exp(-np.maximum(table[s - s_low, k - k_low], 0.0))
 
 
 def pvalue_table(n: int, tau: float) -> np.ndarray:
@@ -96,7 +160,12 @@ def min_samples_to_certify(tau: float, alpha: float, num_tests: int, n_max: int 
     from certlib import pixel_cert
 
     t, a = pixel_cert._check_tau(tau), stats.check_scalar_alpha(alpha)
-    level = a / stats._check_num_tests(num_tests)
+    return _min_samples(t, a / stats._check_num_tests(num_tests), int(n_max))
+
+
+@functools.lru_cache(maxsize=256)
+def _min_samples(t: float, level: float, n_max: int) -> int:
+    # every frame's certificate asks for it, and the bisection costs ~20 beta-function evaluations: memoised
     low, high = 1, n_max + 1
     while low < high:                       # anytime_pvalue(n, n, τ) decreases in n: bisect on it
         mid = (low + high) // 2

@@ -87,19 +87,14 @@ def greyed(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def growth_figure(history: Sequence[tuple[int, Sequence[float], int]], k_percents: tuple[float, ...]) -> go.Figure:
-    """Certified share per K level against model passes (n0 + n), one point per progressive frame; frames that
-    withdrew earlier certificates are marked."""
+def growth_figure(history: Sequence[tuple[int, Sequence[float]]], k_percents: tuple[float, ...]) -> go.Figure:
+    """Certified share per K level against model passes (n0 + n), one point per progressive frame (the shares never
+    fall: a progressive certificate only grows)."""
     fig = go.Figure()
     passes = [h[0] for h in history]
     for i, k in enumerate(k_percents):
         fig.add_trace(go.Scatter(x=passes, y=[h[1][i] for h in history], mode="lines+markers", name=f"top {k:g}%",
                                  line={"color": "rgb" + str(LEVEL_RGB[min(i, len(LEVEL_RGB) - 1)])}))
-    lost = [(h[0], h[2]) for h in history if h[2] > 0]
-    if lost:
-        fig.add_trace(go.Scatter(x=[p for p, _ in lost], y=[0.0] * len(lost), mode="markers", name="withdrawn",
-                                 marker={"symbol": "x", "color": "rgb" + str(palette.NOT_CERTIFIED), "size": 9},
-                                 text=[f"{n} certificate(s) withdrawn" for _, n in lost], hoverinfo="text+x"))
     fig.update_layout(title="certified share as the copies arrive", xaxis_title="model passes (n0 + n)",
                       yaxis_title="certified share", yaxis_range=[0, 1], height=300,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})

@@ -72,20 +72,12 @@ def _live_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> N
                              progressive.too_few_samples("anytime", state.n_max, cert.tau, cert.alpha,
                                                          cert.num_tests))
     st.markdown(said.text)
-    if state.lost_total:
-        st.info(_withdrawn(state.lost_total))
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     left, right = st.columns(2)
     left.image(pixel_viz.certified_overlay(base, cert.classes, ks), caption="certified overlay (this frame)",
                width=min(320, max(160, base.shape[1])))
     with right:
         st.plotly_chart(pixel_viz.certificate_bars(ks, cert.fractions), key=f"cp_live_bars_{frame.counts.n}")
-
-
-def _withdrawn(lost: int) -> str:
-    return (f"{lost:,} pixel certificate{'s' if lost != 1 else ''} from earlier frames "
-            f"{'were' if lost != 1 else 'was'} withdrawn by later ones: their later votes weakened the evidence. "
-            "All frames hold at α together, so the earlier ones were not errors; this frame is more cautious.")
 
 
 def _first_picture(wanted: bool):
@@ -181,7 +173,10 @@ def decision(counts) -> None:
         return
     sub = counts.select_levels(sorted(levels))
     ks = sub.k_percents
-    cert = progressive.decide(sub, test, tau, alpha, correction)
+    if progress_state is None:
+        cert = progressive.decide(sub, test, tau, alpha, correction)
+    else:       # the whole run's trajectory: the certificate only grows, and includes the look at the budget
+        cert = progressive.decide_trajectory(progress_state.trajectory, tau, alpha, correction, ks)
     shortfall = progressive.too_few_samples(test, cert.n, tau, alpha, cert.num_tests)
     said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
                               wb.target, wb.model.spec.class_names,
@@ -246,18 +241,16 @@ def decision(counts) -> None:
 
 def _which_test(sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate) -> None:
     """Which test produced the certificate below (`cert`, of the counts `sub`), at which n and why sampling ended;
-    for the anytime test also how many pixel tests the current decision leaves undecided and what later frames
-    withdrew."""
+    for the anytime test also how many pixel tests the current decision leaves undecided."""
     if progress_state is None:
         st.caption(f"**{progressive.TEST_LABELS['fixed']}** · n = {sub.n:,} estimation copies (+ {sub.n0} "
                    "selection), fixed in advance.")
         return
     stopped = progressive_runs.stopped_by_user(wb, view_params)
-    open_ = progressive.StopRule(cert.tau, cert.alpha, sub.k_percents, cert.correction).undecided(sub, cert, n)
+    open_ = progressive.StopRule(cert.tau, cert.alpha, sub.k_percents, cert.correction).undecided(
+        sub, cert, n, progress_state.trajectory)
     undecided = f" At this τ, α and these levels {int(open_.sum()):,} pixel tests are undecided." if open_.any() else ""
     st.caption(progressive_runs.describe(progress_state, n, stopped) + undecided)
-    if progress_state.lost_total:
-        st.info(_withdrawn(progress_state.lost_total), icon=":material/info:")
 
 
 def _show_guarantee(said: guarantee.Guarantee, tests: int, normalisation: str, vacuous: bool) -> None:

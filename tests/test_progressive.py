@@ -1,5 +1,6 @@
-"""Progressive certification (certlib.progressive, sampling.extend_counts): continuing is exact, the stop rule stops
-where an independent computation says it must, and certificates a later frame drops are counted, never hidden."""
+"""Progressive certification (certlib.progressive, sampling.extend_counts): continuing is exact and keeps the run's
+history, the stop rule stops where an independent computation says it must, no frame ever loses a certified pixel,
+and the look at the planned budget happens once, at that n only."""
 import numpy as np
 import pytest
 import torch
@@ -40,24 +41,58 @@ def test_extending_needs_logits_exactly_when_the_counts_hold_votes(digits):
         sampling.extend_counts(fn, x, with_votes, 0, logits)
 
 
+def _nested(frames) -> None:
+    """Every frame's certified set contains the previous frame's, with the same classes."""
+    for before, after in zip(frames, frames[1:]):
+        was, now = before.certificate.classes, after.certificate.classes
+        assert not ((was != -1) & (now != was)).any(), f"lost at n = {after.counts.n}"
+
+
 def test_resuming_from_any_frame_reproduces_the_uninterrupted_frames(digits):
     fn, logits, x = digits
     rule = progressive.StopRule(levels=(5.0, 50.0))
     whole = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=160, frame_size=32, logits=logits))
     assert [f.counts.n for f in whole] == [32, 64, 96, 128, 160] and whole[-1].stop == "budget"
     resumed = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=160, frame_size=32, logits=logits,
-                                                     start=whole[1].counts))
+                                                     start=whole[1].trajectory))
     assert [f.counts.n for f in resumed] == [64, 96, 128, 160]
     for a, b in zip(whole[1:], resumed):
         assert np.array_equal(a.counts.estimation_ones, b.counts.estimation_ones)
         assert np.array_equal(a.certificate.classes, b.certificate.classes)
-    # each frame is the anytime decision of its own counts, and certifies within the fixed-n decision of them
+        assert a.trajectory.n == b.trajectory.n
+    _nested(whole)
+    # the last frame holds the look at the budget: it contains the fixed-n test at plan_share·α on the same counts
     last = whole[-1]
+    assert last.trajectory.plan_n == 160 and last.trajectory.looked
     sub = last.counts.select_levels([5.0, 50.0])
-    fixed = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, 0.25, 0.75, 1e-3)
+    planned = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, 0.25, 0.75, 1e-3 * progressive.PLAN_SHARE)
     certified = last.certificate.classes != -1
-    assert certified.any()
-    assert not (certified & (fixed.classes == -1)).any()
+    assert (planned.classes != -1).any() and not ((planned.classes != -1) & ~certified).any()
+    # bare counts resume too, but without the history before them nor a planned look
+    bare = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=160, frame_size=32, logits=logits,
+                                                  start=whole[1].counts))
+    assert bare[0].trajectory.n == (64,) and bare[-1].trajectory.plan_n is None
+
+
+def test_the_trajectory_re_decides_every_frame_at_another_tau_alpha_and_levels(digits):
+    """The cached trajectory is all a slider move needs: re-deciding the last frame at a new τ, α and level set
+    equals the certificate a run with that rule would have shown, and replaying it gives nested frames."""
+    fn, logits, x = digits
+    frames = list(progressive.certify_progressively(fn, x, 0.25, progressive.StopRule(), n_max=96, n0=8,
+                                                    frame_size=16, logits=logits))
+    trajectory = frames[-1].trajectory
+    assert trajectory.n == (16, 32, 48, 64, 80, 96) and trajectory.steps[1].dtype == np.uint8
+    other = progressive.StopRule(0.6, 0.01, (25.0,), "bonferroni")
+    direct = list(progressive.certify_progressively(fn, x, 0.25, other, n_max=96, n0=8, frame_size=16,
+                                                    logits=logits))
+    redecided = progressive.decide_trajectory(trajectory, 0.6, 0.01, "bonferroni", (25.0,))
+    assert np.array_equal(redecided.classes, direct[-1].certificate.classes)
+    replayed = list(progressive.replay(trajectory, other))
+    assert [np.array_equal(a.classes, b.certificate.classes) for a, b in zip(replayed, direct)] == [True] * 6
+    with pytest.raises(CertlibError, match="plan_share"):
+        progressive.decide_trajectory(trajectory, 0.75, 1e-3, plan_share=1.0)
+    with pytest.raises(CertlibError, match="prior floor"):
+        progressive.StopRule(prior_floor=0.0)
 
 
 def test_continuing_checks_that_the_counts_belong_to_this_configuration(digits):
@@ -76,8 +111,8 @@ def _constant_map(h: int = 8, w: int = 8):
 
 
 def test_a_map_that_never_changes_stops_decided_where_the_closed_form_says():
-    """Every vote agrees, so every p-value is 1/M(n, n) with M(n, n) = (1 − τ^(n+1)) / ((n + 1) τ^n (1 − τ)) (the
-    integral of (q/τ)^n over q uniform on (τ, 1], by hand). Holm over m equal p-values rejects all of them exactly
+    """Every vote agrees, so under the uniform prior and no planned look every p-value is 1/M(n, n) with
+    M(n, n) = (1 − τ^(n+1)) / ((n + 1) τ^n (1 − τ)) (the integral of (q/τ)^n over q uniform on (τ, 1], by hand). Holm over m equal p-values rejects all of them exactly
     when p ≤ α/m, so the first frame at or after that n must stop, 'decided', with everything certified."""
     tau, alpha, step = 0.75, 1e-3, 4
     levels = (10.0, 50.0)
@@ -86,8 +121,9 @@ def test_a_map_that_never_changes_stops_decided_where_the_closed_form_says():
     needed = next(n for n in range(1, 1000) if closed(n) <= alpha / m)
     expected_stop = -(-needed // step) * step
     x = torch.zeros(1, 1, 8, 8)
-    frames = list(progressive.certify_progressively(_constant_map(), x, 0.5, progressive.StopRule(tau, alpha, levels),
-                                                    n_max=1000, n0=4, k_percents=levels, frame_size=step))
+    rule = progressive.StopRule(tau, alpha, levels, plan_share=0.0, prior_floor=1.0)
+    frames = list(progressive.certify_progressively(_constant_map(), x, 0.5, rule, n_max=1000, n0=4,
+                                                    k_percents=levels, frame_size=step))
     assert frames[-1].counts.n == expected_stop and frames[-1].stop == "decided"
     assert (frames[-1].certificate.classes != -1).all() and frames[-1].undecided == 0
     assert all((f.certificate.classes == -1).all() and f.stop is None for f in frames[:-1])
@@ -112,7 +148,7 @@ def _bernoulli_map(probs: np.ndarray):
 
 def test_futile_pixels_let_the_sampler_stop_and_a_small_budget_stops_it_first():
     x = torch.zeros(1, 1, 8, 8)
-    rule = progressive.StopRule(0.75, 1e-3, (50.0,))
+    rule = progressive.StopRule(0.75, 1e-3, (50.0,), plan_share=0.0, prior_floor=1.0)
     # half the pixels always in the top half, half never: all certified, decided early
     clear = np.where(np.arange(64) < 32, 1.0, 0.0)
     frames = list(progressive.certify_progressively(_bernoulli_map(clear), x, 0.5, rule, n_max=2000, n0=8,
@@ -141,27 +177,64 @@ def test_futile_pixels_let_the_sampler_stop_and_a_small_budget_stops_it_first():
                                                    k_percents=(50.0,), frame_size=8))
     assert short[-1].counts.n == budget and short[-1].stop == "budget" and short[-1].undecided == 64
     assert (short[-1].certificate.classes == -1).all()
+    # with half of α for the look at the budget, one unanimous pixel is within reach of the exact test at the
+    # hopeless budget (τ^n ≤ α/2, the loosest Holm level): "decided" must not stop before the look
+    split = progressive.StopRule(0.75, 1e-3, (50.0,), plan_share=0.5, prior_floor=1.0)
+    assert 0.75 ** (reach_one - 1) <= 0.5e-3
+    waits = list(progressive.certify_progressively(_constant_map(), x, 0.5, split, n_max=reach_one - 1, n0=4,
+                                                   k_percents=(50.0,), frame_size=8))
+    assert waits[-1].counts.n == reach_one - 1 and waits[-1].stop == "budget" and waits[-1].trajectory.looked
+    # and at the budget where the anytime test alone certified nothing, the look certifies all 64 (τ^n ≤ α/2/64)
+    assert 0.75 ** budget <= 0.5e-3 / 64
+    planned = list(progressive.certify_progressively(_constant_map(), x, 0.5, split, n_max=budget, n0=4,
+                                                     k_percents=(50.0,), frame_size=8))
+    assert all((f.certificate.classes == -1).all() for f in planned[:-1])
+    assert planned[-1].trajectory.looked and (planned[-1].certificate.classes != -1).all()
 
 
-def test_frames_that_drop_a_certificate_say_how_many():
-    """Pixels with a probability just above τ get certified and can lose it when later votes disagree. Every
-    frame's `lost` must equal the count found by comparing consecutive frames here, and the run must contain such a
-    frame (else this test would prove nothing)."""
+def test_no_frame_loses_a_certificate_where_the_last_frame_alone_would():
+    """Pixels with a probability just above τ get certified and, decided from each frame's own counts alone, lose it
+    when later votes disagree (counted here, so the test has teeth). The running minimum keeps them: every frame's
+    certified set contains the previous one's."""
     rng = np.random.default_rng(0)
     probs = rng.uniform(0.55, 1.0, 64)
     probs[probs < 0.8] = 0.0   # not-top pixels decided quickly; the rest near and above τ
     x = torch.zeros(1, 1, 8, 8)
     rule = progressive.StopRule(0.75, 0.2, (50.0,))
-    total_lost = 0
+    would_lose = 0
     for seed in range(6):
         frames = list(progressive.certify_progressively(_bernoulli_map(probs), x, 0.5, rule, n_max=800, n0=8,
                                                         k_percents=(50.0,), frame_size=4, seed=seed))
-        for before, after in zip(frames, frames[1:]):
-            was, now = before.certificate.classes, after.certificate.classes
-            assert after.lost == int(((was != -1) & (now == -1)).sum())
-            total_lost += after.lost
-        assert frames[0].lost == 0
-    assert total_lost > 0
+        _nested(frames)
+        alone = [progressive.decide(f.counts, "anytime", 0.75, 0.2).classes for f in frames]
+        would_lose += sum(int(((a != -1) & (b == -1)).sum()) for a, b in zip(alone, alone[1:]))
+    assert would_lose > 0
+
+
+def test_continuing_past_the_planned_budget_keeps_the_one_look_and_stopping_early_has_none(digits):
+    fn, logits, x = digits
+    rule = progressive.StopRule(levels=(5.0, 50.0))
+    early = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=96, n0=8, frame_size=24, logits=logits))
+    assert early[-1].trajectory.plan_n == 96 and early[-1].trajectory.looked
+    # stopped (by the caller) at n = 72 < 96: no look, the certificate is Holm on the running minimum at (1 − s)α
+    stopped = early[-2].trajectory
+    assert not stopped.looked
+    live_only = progressive.decide_trajectory(stopped, 0.75, 1e-3 * (1 - progressive.PLAN_SHARE), levels=(5.0, 50.0),
+                                              plan_share=0.0)
+    assert np.array_equal(early[-2].certificate.classes, live_only.classes)
+    # a frame size that does not divide the budget still lands on it
+    odd = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=96, n0=8, frame_size=40, logits=logits))
+    assert odd[-1].trajectory.n == (40, 80, 96) and odd[-1].trajectory.looked
+    # raising the budget afterwards: the plan stays 96, looked once; later frames add anytime evidence only
+    more = list(progressive.certify_progressively(fn, x, 0.25, rule, n_max=192, n0=8, frame_size=24, logits=logits,
+                                                  start=early[-1].trajectory))
+    assert [f.trajectory.plan_n for f in more] == [96] * len(more) and more[-1].counts.n == 192
+    _nested(early + more[1:])
+    planned = progressive.decide_trajectory(more[-1].trajectory, 0.75, 1e-3, levels=(5.0, 50.0), plan_share=0.5,
+                                            prior_floor=1.0)
+    at_96 = early[-1].counts.select_levels([5.0, 50.0])
+    fixed_96 = pixel_cert.decide(at_96.votes_for_mode, at_96.modes, 96, 0.25, 0.75, 0.5e-3)
+    assert not ((fixed_96.classes != -1) & (planned.classes == -1)).any()
 
 
 def test_the_decision_of_either_test_from_the_same_counts(digits):

@@ -30,18 +30,19 @@ class AnytimeParams:
 
 @dataclass(frozen=True)
 class Progress:
-    """The cached state of one configuration: counts at the last frame, and why sampling ended (None: it was
-    interrupted — a rerun, a closed tab — and continues on the next visit)."""
+    """The cached state of one configuration: the run's trajectory (its counts at every frame boundary, the budget
+    planned at its start), why sampling ended (None: it was interrupted — a rerun, a closed tab — and continues on
+    the next visit), and the certified shares of every frame (the growth plot)."""
 
-    counts: TopKCounts
+    trajectory: progressive.Trajectory
     stop: str | None
     n_max: int
     rule: StopRule
-    history: tuple[tuple[int, tuple[float, ...], int], ...] = field(default=())   # (passes, certified shares, lost)
+    history: tuple[tuple[int, tuple[float, ...]], ...] = field(default=())   # (passes, certified shares)
 
     @property
-    def lost_total(self) -> int:
-        return sum(lost for _, _, lost in self.history)
+    def counts(self) -> TopKCounts:
+        return self.trajectory.counts
 
 
 def _key(wb: Workbench, params: AnytimeParams) -> tuple:
@@ -95,13 +96,13 @@ def sample(wb: Workbench, params: AnytimeParams, rule: StopRule, n_max: int, on_
     with runs.shown_in_page():
         frames = progressive.certify_progressively(
             attribute, wb.x.to(wb.model.device), params.sigma, rule, n_max=n_max, n0=params.n0,
-            k_percents=params.k_percents, seed=params.seed, start=state.counts if state is not None else None,
+            k_percents=params.k_percents, seed=params.seed, start=state.trajectory if state is not None else None,
             logits=logits, normalisation=params.normalisation)
         for frame in frames:
             shares = tuple(float(1.0 - f) for f in frame.certificate.fractions["abstain"])
             if not history or history[-1][0] != frame.passes:
-                history.append((frame.passes, shares, frame.lost))
-            state = Progress(frame.counts, frame.stop, n_max, rule, tuple(history))
+                history.append((frame.passes, shares))
+            state = Progress(frame.trajectory, frame.stop, n_max, rule, tuple(history))
             results.put(key, state)          # a Stop click (or any rerun) keeps everything up to this frame
             now = time.perf_counter()
             if frame.stop is not None or now - last_drawn >= FRAME_SECONDS:
@@ -115,6 +116,10 @@ def describe(state: Progress, n_max: int, stopped: bool) -> str:
     c = state.counts
     head = (f"**{progressive.TEST_LABELS['anytime']}** · n = {c.n:,} estimation copies of a budget of "
             f"{n_max:,} (+ {c.n0} selection) · {c.n0 + c.n:,} model passes")
+    t = state.trajectory
+    if t.looked:
+        head += (f" · includes the exact fixed-n test at the budget n = {t.plan_n:,} planned before sampling "
+                 f"({state.rule.plan_share:g} of α; the live frames use the rest)")
     if stopped:
         why = "stopped by you; every certified pixel holds at α"
     elif state.stop is None:

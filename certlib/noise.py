@@ -3,12 +3,14 @@
 Noise for sample j is a function of (seed, stream, j) only, never of the batch size: it is drawn in fixed chunks of
 CHUNK samples, each chunk from its own generator. So the same config gives the same numbers whatever batch size the
 memory allows, and every copy in a batch gets its own independent draw (SegCertify's HRNet patch gave every item of
-a batch the same draw; tests/test_noise.py guards against that).
+a batch the same draw; tests/test_noise.py guards against that). Seeds are integers in [0, 2^64), and all 64 bits
+of a seed reach the generator: two seeds never share noise, whatever bits they differ in.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from certlib import validate
@@ -18,16 +20,46 @@ CHUNK = 32
 # Streams separate the draws of one run: selection and estimation samples must be independent (design §3.2).
 SELECTION, ESTIMATION, UNIFORM = 0, 1, 2
 # "Check it" re-estimates at x + δ_j from stream CHECK_STREAMS + j of the run's own seed: never the run's streams,
-# whatever seed the user picked (with one seed the chunk seeds of two streams differ by a seed-independent amount,
-# which tests/test_noise.py shows is never 0 for any chunk index a run can reach).
+# whatever seed the user picked (each (seed, stream, chunk) is its own SeedSequence input, see _chunk_seed_sequence).
 CHECK_STREAMS = 16
 MAX_CHECKS = 16
 
 
-def _chunk_generator(seed: int, stream: int, chunk: int, device: torch.device) -> torch.Generator:
-    # Mix seed, stream and chunk into one 63-bit seed (splitmix-style constants keep nearby inputs apart).
-    mixed = (seed * 0x9E3779B97F4A7C15 + stream * 0xBF58476D1CE4E5B9 + chunk * 0x94D049BB133111EB) % (2**63 - 1)
-    return torch.Generator(device=device).manual_seed(mixed)
+SEED_LIMIT = 2**64        # seeds are integers in [0, 2^64): every one of them draws its own noise
+
+
+def check_seed(seed: object) -> int:
+    """`seed` as an int, or a CertlibError naming it: an integer in [0, 2^64) (numpy integers accepted, bools not)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        raise CertlibError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def _chunk_seed_sequence(seed: int, stream: int, chunk: int) -> np.random.SeedSequence:
+    """The seed of one chunk: numpy's SeedSequence hash of all 64 bits of `seed` (zero-padded to its 128-bit pool,
+    so it cannot run into the key) with (stream, chunk) as the spawn key, i.e. a distinct, independent stream for
+    every (seed, stream, chunk). torch's CPU generator (mt19937) keeps only the low 32 bits of its seed, so a
+    64-bit seed mixed into it went through a 32-bit bottleneck: two seeds, or two chunks, could share noise."""
+    if not 0 <= stream < 2**32 or not 0 <= chunk < 2**32:   # each must stay one 32-bit word of the spawn key
+        raise CertlibError(f"noise stream and chunk must be in [0, 2**32), got stream {stream}, chunk {chunk}")
+    return np.random.SeedSequence(entropy=seed, spawn_key=(stream, chunk))
+
+
+def _numpy_chunk(seq: np.random.SeedSequence, shape: tuple[int, ...], dtype: torch.dtype) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU: Gaussian (ziggurat, drawn in float32 or float64) then U(0,1) in float64, from PCG64 seeded by `seq`."""
+    gen = np.random.Generator(np.random.PCG64(seq))
+    draw = np.float64 if dtype == torch.float64 else np.float32
+    z = torch.from_numpy(gen.standard_normal((CHUNK, *shape), dtype=draw)).to(dtype)
+    return z, torch.from_numpy(gen.random(CHUNK))
+
+
+def _torch_chunk(seq: np.random.SeedSequence, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """CUDA (and other accelerators): their Philox generator takes a full 64-bit seed; it is drawn from `seq`."""
+    gen = torch.Generator(device=device).manual_seed(int(seq.generate_state(1, np.uint64)[0]))
+    z = torch.randn((CHUNK, *shape), generator=gen, device=device, dtype=dtype)
+    return z, torch.rand(CHUNK, generator=gen, device=device, dtype=torch.float64)
 
 
 class NoiseStream:
@@ -35,16 +67,18 @@ class NoiseStream:
 
     def __init__(self, sample_shape: tuple[int, ...], seed: int, stream: int, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
-        self.sample_shape, self.seed, self.stream = tuple(sample_shape), int(seed), int(stream)
+        self.sample_shape, self.seed, self.stream = tuple(sample_shape), check_seed(seed), int(stream)
         self.device, self.dtype = torch.device(device), dtype
         self._cached: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def _chunk(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(Gaussian [CHUNK, *sample_shape], uniform(0,1) [CHUNK] in float64) of chunk `index`."""
         if self._cached is None or self._cached[0] != index:
-            gen = _chunk_generator(self.seed, self.stream, index, self.device)
-            z = torch.randn((CHUNK, *self.sample_shape), generator=gen, device=self.device, dtype=self.dtype)
-            u = torch.rand(CHUNK, generator=gen, device=self.device, dtype=torch.float64)
+            seq = _chunk_seed_sequence(self.seed, self.stream, index)
+            if self.device.type == "cpu":
+                z, u = _numpy_chunk(seq, self.sample_shape, self.dtype)
+            else:
+                z, u = _torch_chunk(seq, self.sample_shape, self.dtype, self.device)
             self._cached = (index, z, u)
         return self._cached[1], self._cached[2]
 

@@ -1,5 +1,5 @@
 """Seeded noise: independence inside a batch, batch-size invariance, exact uniform-ball sampling."""
-import math
+import re
 
 import numpy as np
 import pytest
@@ -68,27 +68,52 @@ def test_uniform_ball_in_high_dimension_hugs_the_sphere():
     assert float(norms.max()) <= 2.0 + 1e-4 and float(norms.min()) > 2.0 * 0.999
 
 
-def test_check_streams_never_share_a_chunk_seed_with_the_run_streams():
-    """Within one seed, stream s chunk c and stream s' chunk c' get the same generator seed iff
-    B·(s − s') + C·(c − c') ≡ 0 (mod 2⁶³ − 1), independent of the seed. Solve it exactly for every pair of streams
-    a run and its checks use: the colliding chunk offset is astronomically far from any reachable chunk."""
+def test_every_chunk_of_every_stream_has_its_own_generator_input():
+    """The chunk generators are seeded from numpy SeedSequences keyed by the whole (seed, stream, chunk): distinct
+    triples are distinct inputs (the 64-bit seed is padded to the 128-bit pool before the spawn key, so no seed
+    can imitate a stream), and their 128-bit states differ. So "Check it" streams never reuse a run's noise."""
     from certlib import noise
 
-    M, B, C = 2**63 - 1, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-    assert noise._chunk_generator(5, 1, 3, "cpu").initial_seed() == (5 * 0x9E3779B97F4A7C15 + B + 3 * C) % M
-    g = math.gcd(C, M)                         # 7: solvable only when g divides the right-hand side
-    m = M // g
-    c_inv = pow(C // g, -1, m)
     run_streams = (noise.SELECTION, noise.ESTIMATION, noise.UNIFORM)
-    checks = range(noise.CHECK_STREAMS, noise.CHECK_STREAMS + noise.MAX_CHECKS)
-    reachable = 2**40                          # chunks of 32 copies: far beyond any n a run can draw
-    for s in run_streams + tuple(checks):
-        for t in checks:
-            if s == t:
-                continue
-            r = (-B * (s - t)) % M
-            if r % g:
-                continue                       # no chunk offset at all collides
-            dc = (r // g * c_inv) % m          # all colliding offsets are dc + k·m; the nearest to 0:
-            dc = dc - m if dc > m // 2 else dc
-            assert abs(dc) > reachable, (s, t, dc)
+    checks = tuple(range(noise.CHECK_STREAMS, noise.CHECK_STREAMS + noise.MAX_CHECKS))
+    states = {}
+    for seed in (0, 1, 2**32, 2**63, 2**64 - 1):
+        for s in run_streams + checks:
+            for c in (0, 1, 2**20):
+                state = tuple(noise._chunk_seed_sequence(seed, s, c).generate_state(4).tolist())
+                assert state not in states, (seed, s, c, states.get(state))
+                states[state] = (seed, s, c)
+
+
+@pytest.mark.parametrize("low", [0, 12345])
+def test_seeds_differing_only_in_the_high_32_bits_draw_different_noise(low):
+    """torch's CPU generator keeps only 32 bits of its seed; the noise must depend on all 64 bits of ours."""
+    base = NoiseStream((3, 8, 8), seed=low, stream=1).standard_normal(0, 40)
+    for high in (1, 2**31, 2**32 - 1):
+        other = NoiseStream((3, 8, 8), seed=low + (high << 32), stream=1).standard_normal(0, 40)
+        assert not torch.equal(base, other), high
+        assert float((base - other).abs().mean()) > 0.5        # independent draws, not a small perturbation
+    u0 = NoiseStream((2,), seed=low, stream=2).uniform(0, 40)
+    u1 = NoiseStream((2,), seed=low + 2**40, stream=2).uniform(0, 40)
+    assert not torch.equal(u0, u1)
+
+
+def test_the_largest_seed_works_and_is_reproducible():
+    top = 2**64 - 1
+    a = NoiseStream((4, 4), seed=top, stream=0).standard_normal(0, 33)
+    b = NoiseStream((4, 4), seed=np.uint64(top), stream=0).standard_normal(30, 33)
+    assert torch.equal(a[30:], b)
+    assert stats.kstest(a.flatten().numpy(), "norm").pvalue > 1e-4
+
+
+@pytest.mark.parametrize("bad", [-1, 2**64, 2**70, 1.5, "3", True, None])
+def test_seeds_outside_the_range_are_refused_naming_the_value(bad):
+    with pytest.raises(CertlibError, match=r"seed must be an integer in \[0, 2\*\*64\), got " + re.escape(repr(bad))):
+        NoiseStream((2, 2), seed=bad, stream=0)
+
+
+def test_float64_noise_is_drawn_in_float64():
+    z = NoiseStream((5, 5), seed=3, stream=0, dtype=torch.float64).standard_normal(0, 4)
+    assert z.dtype == torch.float64
+    z32 = NoiseStream((5, 5), seed=3, stream=0).standard_normal(0, 4)
+    assert z32.dtype == torch.float32

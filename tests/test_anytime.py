@@ -1,5 +1,6 @@
-"""The anytime-valid vote test (certlib.anytime): against numerical integration in mpmath, the martingale identity
-at p = τ, and optional-stopping simulations that the fixed-n binomial test visibly fails."""
+"""The anytime-valid vote test (certlib.anytime): against numerical integration in mpmath (uniform and selection-
+informed priors), the martingale identity at p = τ, and optional-stopping simulations — of single tests and of whole
+progressive certificates — that the fixed-n binomial test visibly fails."""
 import mpmath
 import numpy as np
 import pytest
@@ -47,6 +48,36 @@ def test_martingale_at_the_boundary_and_supermartingale_below():
         np.testing.assert_allclose(tau * up + (1 - tau) * same, m, rtol=1e-10)
         p = tau - 0.1
         assert np.all(p * up + (1 - p) * same <= m * (1 + 1e-12))
+
+
+def _informed_mpmath(k: int, n: int, tau: float, s: int, n0: int, floor: float) -> float:
+    """log of floor·M_uniform + (1 − floor)·M_beta, the beta density ∝ q^s (1 − q)^(n0 − s) on (τ, 1], by quadrature."""
+    with mpmath.workdps(40):
+        t = mpmath.mpf(tau)
+        ratio = lambda q: (q / t)**k * ((1 - q) / (1 - t))**(n - k)        # noqa: E731
+        density = lambda q: q**s * (1 - q)**(n0 - s)                       # noqa: E731
+        informed = mpmath.quad(lambda q: ratio(q) * density(q), [t, (1 + t) / 2, 1]) / mpmath.quad(density, [t, 1])
+        return float(mpmath.log(floor * _mixture_mpmath(k, n, tau) + (1 - floor) * informed))
+
+
+@pytest.mark.parametrize("k,n,tau,s,n0,floor", [(90, 100, 0.75, 28, 32, 0.5), (30, 100, 0.75, 20, 32, 0.5),
+                                                (250, 256, 0.75, 8, 8, 0.25), (5, 5, 0.9, 5, 8, 0.5),
+                                                (0, 3, 0.6, 4, 8, 0.3), (120, 128, 0.75, 17, 32, 0.9)])
+def test_selection_informed_evalue_equals_numerical_integration(k, n, tau, s, n0, floor):
+    table = anytime.log_evalue_table(n, tau, n0, floor)
+    assert table[s, k] == pytest.approx(_informed_mpmath(k, n, tau, s, n0, floor), rel=1e-9, abs=1e-9)
+    p = anytime.pvalues(np.array([k, 0]), n, tau, np.array([s, n0]), n0, floor)[0]
+    assert p == pytest.approx(min(1.0, float(np.exp(-table[s, k]))), rel=1e-12)
+
+
+def test_selection_informed_mixture_is_a_martingale_at_the_boundary():
+    """For a prior fixed before the estimation votes (any s), one more vote at p = τ leaves M unchanged in
+    expectation: the property Ville's inequality needs."""
+    k = np.arange(0, 41)
+    for s in (4, 7, 8):
+        m, up, same = (np.exp(anytime.log_evalue_table(n, 0.75, 8, 0.5)[s, :n + 1][kk])
+                       for n, kk in ((40, k), (41, k + 1), (41, k)))
+        np.testing.assert_allclose(0.75 * up + 0.25 * same, m, rtol=1e-10)
 
 
 def test_pvalue_is_one_without_evidence_and_monotone_in_votes():
@@ -167,3 +198,78 @@ def test_lower_confidence_bound_covers_under_optional_stopping_and_is_below_clop
         assert bound <= float(stats.clopper_pearson_lower(kk, nn, alpha)) + 1e-12
         if bound > 0:   # the defining property, checked at the bound and just below it
             assert anytime.anytime_pvalue(kk, nn, bound) <= alpha < anytime.anytime_pvalue(kk, nn, bound + 1e-6)
+
+
+# ------------------------------------------------------------------ progressive certificates under adversarial stopping
+#
+# Written from the definition: every pixel test is a true null at its worst case (votes Bernoulli(τ) exactly, both
+# the n0 selection votes that fix the mode and the prior, and the estimation votes), and the stopping rule is the
+# most adversarial one: stop the moment any frame certifies anything. A replicate is a family-wise error if any
+# frame of the run certifies a pixel. The progressive certificates are reached only through the public decide path
+# (progressive.replay: the certificate every frame shows). The fixed-n test decided at every frame under the same
+# stopping is the control that shows the check can fail.
+
+MC_TAU, MC_ALPHA, MC_N0, MC_N_MAX, MC_FRAME, MC_SHAPE, MC_REPLICATES = 0.75, 0.1, 8, 96, 8, (1, 4, 4), 300
+
+
+def _null_trajectory(rng: np.random.Generator):
+    from certlib import progressive, sampling
+
+    def counts(n: int, ones: np.ndarray, selection: np.ndarray) -> sampling.TopKCounts:
+        return sampling.TopKCounts(k_percents=(50.0,), sigma=0.25, n0=MC_N0, n=n, seed=0, scale=None,
+                                   clean_attr=np.zeros(MC_SHAPE[1:], np.float32),
+                                   clean_masks=np.zeros(MC_SHAPE, bool), selection_ones=selection,
+                                   estimation_ones=ones)
+
+    selection = rng.binomial(MC_N0, MC_TAU, MC_SHAPE).astype(np.int32)
+    ones = rng.binomial(MC_FRAME, MC_TAU, MC_SHAPE).astype(np.int32)
+    trajectory = progressive.Trajectory.begin(counts(MC_FRAME, ones, selection), plan_n=MC_N_MAX)
+    for n in range(2 * MC_FRAME, MC_N_MAX + 1, MC_FRAME):
+        ones = ones + rng.binomial(MC_FRAME, MC_TAU, MC_SHAPE).astype(np.int32)
+        trajectory = trajectory.extend(counts(n, ones, selection))
+    return trajectory
+
+
+def _clopper_pearson(errors: int, trials: int) -> tuple[float, float]:
+    """Two-sided 95% Clopper–Pearson interval of a binomial proportion (from the beta quantiles, by definition)."""
+    from scipy.stats import beta as beta_dist
+
+    low = 0.0 if errors == 0 else float(beta_dist.ppf(0.025, errors, trials - errors + 1))
+    high = 1.0 if errors == trials else float(beta_dist.ppf(0.975, errors + 1, trials - errors))
+    return low, high
+
+
+@pytest.fixture(scope="module")
+def null_runs() -> dict[str, int]:
+    """Family-wise errors over MC_REPLICATES null runs: the live frames alone (plan_share 0), the default split (live
+    frames plus the exact test at the planned budget), and the fixed-n test decided at every frame."""
+    from certlib import pixel_cert, progressive
+
+    live = progressive.StopRule(MC_TAU, MC_ALPHA, (50.0,), plan_share=0.0)
+    split = progressive.StopRule(MC_TAU, MC_ALPHA, (50.0,))
+    rng = np.random.default_rng(26)
+    errors = {"live": 0, "split": 0, "fixed_every_frame": 0}
+    for _ in range(MC_REPLICATES):
+        trajectory = _null_trajectory(rng)
+        errors["live"] += any((c.classes != -1).any() for c in progressive.replay(trajectory, live))
+        errors["split"] += any((c.classes != -1).any() for c in progressive.replay(trajectory, split))
+        modes = trajectory.counts.modes
+        errors["fixed_every_frame"] += any(
+            (pixel_cert.certify_pixels(np.where(modes == 1, ones, n - ones), modes, n, MC_TAU, MC_ALPHA) != -1).any()
+            for n, ones in trajectory.ones())
+    return errors
+
+
+def test_live_frames_keep_the_family_wise_error_below_alpha_under_adversarial_stopping(null_runs):
+    low, high = _clopper_pearson(null_runs["live"], MC_REPLICATES)
+    assert high <= MC_ALPHA, (null_runs, (low, high))
+    # the control: the fixed-n test looked at after every frame errs far more often than α (so this check can fail)
+    fixed_low, fixed_high = _clopper_pearson(null_runs["fixed_every_frame"], MC_REPLICATES)
+    assert fixed_low > MC_ALPHA, (null_runs, (fixed_low, fixed_high))
+
+
+def test_live_frames_and_the_planned_look_together_stay_below_alpha(null_runs):
+    """The split: Holm on min(p̃/(1 − s), p_plan/s), the exact test entering only at the planned budget. Its error is
+    at most (1 − s)α from the live frames plus sα from the one look."""
+    low, high = _clopper_pearson(null_runs["split"], MC_REPLICATES)
+    assert high <= MC_ALPHA, (null_runs, (low, high))

@@ -72,31 +72,58 @@ def _prediction_sentence(pred: PredictionCertificate | None, radius: float, targ
     return text + f" ≤ R = {radius:.3f}: beyond R_pred the explained class may change within R."
 
 
+# The normalisations of h^K (certlib.topk.NORMALISATIONS) that are functions of the noisy input alone: only under
+# them is the certificate the one the verdict states (every ‖δ‖₂ ≤ R). Any other is said, in amber, with the reason.
+NOISY_INPUT_ONLY = ("rank", "own_scale")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The one line above a pixel certificate: what is certified, in plain words, and whether it is vacuous."""
 
     text: str
     vacuous: bool                    # R = 0 or n too small: nothing is certified beyond the unperturbed image
+    caveat: str | None = None        # why the certificate is not the noisy-input-only guarantee (paper variant)
+
+    @property
+    def amber(self) -> bool:
+        """Shown as a warning, never as a success: vacuous, or not the guarantee the words state."""
+        return self.vacuous or self.caveat is not None
 
 
-def verdict(classes, k_percents, radius: float, rms: float, shortfall: str | None = None) -> Verdict:
+def _caveat(normalisation: str) -> str | None:
+    """None for a noisy-input-only h^K, else the reason the guarantee at x + δ does not hold."""
+    from certlib.topk import NORMALISATION_LABELS, PAPER_WARNING, check_normalisation
+
+    if check_normalisation(normalisation) in NOISY_INPUT_ONLY:
+        return None
+    reason = PAPER_WARNING if normalisation == "paper" else NORMALISATION_LABELS[normalisation]
+    return f"Not the noisy-input-only certificate (h^K “{normalisation}”): {reason}."
+
+
+def verdict(classes, k_percents, radius: float, rms: float, shortfall: str | None = None,
+            normalisation: str = "rank") -> Verdict:
     """`classes` [K,H,W] (1 certified in the top K%, 0 certified out, −1 abstain) for `k_percents` (ascending).
 
     Counts per level, in the words a stakeholder reads: "312 of 1,024 pixels are certified in the top 25% …; 412
     abstain". R = 0 (τ = 0.5) certifies nothing beyond the unperturbed image, and `shortfall` (n too small for α) means
-    every pixel abstains: both turn the verdict into a warning."""
+    every pixel abstains: both turn the verdict into a warning. So does a `normalisation` of h^K that is not a
+    function of the noisy input alone ("paper"): the counts are stated after the reason, and `amber` is set."""
     import numpy as np
 
     classes = np.asarray(classes).reshape(len(k_percents), -1)
     pixels = classes.shape[1]
+    caveat = _caveat(normalisation)
     if shortfall:
-        return Verdict(f"Nothing can be certified: {shortfall}", True)
+        return Verdict(f"Nothing can be certified: {shortfall}", True, caveat)
     if radius <= 0:
         return Verdict("R = 0 at τ = 0.50: a vote threshold of one half certifies nothing beyond the unperturbed "
-                       "image, whatever the counts say. Raise τ for a radius > 0.", True)
+                       "image, whatever the counts say. Raise τ for a radius > 0.", True, caveat)
     parts = []
     for k, row in zip(k_percents, classes):
         parts.append(f"{int((row == 1).sum()):,} in the top {k:g}% ({int((row == -1).sum()):,} abstain)")
-    return Verdict(f"Of {pixels:,} pixels, certified for every change of the image up to R = {radius:.3g} (RMS "
-                   f"{rms:.2g} per pixel): " + "; ".join(parts) + ".", False)
+    counted = ("Of {pixels:,} pixels, {what} up to R = {radius:.3g} (RMS {rms:.2g} per pixel): ".format(
+        pixels=pixels, radius=radius, rms=rms,
+        what="certified for every change of the image" if caveat is None else "passing the paper's test")
+        + "; ".join(parts) + ".")
+    return Verdict(counted if caveat is None else f"{caveat} {counted}", False, caveat)

@@ -36,3 +36,24 @@ def test_the_prediction_sentence_says_whether_the_class_can_change_within_r():
     weak = describe(0.2, 1e-3, (1, 32, 32), (1, 32, 32), 1.0, 1, NAMES, _pred(130))
     assert not weak.prediction_covers and "prediction not certified" in weak.prediction_sentence
     assert math.isclose(strong.radius, 0.4832316547, rel_tol=1e-8)          # 0.25·Φ⁻¹(1e-3^(1/256))
+
+
+def test_the_verdict_is_amber_with_the_reason_for_a_variant_that_is_not_noisy_input_only():
+    from certlib.errors import CertlibError
+    from certlib.guarantee import NOISY_INPUT_ONLY, verdict
+    from certlib.topk import NORMALISATIONS, PAPER_WARNING
+
+    classes = np.ones((2, 4, 4), dtype=np.int8)
+    for norm in NOISY_INPUT_ONLY:
+        said = verdict(classes, (5.0, 25.0), 0.17, 0.01, normalisation=norm)
+        assert not said.amber and said.caveat is None and "certified for every change" in said.text
+    others = set(NORMALISATIONS) - set(NOISY_INPUT_ONLY)
+    assert others == {"paper"}                       # a new variant must be classified here on purpose
+    said = verdict(classes, (5.0, 25.0), 0.17, 0.01, normalisation="paper")
+    assert said.amber and not said.vacuous and PAPER_WARNING in said.caveat
+    assert said.text.startswith("Not the noisy-input-only certificate") and "16 in the top 25%" in said.text
+    assert "certified for every change" not in said.text
+    vacuous = verdict(classes, (5.0, 25.0), 0.0, 0.0, normalisation="paper")
+    assert vacuous.amber and vacuous.vacuous
+    with pytest.raises(CertlibError, match="normalisation must be one of"):
+        verdict(classes, (5.0, 25.0), 0.17, 0.01, normalisation="bogus")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -101,19 +101,23 @@ class LevelAdvice:
     n: int | None                  # the n at which the best pixel would certify if its vote share holds
 
 
-def advise_level(modes: np.ndarray, votes_for_mode: np.ndarray, n: int, level: float, test: str, tau: float,
-                 alpha: float, num_tests: int,
+def advise_level(modes: np.ndarray, votes_for_mode: np.ndarray, n: int, level: float, tau: float, alpha: float,
+                 num_tests: int, paths: Sequence[tuple[str, float]] = (("fixed", 1.0),),
                  certifies_at: Callable[[float], bool] | None = None) -> LevelAdvice:
-    """Advice for one level (modes, votes: that level's [H,W] arrays). `certifies_at(τ')` re-decides the whole
-    certificate at τ' and says whether this level then has a certified top-K pixel; a τ suggestion that it does
-    not confirm is dropped (Holm could, in principle, spend its first steps elsewhere)."""
+    """Advice for one level (modes, votes: that level's [H,W] arrays). `paths` are the tests whose p-value can
+    certify a pixel, each with its share of α: the fixed-n test alone (("fixed", 1)), or, for a progressive run
+    whose p-value is min(p̃/(1 − s), p_plan/s), ("anytime", 1 − s) and, once the budget was reached, ("fixed", s).
+    The τ is the largest any path reaches; the n forecast uses the first path (the one more samples feed).
+    `certifies_at(τ')` re-decides the whole certificate at τ' and says whether this level then has a certified
+    top-K pixel; a τ suggestion that it does not confirm is dropped (Holm could spend its first steps elsewhere)."""
     pixel_cert._check_tau(tau)
-    level_alpha = stats.check_scalar_alpha(alpha) / stats._check_num_tests(num_tests)
+    a, m = stats.check_scalar_alpha(alpha), stats._check_num_tests(num_tests)
     best = best_top_pixel(modes, votes_for_mode, n, level)
-    if best is None:
-        return LevelAdvice(None, None, None)
-    pvalue = pvalue_function(test)
-    new_tau = largest_tau(best, level_alpha, pvalue, tau)
+    if best is None or not paths:
+        return LevelAdvice(best, None, None)
+    taus = [largest_tau(best, a * share / m, pvalue_function(test), tau) for test, share in paths if share > 0]
+    new_tau = max((t for t in taus if t is not None), default=None)
     if new_tau is not None and certifies_at is not None and not certifies_at(new_tau):
         new_tau = None
-    return LevelAdvice(best, new_tau, smallest_n(best, level_alpha, pvalue, tau))
+    test, share = paths[0]
+    return LevelAdvice(best, new_tau, smallest_n(best, a * share / m, pvalue_function(test), tau))

@@ -74,18 +74,31 @@ def test_advise_level_confirms_tau_by_redeciding():
         return bool((cert.classes[0] == 1).any())
 
     assert not certifies_at(tau)
-    adv = advice.advise_level(modes, votes, n, 5.0, "fixed", tau, alpha, m, certifies_at)
+    adv = advice.advise_level(modes, votes, n, 5.0, tau, alpha, m, certifies_at=certifies_at)
     assert adv.best.votes == 118 and adv.tau is not None and adv.tau < tau
     assert certifies_at(adv.tau)
     assert adv.n is not None and binomial_p(round(118 / 128 * adv.n), adv.n, tau) <= alpha / m
-    refused = advice.advise_level(modes, votes, n, 5.0, "fixed", tau, alpha, m, lambda t: False)
+    refused = advice.advise_level(modes, votes, n, 5.0, tau, alpha, m, certifies_at=lambda t: False)
     assert refused.tau is None                                      # an unconfirmed τ is never offered
 
 
 def test_no_top_pixel_means_no_advice_and_bad_input_is_named():
-    adv = advice.advise_level(np.zeros((4, 4), np.int8), np.full((4, 4), 10), 10, 5.0, "fixed", 0.75, 1e-3, 16)
+    adv = advice.advise_level(np.zeros((4, 4), np.int8), np.full((4, 4), 10), 10, 5.0, 0.75, 1e-3, 16)
     assert adv == advice.LevelAdvice(None, None, None)
     with pytest.raises(CertlibError, match="test"):
         advice.pvalue_function("bayes")
     with pytest.raises(CertlibError, match="tau"):
-        advice.advise_level(np.ones((2, 2), np.int8), np.ones((2, 2)), 1, 5.0, "fixed", 1.5, 1e-3, 4)
+        advice.advise_level(np.ones((2, 2), np.int8), np.ones((2, 2)), 1, 5.0, 1.5, 1e-3, 4)
+
+
+def test_a_split_alpha_path_uses_its_share():
+    """With half of α on the anytime path the suggested τ is lower than with all of it (its level is halved)."""
+    best = advice.BestPixel(5.0, 250, 256)
+    m, alpha = 150528, 1e-3
+    modes, votes = np.ones((1, 1), np.int8), np.full((1, 1), 250)
+    whole = advice.advise_level(modes, votes, 256, 5.0, 0.99, alpha, m, (("anytime", 1.0),))
+    half = advice.advise_level(modes, votes, 256, 5.0, 0.99, alpha, m, (("anytime", 0.5),))
+    both = advice.advise_level(modes, votes, 256, 5.0, 0.99, alpha, m, (("anytime", 0.5), ("fixed", 0.5)))
+    assert half.tau < whole.tau < both.tau                        # the exact test at the budget reaches furthest
+    assert mixture_p(best.votes, best.n, half.tau) <= alpha * 0.5 / m * (1 + 1e-6)
+    assert binomial_p(best.votes, best.n, both.tau) <= alpha * 0.5 / m

@@ -146,3 +146,26 @@ def test_no_frame_withdraws_a_certificate_and_the_page_says_nothing_of_withdrawa
              for f in frames]
     assert sum(int(((a != -1) & (b == -1)).sum()) for a, b in zip(alone, alone[1:])) > 0
     assert not [i.value for i in at.info if "withdrawn" in i.value]
+
+
+def test_a_run_decided_within_its_budget_says_so_and_offers_a_budget_that_reopens_tests(open_page):
+    """Issue #26 (6c): at τ = 0.97 with a budget of 64 no test can reach the anytime level, so the run stops
+    'decided' after its first frame; Continue at that budget would draw nothing, so the page says why it stopped
+    and offers the smallest larger budget at which tests are within reach again — and that click samples on."""
+    at, calls = open_page("pages/certified_pixels.py", sampling, "extend_counts", lambda *a, **k: ("more", a[2].n),
+                          cp_nmax=64, cp_tau=0.97)
+    state = _state(at)
+    assert state.stop == "decided" and state.counts.n < 64
+    said = " ".join(i.value for i in at.get("info"))
+    assert "because every pixel test is decided" in said
+    assert not [b for b in at.get("button") if b.label.startswith("Continue sampling")]   # it would do nothing
+    offer = next(b for b in at.get("button") if b.label.startswith("Continue with a budget of "))
+    budget = int(offer.label.removeprefix("Continue with a budget of ").replace(",", ""))
+    sub = state.counts.select_levels(sorted(state.rule.levels))
+    cert = state.rule.certificate(state.trajectory)
+    assert state.rule.undecided(sub, cert, budget, state.trajectory).any()          # the offer re-opens tests
+    before = len(calls)
+    offer.click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["cp_nmax"] == budget and len(calls) > before
+    assert _state(at).counts.n > state.counts.n

@@ -63,9 +63,10 @@ def _seconds(wb: Workbench, copies: int) -> str:
 
 def empty_levels(wb: Workbench, sub: TopKCounts, cert: pixel_cert.PixelCertificate, test: str,
                  decide_at: Callable[[float], pixel_cert.PixelCertificate], n_key: str,
-                 n_choices: Sequence[int]) -> None:
+                 n_choices: Sequence[int], paths: Sequence[tuple[str, float]] = (("fixed", 1.0),)) -> None:
     """For every level whose certificate has no top-K pixel: the best pixel's votes, the τ at which these counts
-    certify one (confirmed by re-deciding), and the n at which it would if its vote share held — each a button."""
+    certify one (confirmed by re-deciding), and the n at which it would if its vote share held — each a button.
+    `paths`: the tests behind the certificate and their shares of α (certlib.advice.advise_level)."""
     ks = sub.k_percents
     for i, k in enumerate(ks):
         if (cert.classes[i] == 1).any():
@@ -74,8 +75,8 @@ def empty_levels(wb: Workbench, sub: TopKCounts, cert: pixel_cert.PixelCertifica
         def certifies_at(t: float, i: int = i) -> bool:
             return bool((decide_at(t).classes[i] == 1).any())
 
-        adv = advice.advise_level(sub.modes[i], sub.votes_for_mode[i], sub.n, k, test, cert.tau, cert.alpha,
-                                  cert.num_tests, certifies_at)
+        adv = advice.advise_level(sub.modes[i], sub.votes_for_mode[i], sub.n, k, cert.tau, cert.alpha,
+                                  cert.num_tests, paths, certifies_at)
         _show_level(wb, k, adv, cert, test, certifies_at, n_key, n_choices, sub.n0)
 
 

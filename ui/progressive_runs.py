@@ -80,7 +80,25 @@ def needs_sampling(wb: Workbench, params: AnytimeParams, n_max: int) -> bool:
         return True
     if key in _flags("stopped"):
         return False
-    return state is None or state.stop is None or (state.stop == "budget" and state.counts.n < n_max)
+    if state is None or state.stop is None:
+        return True
+    # a raised budget resumes a run that reached its budget, and one that stopped "decided" within a smaller budget
+    # (tests out of reach of the old budget may reach the new one; if none do, it yields one frame and stops)
+    return (state.stop == "budget" and state.counts.n < n_max) or (state.stop == "decided" and n_max > state.n_max)
+
+
+def first_reopening_budget(state: Progress, budgets) -> tuple[int, int] | None:
+    """(the first of `budgets` at which some pixel tests of the run's stop rule would be undecided again — neither
+    certified nor futile, and within reach — and how many); None when no budget re-opens any: more samples cannot
+    change the certificate."""
+    rule = state.rule
+    cert = rule.certificate(state.trajectory)
+    sub = state.counts.select_levels(sorted(rule.levels))
+    for budget in budgets:
+        reopened = int(rule.undecided(sub, cert, budget, state.trajectory).sum())
+        if reopened:
+            return budget, reopened
+    return None
 
 
 def sample(wb: Workbench, params: AnytimeParams, rule: StopRule, n_max: int, on_frame) -> Progress:

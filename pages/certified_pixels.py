@@ -9,7 +9,7 @@ from functools import partial
 
 import numpy as np
 
-from certlib import export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, progressive, sampling, viz
+from certlib import defaults, export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, progressive, sampling, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
 from ui import advice, downloads, figures, looks, preview, progressive_runs, runs, share
 from ui.workbench import current, remember
@@ -20,7 +20,7 @@ NMAX_CHOICES = [64, 128, 256, 500, 1000, 2000, 5000]
 N0_CHOICES = [8, 16, 32, 64, 128]
 _loading.empty()
 wb = current()
-remember(cp_sigma=0.25, cp_n=256, cp_nmax=256, cp_test="anytime", cp_n0=32, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3,
+remember(cp_sigma=0.25, cp_n=256, cp_nmax=256, cp_test="anytime", cp_n0=defaults.for_family(wb.model.spec.family).n0, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3,
          cp_levels=[5.0, 25.0, 50.0], cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION,
          cp_alpha_pred=1e-3,
          choices={"cp_sigma": (0.05, 1.0), "cp_n": N_CHOICES, "cp_nmax": NMAX_CHOICES, "cp_n0": N0_CHOICES,
@@ -90,6 +90,29 @@ def _first_picture(wanted: bool):
     return slot
 
 
+def _continue_with(budget: int, params: progressive_runs.AnytimeParams) -> None:
+    st.session_state["cp_nmax"] = budget
+    progressive_runs.request_continue(wb, params)
+
+
+def _decided(state: progressive_runs.Progress, params: progressive_runs.AnytimeParams) -> None:
+    """A run that stopped because every pixel test was decided: Continue would draw nothing at this budget, so
+    say so, and offer the smallest larger budget that re-opens some tests (if any does)."""
+    head = (f"Sampling stopped at n = {state.counts.n:,} because every pixel test is decided at τ = "
+            f"{state.rule.tau:g}, α = {state.rule.alpha:g}: certified, shown to fall short of τ, or out of reach "
+            f"within the budget n_max = {state.n_max:,}.")
+    found = progressive_runs.first_reopening_budget(state, [c for c in NMAX_CHOICES if c > state.n_max])
+    if found is None:
+        st.caption(head + " More samples cannot change this certificate: no larger budget on the slider brings an "
+                   "undecided test within reach.")
+        return
+    budget, reopened = found
+    st.info(f"{head} With a budget of {budget:,}, {reopened:,} pixel tests now out of reach could still certify.",
+            icon=":material/info:")
+    st.button(f"Continue with a budget of {budget:,}", key="cp_continue_budget", icon=":material/play_arrow:",
+              on_click=_continue_with, args=(budget, params))
+
+
 def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.AnytimeParams, progressive_runs.Progress]:
     params = progressive_runs.AnytimeParams(sigma, n0, seed, normalisation=normalisation)
     rule = progressive.StopRule(chosen["cp_tau"], chosen["cp_alpha"], chosen_levels, chosen["cp_correction"])
@@ -121,7 +144,10 @@ def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.Anytime
         for slot in (stop_slot, bar, live, stale, notice, first_picture):
             slot.empty()
     state = progressive_runs.stored(wb, params)
-    if state.counts.n < n and (state.stop != "budget" or progressive_runs.stopped_by_user(wb, params)):
+    stopped = progressive_runs.stopped_by_user(wb, params)
+    if state.stop == "decided" and not stopped:
+        _decided(state, params)
+    elif state.counts.n < n and (state.stop != "budget" or stopped):
         st.button(f"Continue sampling (up to n = {n:,})", key="cp_continue", icon=":material/play_arrow:",
                   help=help_for("cp_continue"), on_click=progressive_runs.request_continue, args=(wb, params))
     return state.counts, params, state
@@ -181,14 +207,20 @@ def decision(counts) -> None:
     said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
                               wb.target, wb.model.spec.class_names,
                               prediction_cert.from_counts(counts, alpha_pred, test))
-    said_briefly = guarantee.verdict(cert.classes, ks, cert.radius, said.rms, shortfall)
-    amber = said_briefly.vacuous or advice.nothing_certified(cert.classes)   # "0 certified" is never a success
+    said_briefly = guarantee.verdict(cert.classes, ks, cert.radius, said.rms, shortfall, counts.normalisation)
+    amber = said_briefly.amber or advice.nothing_certified(cert.classes)   # "0 certified" is never a success
     (st.warning if amber else st.success)(said_briefly.text,
                                           icon=":material/warning:" if amber else ":material/verified:")
     advice.smoothed_class(wb, said.prediction)
     if cert.radius > 0:
-        advice.empty_levels(wb, sub, cert, test, lambda t: progressive.decide(sub, test, t, alpha, correction),
-                            "cp_n" if test == "fixed" else "cp_nmax", N_CHOICES if test == "fixed" else NMAX_CHOICES)
+        if progress_state is None:
+            advice.empty_levels(wb, sub, cert, test, lambda t: progressive.decide(sub, test, t, alpha, correction),
+                                "cp_n", N_CHOICES)
+        else:
+            trajectory, plan = progress_state.trajectory, progress_state.rule.plan_share
+            advice.empty_levels(
+                wb, sub, cert, test, lambda t: progressive.decide_trajectory(trajectory, t, alpha, correction, ks),
+                "cp_nmax", NMAX_CHOICES, (("anytime", 1 - plan),) + ((("fixed", plan),) if trajectory.looked else ()))
     if test == "fixed":
         looks.record(st.session_state[looks.CURRENT], counts.seed, counts.n)
     _which_test(sub, cert)

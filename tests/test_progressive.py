@@ -253,3 +253,22 @@ def test_pvalue_table_matches_the_elementwise_pvalues():
         table = anytime.pvalue_table(n, tau)
         assert table.shape == (n + 1,)
         assert np.allclose(table, [anytime.anytime_pvalue(k, n, tau) for k in range(n + 1)], rtol=1e-12)
+
+
+@pytest.mark.parametrize("model_key,image_key,method,n_max", [
+    ("digits_sigma0.25", "digit:2", "grad", 128), ("digits_sigma0.25", "digit:8", "lrp", 128),
+    ("digits_sigma0.25", "digit:13", "gradcam", 128), ("efficientnet_lite0_160", "photo:chelsea", "grad", 96),
+    ("efficientnet_lite0_160", "photo:coffee", "gradcam", 96)])
+def test_no_frame_of_a_real_run_loses_a_certified_pixel(model_key, image_key, method, n_max):
+    """Issue #26: digits and photos, several methods, the page's rule, frames of 8 up to a budget whose look
+    certifies: every frame's certified set holds the previous one's, and the last frame certifies something."""
+    model = models.load_model(model_key)
+    spec = model.spec
+    x = images.prepare_image(images.get_image(image_key).pixels, spec.in_channels, spec.input_size,
+                             spec.flexible_size, spec.resize_size)
+    target = int(model.predict_proba(x)[0].argmax())
+    fn, logits = attributions.for_target(model, method, target, 0)
+    frames = list(progressive.certify_progressively(fn, x, 0.25, progressive.StopRule(), n_max=n_max, n0=8,
+                                                    frame_size=8, logits=logits))
+    _nested(frames)
+    assert frames[-1].trajectory.looked and (frames[-1].certificate.classes != -1).any()

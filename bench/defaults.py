@@ -15,9 +15,12 @@ Stages (in this order, so a cut-short run keeps the rows that choose the default
 - photos:  the photo model on PHOTOS (photos whose recorded top-1 names the subject), every fast method, σ = 0.25;
            LRP and AblationCAM (7–12 GradCAM passes per copy) on two of them.
 - digits:  the default digits model on DIGITS held-out digits, every method, σ ∈ {0.25, 0.5}.
+- smoothed: per image and σ, the smoothed classifier's votes on the estimation copies (does it still see the
+           explained class?), which the σ choice needs besides the certified share.
 - sigma:   the photo σ trade-off: σ ∈ {0.12, 0.5} for the leading methods at 0.25 and the former default (Gradient).
 - grids:   certified localization (GridPG) on one 2×2 photo grid, each of its 4 cells explained, a smaller n.
 - slow:    Integrated Gradients on one photo (~5 min here).
+- grids_lrp (optional, by name only): LRP on the photo grid.
 
 Each sampled row serves both n0 = 8 and n0 = 32: copy j of a noise stream depends on (seed, stream, j) only and the
 estimation copies do not depend on n0, so the n0 = 32 counts are the n0 = 8 counts plus selection copies 8..31,
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import RESULTS, machine  # noqa: E402
 from certlib import anytime, attributions, cost, engine, images, metrics, models, pixel_cert, sampling  # noqa: E402
 from certlib import defaults  # noqa: E402
-from certlib.noise import SELECTION, NoiseStream  # noqa: E402
+from certlib.noise import ESTIMATION, SELECTION, NoiseStream, gaussian_copies  # noqa: E402
 
 PATH = RESULTS / "defaults.json"
 TAU, ALPHA, LEVELS, CORRECTION = defaults.TAU, defaults.ALPHA, defaults.LEVELS, "holm"
@@ -247,6 +250,40 @@ def stage_digits(results: dict) -> None:
                 run_rows(results, "rows", model, entry.key, x, target, method, sigma, N, N0S)
 
 
+@torch.no_grad()
+def smoothed_votes(model: models.LoadedModel, x: torch.Tensor, sigma: float, n: int) -> np.ndarray:
+    """Class votes [classes] of the model on estimation copies 0..n−1 (the copies every row at σ attributes)."""
+    stream = NoiseStream(tuple(x.shape[1:]), SEED, ESTIMATION, x.device, x.dtype)
+    votes = np.zeros(model.spec.num_classes, dtype=np.int64)
+    for start in range(0, n, 32):
+        noisy = gaussian_copies(x, sigma, stream, start, min(n, start + 32))
+        votes += np.bincount(model.module(noisy).argmax(dim=1).cpu().numpy(), minlength=len(votes))
+    return votes
+
+
+def stage_smoothed(results: dict) -> None:
+    """Whether the smoothed classifier still picks the explained class at each σ: a larger σ that certifies as much
+    but explains a class the model no longer sees in the noisy copies would not be a better default."""
+    table = results.setdefault("smoothed", [])
+    for key, images_, sigmas in ((models.photo_model_key(), PHOTOS, (*PHOTO_SIGMA_GRID, PHOTO_SIGMA)),
+                                 (models.default_model_key(), [e.key for e in images.digit_gallery()[:DIGITS]],
+                                  DIGIT_SIGMAS)):
+        model = models.load_model(key)
+        for image in images_:
+            x, _ = prepared(model, image)
+            target = photo_target(model, x)
+            for sigma in sorted(sigmas):
+                if any(r["model"] == key and r["image"] == image and r["sigma"] == sigma for r in table):
+                    continue
+                votes = smoothed_votes(model, x, sigma, N)
+                table.append({"family": model.spec.family, "model": key, "image": image, "sigma": float(sigma),
+                              "target": target, "n": N, "target_share": float(votes[target] / N),
+                              "top_class": int(votes.argmax()), "top_share": float(votes.max() / N)})
+                print(f"smoothed {key:18s} {image:16s} σ={sigma:<5g} target share {votes[target] / N:.2f}, "
+                      f"top {model.spec.class_names[int(votes.argmax())]} {votes.max() / N:.2f}", flush=True)
+        save(results)
+
+
 def leaders(results: dict, family: str, count: int) -> list[str]:
     ranked = defaults.ranking(results, family, defaults.REFERENCE_SIGMA)
     return [r["method"] for r in ranked[:count]]
@@ -274,6 +311,16 @@ def stage_grids(results: dict) -> None:
                      (GRID_N0,), cell=cell)
 
 
+def stage_grids_lrp(results: dict) -> None:
+    """LRP on the photo grid: the paper's best localizer, ~13 min here, so a stage of its own (not run by default)."""
+    model = models.load_model(models.photo_model_key())
+    entry = images.photo_grid_gallery(1)[0]
+    x, _ = prepared(model, entry.key)
+    for cell, label in enumerate(entry.cell_labels):
+        run_rows(results, "grid_rows", model, entry.key, x, int(label), "lrp", PHOTO_SIGMA, GRID_N, (GRID_N0,),
+                 cell=cell)
+
+
 def stage_slow(results: dict) -> None:
     model = models.load_model(models.photo_model_key())
     x, _ = prepared(model, SLOW_PHOTO)
@@ -281,22 +328,123 @@ def stage_slow(results: dict) -> None:
              N0S)
 
 
-STAGES = {"timing": stage_timing, "photos": stage_photos, "digits": stage_digits, "sigma": stage_sigma,
+# ------------------------------------------------------------------------------------------------ the docs table
+
+def _pct(v: float) -> str:
+    return "—" if v is None or math.isnan(v) else f"{100 * v:.1f}"
+
+
+def _per_level(rows: list[dict], field: str = "certified") -> list[float]:
+    return [sum(r[field][i] for r in rows) / sum(r["pixels"] for r in rows) for i in range(len(LEVELS))]
+
+
+def _mean(rows: list[dict], field: str) -> float:
+    values = [r[field] for r in rows if field in r]
+    return statistics.fmean(values) if values else math.nan
+
+
+def method_table(results: dict, family: str, sigma: float) -> str:
+    """Markdown: per method at σ, certified shares per level, both n0, the anytime test, speed and faithfulness."""
+    ranked = defaults.ranking(results, family, sigma)
+    speed = defaults.seconds_per_pass(defaults._rows(results, family))
+    lines = ["| method | family | images | certified % at K = 5 / 25 / 50 (n0 = 8) | of which top-K % | certified % "
+             "n0 = 8 / 32 | anytime % at the budget | ms per pass | certified tests / s (n0 = 8) | deletion / "
+             "insertion AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(e["method"] for e in ranked):
+        e8 = next(e for e in ranked if e["method"] == method and e["n0"] == 8)
+        e32 = next((e for e in ranked if e["method"] == method and e["n0"] == 32), None)
+        rows = [r for r in defaults._rows(results, family, sigma) if r["method"] == method and r["n0"] == 8]
+        info = attributions.METHODS[method]
+        lines.append(
+            f"| {info.label} | {info.family} | {e8['images']}{'' if e8['complete'] else ' *'} | "
+            + " / ".join(_pct(v) for v in _per_level(rows)) + " | "
+            + " / ".join(_pct(v) for v in _per_level(rows, "certified_top")) + " | "
+            f"{_pct(e8['certified_share'])} / {_pct(e32['certified_share'] if e32 else math.nan)} | "
+            f"{_pct(e8['anytime_share'])} | {1000 * speed[method]:.0f} | {e8['tests_per_second']:,.0f} | "
+            f"{_mean(rows, 'deletion_auc'):.3f} / {_mean(rows, 'insertion_auc'):.3f} |")
+    return "\n".join(lines)
+
+
+def sigma_table(results: dict, family: str) -> str:
+    """Markdown: certified share and tests per second against R for every method measured at several σ."""
+    rows = defaults._rows(results, family)
+    multi = [m for m in dict.fromkeys(r["method"] for r in rows) if len({r["sigma"] for r in rows
+                                                                         if r["method"] == m}) > 1]
+    lines = ["| method | σ | R = σ·Φ⁻¹(τ) | images | certified % (n0 = 8) | certified tests / s |",
+             "|---|---|---|---|---|---|"]
+    for method in multi:
+        rates = {}
+        for sigma in sorted({r["sigma"] for r in rows}):
+            entry = next((e for e in defaults.ranking(results, family, sigma) if e["method"] == method
+                          and e["n0"] == 8), None)
+            rates[sigma] = entry
+        for t in defaults.sigma_tradeoff(results, family, method, 8):
+            e = rates.get(t["sigma"])
+            lines.append(f"| {attributions.METHODS[method].label} | {t['sigma']:g} | {t['radius']:.3f} | "
+                         f"{t['images']} | {_pct(t['certified_share'])} | "
+                         f"{'—' if e is None else format(e['tests_per_second'], ',.0f')} |")
+    return "\n".join(lines)
+
+
+def grid_table(results: dict) -> str:
+    """Markdown: certified localization on the photo grid per method."""
+    lines = ["| method | cells | certified GridPG % at K = 5 / 25 / 50 | plain GridPG % | certified % at K = 5 / 25 / "
+             "50 |", "|---|---|---|---|---|"]
+    rows = results.get("grid_rows", [])
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        loc = [statistics.fmean(r["certified_gridpg"][i] for r in mine) for i in range(len(LEVELS))]
+        lines.append(f"| {attributions.METHODS[method].label} | {len(mine)} | "
+                     + " / ".join(_pct(v) for v in loc) + f" | {_pct(_mean(mine, 'gridpg_clean'))} | "
+                     + " / ".join(_pct(v) for v in _per_level(mine)) + " |")
+    return "\n".join(lines)
+
+
+def bounds_table(results: dict, family: str) -> str:
+    lines = ["| method | seconds per copy | at most certified tests / s (all certified, n0 = 8) | best measured |",
+             "|---|---|---|---|"]
+    best = next((e for e in defaults.ranking(results, family, PHOTO_SIGMA) if e["complete"]), None)
+    for b in defaults.slow_bounds(results, family):
+        lines.append(f"| {attributions.METHODS[b['method']].label} | {b['seconds_per_copy']:.3f} | "
+                     f"{b['bound_tests_per_second']:,.0f} | {attributions.METHODS[best['method']].label} "
+                     f"{best['tests_per_second']:,.0f} |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    parts = []
+    for family in sorted({r["family"] for r in results["rows"]}):
+        for sigma in sorted({r["sigma"] for r in defaults._rows(results, family)}):
+            parts += [f"### {family}, σ = {sigma:g}", "", method_table(results, family, sigma), ""]
+        parts += [f"### {family}: σ trade-off", "", sigma_table(results, family), "",
+                  f"### {family}: methods not run on every image", "", bounds_table(results, family), ""]
+    parts += ["### photo grid: certified localization", "", grid_table(results)]
+    return "\n".join(parts)
+
+
+STAGES = {"timing": stage_timing, "photos": stage_photos, "digits": stage_digits, "smoothed": stage_smoothed,
+          "sigma": stage_sigma,
           "grids": stage_grids, "slow": stage_slow}
+OPTIONAL = {"grids_lrp": stage_grids_lrp}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {list(STAGES)}")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated, of {list(STAGES) + list(OPTIONAL)} (default: all but the optional)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see main)")
+    parser.add_argument("--table", action="store_true", help="print the docs tables from the JSON and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(load()))
+        return
     # One thread: the two cores are shared with other work, and under that load two threads per process made a pass
     # 3–5× slower (OpenMP threads wait for each other); every method runs under the same setting.
     torch.set_num_threads(args.threads)
     results = load()
     for name in args.stages.split(","):
         began = time.perf_counter()
-        STAGES[name](results)
+        {**STAGES, **OPTIONAL}[name](results)
         print(f"stage {name} done in {time.perf_counter() - began:.0f} s", flush=True)
     save(results)
     print(json.dumps(results["summary"]["defaults"], indent=1))

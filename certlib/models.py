@@ -344,7 +344,8 @@ def resolve_device(device: str | None) -> str:
 
 def load_model(key: str, device: str | None = "cpu", precision: str = "fp32") -> LoadedModel:
     """Load a registered model in eval mode on `device`, attributions at `precision` ('fp32', or 'bf16' autocast
-    with channels_last on a GPU). Unavailable weights raise ModelUnavailableError."""
+    on a GPU or a CPU with native bf16), in channels_last where certlib.precision measured it faster.
+    Unavailable weights raise ModelUnavailableError."""
     precision_mod.check_precision(precision)
     spec = get_spec(key)
     if not spec.available:
@@ -352,7 +353,7 @@ def load_model(key: str, device: str | None = "cpu", precision: str = "fp32") ->
     dev = resolve_device(device)
     loader: Callable[[ModelSpec], nn.Module] = (_load_digits if spec.family == "digits" else
                                                  _load_lite0 if spec.arch == "efficientnet_lite" else _load_imagenet)
-    module = precision_mod.prepare_module(loader(spec).eval().to(dev), dev, precision)
+    module = precision_mod.prepare_module(loader(spec).eval().to(dev), dev, precision, spec.arch)
     for p in module.parameters():
         p.requires_grad_(False)  # attributions need input gradients only
     notes = _weights_notes(spec)
@@ -372,7 +373,8 @@ def load_random_init(key: str, device: str | None = "cpu", seed: int = 0, precis
                    available=True, unavailable_reason="", description="random weights: for timing only")
     torch.manual_seed(seed)
     module = PixelSpaceModel(getattr(tvm, IMAGENET_MODELS[key][0])(weights=None), IMAGENET_MEAN, IMAGENET_STD)
-    module = precision_mod.prepare_module(module.eval().to(dev), dev, precision_mod.check_precision(precision))
+    module = precision_mod.prepare_module(module.eval().to(dev), dev, precision_mod.check_precision(precision),
+                                          spec.arch)
     for p in module.parameters():
         p.requires_grad_(False)
     return LoadedModel(spec=spec, module=module, weights_sha256=f"random-init-{key}-seed{seed}", device=dev,

@@ -165,3 +165,20 @@ def test_the_paper_normalisation_is_labelled_and_resamples(page):
     at.selectbox(key="cp_normalisation").set_value("paper").run()
     assert not at.exception and len(calls) == 2              # another base function: sampled anew
     assert any("not a function of the noisy input alone" in w.value for w in at.warning)
+
+
+def test_the_paper_normalisation_never_gets_the_green_verdict(page):
+    """The verdict above the certificate is green only for the noisy-input-only certificate: under the paper's
+    normalisation it is amber and says why, while the counts are still shown; "own_scale" (noisy input only) is green."""
+    at, _ = page
+    verdict_icon = ":material/verified:"
+    assert any(s.proto.icon == verdict_icon and "certified for every change" in s.value for s in at.success)
+    at.selectbox(key="cp_normalisation").set_value("paper").run()
+    assert not at.exception
+    assert not any("certified for every change" in s.value or "passing the paper's test" in s.value
+                   for s in at.success)
+    amber = [w.value for w in at.warning if "Not the noisy-input-only certificate" in w.value]
+    assert len(amber) == 1 and "not a function of the noisy input alone" in amber[0]
+    assert "passing the paper's test" in amber[0] and "in the top" in amber[0]
+    at.selectbox(key="cp_normalisation").set_value("own_scale").run()
+    assert any("certified for every change" in s.value for s in at.success)

@@ -54,11 +54,17 @@ def _short(exc: BaseException) -> str:
 class Server:
     def __init__(self, torch, np) -> None:
         self.torch, self.np, self.module = torch, np, None
+        self.load_notes: list[str] = []
 
     def load(self, header: dict, arrays: list) -> tuple[dict, list]:
         torch = self.torch
-        self.module = torch.jit.load(io.BytesIO(arrays[0].tobytes()), map_location="cpu")
-        self.module.eval()
+        if header.get("format") == "pt2":       # a torch.export program: checked, then loaded, in _export_worker
+            from certlib import _export_worker
+
+            self.module, header, self.load_notes = _export_worker.load(torch, arrays[0].tobytes(), header)
+        else:
+            self.module = torch.jit.load(io.BytesIO(arrays[0].tobytes()), map_location="cpu")
+            self.module.eval()
         c, h, w = int(header["in_channels"]), int(header["height"]), int(header["width"])
         classes = None
         for batch in (1, 2, 3):
@@ -83,7 +89,8 @@ class Server:
                 return {"ok": False, "error": "the model returned non-finite scores on an input of shape "
                                               f"{list(x.shape)}"}, []
             classes = int(out.shape[1])
-        return {"ok": True, "num_classes": classes, "notes": self._gradient_note(c, h, w)}, []
+        return {"ok": True, "num_classes": classes, "notes": self.load_notes + self._gradient_note(c, h, w),
+                "input_shape": [c, h, w]}, []
 
     def _gradient_note(self, c: int, h: int, w: int) -> list[str]:
         torch = self.torch
@@ -135,6 +142,10 @@ def main() -> None:
     memory = int(sys.argv[1]) if len(sys.argv) > 1 else 4 << 30
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     _warm_up(torch)
+    if len(sys.argv) > 2 and sys.argv[2] == "pt2":
+        from certlib import _export_worker     # imported and exercised while files can still be read
+
+        _export_worker.warm_up(torch)
     _limit_memory(memory)
     try:
         abi = landlock.restrict_self()

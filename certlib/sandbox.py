@@ -70,8 +70,9 @@ class SandboxWorker:
     """One uploaded model in its own sandboxed process; restarted on demand after a timeout or a crash."""
 
     def __init__(self, archive: bytes, in_channels: int, height: int, width: int, *, timeout: float | None = None,
-                 memory_mb: float | None = None, static_check: bool = True) -> None:
-        if static_check:
+                 memory_mb: float | None = None, static_check: bool = True, fmt: str = "torchscript") -> None:
+        self.fmt = fmt                   # "torchscript", or "pt2": a torch.export program (certlib._export_worker)
+        if static_check and fmt == "torchscript":
             check_archive(archive)
         self.archive = np.frombuffer(archive, dtype=np.uint8)
         self.shape = (int(in_channels), int(height), int(width))
@@ -95,7 +96,7 @@ class SandboxWorker:
                "LANG": "C.UTF-8"}
         cmd = [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                "from certlib._sandbox_worker import main; sys.argv = sys.argv[1:]; main()", root,
-               str(int(self.memory_mb * 2**20))]
+               str(int(self.memory_mb * 2**20)), self.fmt]
         return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 env=env, cwd="/", start_new_session=True, close_fds=True)
 
@@ -110,12 +111,17 @@ class SandboxWorker:
         self.landlock_abi = int(hello.get("landlock_abi", 0))
         self.network_namespace = bool(hello.get("network_namespace"))
         c, h, w = self.shape
-        reply, _ = self._exchange({"op": "load", "in_channels": c, "height": h, "width": w}, [self.archive],
-                                  self.timeout)
+        reply, _ = self._exchange({"op": "load", "in_channels": c, "height": h, "width": w, "format": self.fmt},
+                                  [self.archive], self.timeout)
         if not reply.get("ok"):
             self.close()
             raise ModelError(str(reply.get("error", "the model could not be loaded")) or
                              "torch.jit.load failed without a reason")
+        try:
+            self.shape = _input_shape(reply.get("input_shape", self.shape))   # a .pt2 states its own
+        except SandboxError:
+            self.close()
+            raise
         classes = reply.get("num_classes")
         if not isinstance(classes, int) or not 2 <= classes <= 100_000:
             self.close()
@@ -163,6 +169,14 @@ class SandboxWorker:
         if not reply.get("ok"):
             raise ModelError(f"the uploaded model failed: {str(reply.get('error', 'no reason given'))[:400]}")
         return out
+
+
+def _input_shape(shape) -> tuple[int, int, int]:
+    """The worker's (untrusted) account of the input shape it probed, checked."""
+    ok = isinstance(shape, (list, tuple)) and len(shape) == 3 and all(type(v) is int for v in shape)
+    if not ok or shape[0] not in (1, 3) or not all(8 <= v <= 1024 for v in shape[1:]):
+        raise SandboxError(f"the model's input must be 1 or 3 channels of 8 to 1024 pixels a side, got {shape!r}")
+    return tuple(shape)
 
 
 # ---------------------------------------------------------------------------------------------- autograd

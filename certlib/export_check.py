@@ -1,0 +1,224 @@
+"""What a `torch.export` program (.pt2) may contain, checked before and after `torch.export.load` in the sandbox.
+
+A .pt2 is a zip: a JSON graph (models/<name>.json), raw tensor bytes, and a few pickles. Loading it is not inert:
+`torch.export.load` unpickles weights and constants marked `use_pickle` with `weights_only=False`, falls back to
+`weights_only=False` for sample inputs that the safe unpickler refuses, and evaluates every symbolic shape expression
+(`expr_str`) with `sympy.sympify`, i.e. Python's eval. So, in the worker and before torch.export.load sees the
+bytes (`check_archive`):
+
+- no pickled weight, constant or custom object, no legacy weights file; sample inputs that load with weights_only;
+- every `expr_str` (and symbol name) written in sympy's own small grammar (`_check_expression`): no attribute
+  access, no dunder, no name outside sympy's and torch's shape functions;
+- every node's target on the allow-list (`refused_targets`).
+
+After loading, the deserialized graph is checked again (certlib._export_worker), so that what runs is what was read.
+
+EXPORT_ALLOWED_OPS is explicit: the ATen operators a classifier needs, named here (DESIGN §13: never "all minus a
+deny-list"). It is kept as plain operator names so that the TorchScript check can share one list later; it has no
+view/alias op that skips bounds checks (as_strided, _reshape_alias, _unsafe_view), no uninitialised memory (empty*),
+no sparse, storage, file or process op. Everything is pure Python (no torch import) so the app can list it cheaply.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from typing import Iterable, Iterator
+
+from certlib.errors import ModelError
+
+# ----------------------------------------------------------------------------------------- the allow-list
+
+_OPS_BY_PURPOSE = {
+    "convolution and linear": "conv1d conv2d conv3d conv_transpose1d conv_transpose2d convolution _convolution "
+                              "linear matmul mm bmm addmm baddbmm einsum",
+    "normalisation": "batch_norm _native_batch_norm_legit_no_training native_batch_norm layer_norm "
+                     "native_layer_norm group_norm native_group_norm instance_norm",
+    "activations": "relu relu_ relu6 hardtanh hardtanh_ hardswish hardswish_ hardsigmoid hardsigmoid_ sigmoid "
+                   "sigmoid_ silu silu_ gelu gelu_ tanh tanh_ leaky_relu leaky_relu_ elu elu_ softplus mish mish_ "
+                   "prelu glu softmax _softmax log_softmax _log_softmax",
+    "pooling and resizing": "max_pool1d max_pool2d max_pool2d_with_indices avg_pool1d avg_pool2d adaptive_avg_pool1d "
+                            "adaptive_avg_pool2d _adaptive_avg_pool2d adaptive_max_pool2d upsample_nearest2d "
+                            "upsample_bilinear2d",
+    "elementwise math": "add add_ sub sub_ rsub mul mul_ div div_ neg abs exp log log1p sqrt rsqrt pow reciprocal "
+                        "clamp clamp_ clamp_min clamp_max minimum maximum where eq ne lt le gt ge sign erf sin cos "
+                        "floor ceil round",
+    "reductions": "mean sum amax amin max min var std logsumexp argmax norm linalg_vector_norm prod cumsum",
+    "shape (bounds-checked)": "view reshape flatten unflatten permute transpose t contiguous unsqueeze squeeze "
+                              "expand expand_as cat stack split split_with_sizes chunk unbind select slice narrow "
+                              "pad constant_pad_nd clone repeat flip roll detach alias _to_copy to type_as "
+                              "sym_size sym_numel",
+    "attention": "scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu",
+    "dropout (identity in eval)": "dropout dropout_ feature_dropout alpha_dropout native_dropout",
+    "initialised tensors": "zeros zeros_like ones ones_like full full_like arange scalar_tensor lift_fresh_copy",
+    "shape assertions": "_assert_tensor_metadata _assert_scalar _assert_async sym_constrain_range "
+                        "sym_constrain_range_for_size",
+}
+EXPORT_ALLOWED_OPS: frozenset[str] = frozenset(op for ops in _OPS_BY_PURPOSE.values() for op in ops.split())
+# Python-level targets of an exported graph: tuple indexing and arithmetic on symbolic sizes.
+PYTHON_TARGETS = frozenset(f"_operator.{f}" for f in ("getitem", "add", "sub", "mul", "floordiv", "truediv", "mod",
+                                                      "neg", "pow", "eq", "ne", "lt", "le", "gt", "ge")) | \
+    frozenset(f"math.{f}" for f in ("ceil", "floor", "sqrt", "trunc"))
+
+
+def allowed_by_purpose() -> dict[str, tuple[str, ...]]:
+    """The allow-list grouped by what a classifier needs it for (shown in docs and tests)."""
+    return {purpose: tuple(ops.split()) for purpose, ops in _OPS_BY_PURPOSE.items()}
+
+
+def target_refused(target: str) -> bool:
+    """True unless `target` ("torch.ops.aten.conv2d.default", "aten.conv2d.default", "_operator.getitem") is on
+    the allow-list. `out=` overloads write into a given tensor and are refused."""
+    if target in PYTHON_TARGETS:
+        return False
+    name = target[len("torch.ops."):] if target.startswith("torch.ops.") else target
+    parts = name.split(".")
+    if len(parts) != 3 or parts[0] != "aten":
+        return True
+    op, overload = parts[1], parts[2]
+    return op not in EXPORT_ALLOWED_OPS or overload == "out" or overload.endswith("_out")
+
+
+def refused_targets(targets: Iterable[str]) -> list[str]:
+    """The refused ones among `targets`, each once, in order."""
+    return list(dict.fromkeys(t for t in targets if target_refused(t)))
+
+
+def refusal_message(refused: list[str]) -> str:
+    shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")
+    return (f"the exported program calls operators that are not on the allow-list of uploaded models: {shown} "
+            "(allowed: convolutions, linear, norms, activations, pooling, elementwise math, reductions and "
+            "bounds-checked shape ops)")
+
+
+# ------------------------------------------------------------------------------ symbolic shape expressions
+
+# sympy's constructors in srepr form ("Symbol('s77', positive=True, integer=True)") and torch's shape functions
+# (torch.utils._sympy.functions, as the deserializer passes them to sympify).
+SYMPY_NAMES = frozenset("""Symbol Integer Rational Float Add Mul Pow Max Min Abs Eq Ne Lt Le Gt Ge StrictLessThan
+StrictGreaterThan LessThan GreaterThan And Or Not true false True False oo zoo nan positive integer nonnegative
+negative real finite FloorDiv ModularIndexing Where PythonMod Mod CleanDiv CeilToInt FloorToInt CeilDiv IntTrueDiv
+FloatTrueDiv LShift RShift IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt RoundToInt RoundDecimal
+ToFloat FloatPow PowByNatural Identity""".split())
+_TOKEN = re.compile(r"\s+|'[A-Za-z_][A-Za-z0-9_]*'|[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?(?:e[+-]?\d+)?|[-+*/%(),=<>!]")
+_SYMBOL = re.compile(r"[a-z]+\d+$")
+MAX_EXPRESSION_CHARS = 2000
+
+
+def _check_expression(text: str) -> None:
+    """Refuse an expression that is more than sympy names, symbols (s0, u1), numbers and arithmetic: sympify runs
+    it through eval, so no attribute, subscript, dunder or other name may get there."""
+    if not isinstance(text, str) or len(text) > MAX_EXPRESSION_CHARS:
+        raise ModelError("the exported program holds a symbolic shape expression that is not a short string")
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise ModelError(f"the exported program's shape expression {text[:80]!r} holds {text[pos]!r}, which "
+                             "a shape expression never needs")
+        word = m.group().strip("'")
+        if word[:1].isalpha() or word[:1] == "_":
+            if "__" in word or not (word in SYMPY_NAMES or _SYMBOL.match(word)):
+                raise ModelError(f"the exported program's shape expression {text[:80]!r} names {word!r}, which is "
+                                 "neither a size symbol nor a sympy shape function")
+        pos = m.end()
+
+
+# ------------------------------------------------------------------------------------------- the archive
+
+MAX_JSON_BYTES = 256 << 20
+
+
+def _walk(node, key: str | None = None) -> Iterator[tuple[str | None, object, dict | list]]:
+    """(key, value, parent) of every value of a JSON document, depth first, without recursion (a deep document is
+    read without a RecursionError)."""
+    stack = [(None, node, None)]
+    while stack:
+        k, value, parent = stack.pop()
+        yield k, value, parent
+        if isinstance(value, dict):
+            stack.extend((ck, cv, value) for ck, cv in value.items())
+        elif isinstance(value, list):
+            stack.extend((k, cv, value) for cv in value)
+
+
+def _json(archive: zipfile.ZipFile, name: str):
+    info = archive.getinfo(name)
+    if info.file_size > MAX_JSON_BYTES:
+        raise ModelError(f"{name} in the .pt2 archive is larger than {MAX_JSON_BYTES >> 20} MiB")
+    try:
+        return json.loads(archive.read(info))
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{name} in the .pt2 archive is not readable JSON ({str(exc)[:120]})") from None
+
+
+def check_program_json(doc) -> None:
+    """Targets on the allow-list, shape expressions in sympy's grammar, no custom objects (one models/*.json)."""
+    targets = []
+    for key, value, parent in _walk(doc):
+        if key == "target" and isinstance(parent, dict) and "inputs" in parent:
+            targets.append(str(value))
+        elif key == "expr_str":
+            _check_expression(value)
+        elif key in ("as_custom_obj", "custom_obj_info"):
+            raise ModelError("the exported program holds a custom (torchbind) object, which uploads may not")
+        elif key == "range_constraints" and isinstance(value, dict):
+            for symbol in value:
+                _check_expression(symbol)
+    refused = refused_targets(targets)
+    if refused:
+        raise ModelError(refusal_message(refused))
+
+
+def _check_payloads(archive: zipfile.ZipFile, config_name: str, what: str) -> None:
+    config = _json(archive, config_name).get("config", {})
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_name} in the .pt2 archive is malformed")
+    for fqn, meta in config.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False or \
+                not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
+            raise ModelError(f"the .pt2 archive stores {what} {str(fqn)[:80]!r} as a pickle or custom object, "
+                             "which runs code when loaded; export plain tensors")
+
+
+# What torch.export.save writes, relative to the archive's root folder. Anything else is refused: compiled
+# AOTInductor / ExecuTorch payloads (native code), and the legacy layout that torch.export.load unpickles.
+_MEMBERS = re.compile(r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+                      r"|models/[\w.-]+\.json|data/(weights|constants|sample_inputs)/[\w.-]+|extra/[\w./-]+)$")
+
+
+def _root_and_members(archive: zipfile.ZipFile) -> tuple[str, list[str]]:
+    names = archive.namelist()
+    root = next((n[: -len("archive_format")] for n in names if n.endswith("archive_format")), None)
+    if root is None or root.count("/") != 1 or archive.read(root + "archive_format").strip() != b"pt2":
+        raise ModelError("the file is not a torch.export archive (no archive_format 'pt2')")
+    for name in names:
+        if not name.startswith(root) or not _MEMBERS.match(name[len(root):]) or ".." in name:
+            raise ModelError(f"the .pt2 archive holds {name[:100]!r}, which is not part of a torch.export program "
+                             "(compiled AOTInductor/ExecuTorch payloads and legacy pickles are refused)")
+    return root, [n[len(root):] for n in names]
+
+
+def check_archive(data: bytes) -> list[str]:
+    """Everything that can be checked before torch.export.load: the layout, the payloads, every program's graph.
+    Returns the sample-inputs members, for the caller to check with torch's weights_only loader."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        root, members = _root_and_members(archive)
+    except (zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:
+        raise ModelError(f"the .pt2 file is not a readable zip archive: {exc}") from None
+    programs = [m[len("models/"):-len(".json")] for m in members if m.startswith("models/")]
+    if not programs:
+        raise ModelError("the .pt2 archive holds no exported program (models/*.json)")
+    for model in programs:
+        if f"data/weights/{model}.pt" in members or f"data/constants/{model}.pt" in members:
+            raise ModelError("the .pt2 archive stores its weights in the legacy pickle format; re-export it with "
+                             "this torch's torch.export.save")
+        for config, what in ((f"data/weights/{model}_weights_config.json", "weight"),
+                             (f"data/constants/{model}_constants_config.json", "constant")):
+            if config not in members:
+                raise ModelError(f"the .pt2 archive lacks {config}")
+            _check_payloads(archive, root + config, what)
+        check_program_json(_json(archive, f"{root}models/{model}.json"))
+    return [root + m for m in members if m.startswith("data/sample_inputs/")]

@@ -87,12 +87,13 @@ def _input_shape(ep) -> tuple:
 
 
 def _resolve(program: tuple, header: dict) -> tuple[int, int, int]:
-    """C, H, W: the program's static sizes, checked against those given; a dynamic size must be given."""
-    out = []
+    """C, H, W: the program's static sizes, checked against those given (unless the request says the given ones are
+    only for dynamic sizes, as the upload form's defaults are); a dynamic size must be given."""
+    out, strict = [], not header.get("sizes_for_dynamic_only")
     for what, static, given in zip(("channels", "height", "width"), program[1:],
                                    (header.get("in_channels"), header.get("height"), header.get("width"))):
         given = int(given or 0)
-        if static is not None and given and static != given:
+        if strict and static is not None and given and static != given:
             raise ModelError(f"the exported program takes inputs of {what} {static}, not {given}")
         if static is None and not given:
             raise ModelError(f"the exported program's input {what} is dynamic: give the input size to use")

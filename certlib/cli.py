@@ -117,10 +117,16 @@ def _methods(text: str) -> tuple[str, ...]:
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="digits_sigma0.25",
-                   help="registered model key (default digits_sigma0.25), or a TorchScript file (.pt) taking "
-                        "[B,C,H,W] pixels in [0,1]; it runs sandboxed, as an upload in the app does")
+                   help="registered model key (default digits_sigma0.25), or a model file, safest first: a "
+                        ".safetensors state dict (with --architecture), a torch.export .pt2 program, or TorchScript "
+                        "(legacy); programs take [B,C,H,W] pixels in [0,1] and run sandboxed, as uploads in the app do")
+    p.add_argument("--architecture", default=None,
+                   help="the registry architecture of a .safetensors --model (e.g. resnet18, digits_cnn)")
+    p.add_argument("--class-names", default=None, dest="class_names",
+                   help="a text file of the --model file's class names, one per line (default 'class i')")
     p.add_argument("--input-shape", type=_shape, default=None, dest="input_shape",
-                   help="C,H,W of a TorchScript --model's input (e.g. 3,224,224)")
+                   help="C,H,W of a TorchScript --model's input (e.g. 3,224,224); for a .pt2 where its sizes are "
+                        "dynamic; for safetensors instead of the architecture's")
     p.add_argument("--methods", type=_methods, default=("grad", "input_x_gradient", "gradcam", "lrp"),
                    help="comma-separated attribution methods, or 'all'")
     p.add_argument("--images", default="grids",
@@ -349,18 +355,25 @@ def cmd_run(args) -> int:
 
 
 def _load_model(args, device: str) -> tuple[models.LoadedModel, bytes | None]:
-    """The registered model, or a TorchScript file loaded as the app loads an upload (checked, sandboxed); its
-    bytes too, for Ray's workers."""
+    """The registered model, or a model file loaded as the app loads an upload (certlib.load_model: safetensors in
+    process, programs checked and sandboxed); the file's bytes too, for Ray's workers."""
+    from certlib import model_formats
+
     if not os.path.isfile(os.path.expanduser(args.model)):
-        if args.input_shape is not None:
-            raise CertlibError("--input-shape is for a TorchScript --model file")
+        for option, value in (("--input-shape", args.input_shape), ("--architecture", args.architecture),
+                              ("--class-names", args.class_names)):
+            if value is not None:
+                raise CertlibError(f"{option} is for a --model file; {args.model!r} is not a file")
         return models.load_model(args.model, device=device, precision=args.precision), None
-    if args.input_shape is None:
-        raise CertlibError(f"--model {args.model} is a file: give its input as --input-shape C,H,W (e.g. 3,224,224)")
     with open(os.path.expanduser(args.model), "rb") as f:
         data = f.read()
-    c, h, w = args.input_shape
-    return models.load_torchscript(data, c, h, w, os.path.basename(args.model), device=device), data
+    fmt = model_formats.detect_format(data)
+    if fmt == model_formats.TORCHSCRIPT and args.input_shape is None:
+        raise CertlibError(f"--model {args.model} is TorchScript: give its input as --input-shape C,H,W "
+                           "(e.g. 3,224,224)")
+    model = model_formats.load_model(data, architecture=args.architecture, input_size=args.input_shape,
+                                     class_names=args.class_names, name=os.path.basename(args.model), device=device)
+    return model, data
 
 
 def _run_on_ray(args, model: models.LoadedModel, torchscript: bytes | None, store: Store, todo: list,
@@ -376,7 +389,8 @@ def _run_on_ray(args, model: models.LoadedModel, torchscript: bytes | None, stor
         import ray
 
         recipe = ray_engine.ModelRecipe(model.spec.key, "cpu", "fp32", model.weights_sha256, ray.put(torchscript),
-                                        args.input_shape, os.path.basename(args.model))
+                                        args.input_shape, os.path.basename(args.model), args.architecture,
+                                        model.spec.class_names)
 
     def started(placed: list[dict]) -> None:
         nodes = len({p["node"] for p in placed})

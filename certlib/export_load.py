@@ -21,14 +21,16 @@ def _given_shape(size: tuple[int, ...] | None) -> tuple[int, int, int]:
 
 
 def load_pt2(data: bytes, size: tuple[int, ...] | None, class_names: tuple[str, ...] | None, name: str,
-             device: str | None = "cpu"):
-    """A LoadedModel whose module runs the exported program in a sandboxed worker; ModelError with the reason."""
+             device: str | None = "cpu", size_is_fallback: bool = False):
+    """A LoadedModel whose module runs the exported program in a sandboxed worker; ModelError with the reason.
+    size: (C, H, W) or (H, W) the program must take; with size_is_fallback, only where its sizes are dynamic."""
     from certlib import models
     from certlib.images import display_name
     from certlib.sandbox import SandboxedModule, SandboxWorker
 
     models.resolve_device(device)               # a bad device name is still an error
-    worker = SandboxWorker(data, *_given_shape(size), fmt="pt2")
+    worker = SandboxWorker(data, *_given_shape(size), fmt="pt2",
+                           load_options={"sizes_for_dynamic_only": bool(size_is_fallback)})
     if class_names is not None and len(class_names) != worker.num_classes:
         worker.close()
         raise ModelError(f"{len(class_names)} class names given but the program returns {worker.num_classes} scores")

@@ -127,8 +127,8 @@ def _size_pair(input_size: "int | Sequence[int] | None") -> tuple[int, ...] | No
 
 def load_model(source: "str | os.PathLike | bytes", *, architecture: str | None = None,
                num_classes: int | None = None, input_size: "int | Sequence[int] | None" = None,
-               class_names: "Sequence[str] | str | os.PathLike | None" = None, name: str | None = None,
-               device: str | None = "cpu") -> "LoadedModel":
+               class_names: "Sequence[str] | str | os.PathLike | bytes | None" = None, name: str | None = None,
+               device: str | None = "cpu", size_is_fallback: bool = False) -> "LoadedModel":
     """Load any model certexplorer takes; the returned LoadedModel's `.module` takes [B,C,H,W] pixels in [0,1].
 
     source: a registry key ("resnet18"), a path, or the file's bytes. The format is read from the content:
@@ -136,7 +136,8 @@ def load_model(source: "str | os.PathLike | bytes", *, architecture: str | None 
       certlib.safetensors_load.ARCHITECTURES; `num_classes` is read from the weights when not given),
       torch.export .pt2 (its input shape is read from the program; `input_size` where it is dynamic), or
       TorchScript (legacy; `input_size` (C, H, W) required). A torch.save pickle is refused.
-    class_names: names, or a text file (one per line) or its path; default "class i".
+    class_names: names, or a text file's path or bytes (one name per line); default "class i".
+    size_is_fallback: input_size only applies where a .pt2 program's sizes are dynamic (an upload form's defaults).
     """
     data, shown = _read_source(source)
     if data is None:
@@ -160,7 +161,7 @@ def load_model(source: "str | os.PathLike | bytes", *, architecture: str | None 
     if architecture is not None:
         raise ModelError(f"architecture= is for a safetensors state dict; {label} is a {fmt} program, which "
                          "carries its own architecture")
-    return _load_program(data, fmt, _size_pair(input_size), names, label, num_classes, device)
+    return _load_program(data, fmt, _size_pair(input_size), names, label, num_classes, device, size_is_fallback)
 
 
 def _no_file_options(key, architecture, num_classes, input_size, class_names) -> None:
@@ -171,13 +172,13 @@ def _no_file_options(key, architecture, num_classes, input_size, class_names) ->
 
 
 def _load_program(data: bytes, fmt: str, size: tuple[int, ...] | None, names: tuple[str, ...] | None, label: str,
-                  num_classes: int | None, device: str | None) -> "LoadedModel":
+                  num_classes: int | None, device: str | None, size_is_fallback: bool = False) -> "LoadedModel":
     from certlib import models
 
     if fmt == PT2:
         from certlib import export_load
 
-        model = export_load.load_pt2(data, size, names, label, device)
+        model = export_load.load_pt2(data, size, names, label, device, size_is_fallback)
     else:
         if size is None or len(size) != 3:
             raise ModelError(f"{label} is TorchScript: give its input as input_size=(C, H, W), e.g. (3, 224, 224)")

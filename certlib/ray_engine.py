@@ -37,9 +37,11 @@ class ModelRecipe:
     device: str
     precision: str
     weights_sha256: str
-    torchscript: object = None            # ray.ObjectRef of the file's bytes, for an uploaded model
+    torchscript: object = None            # ray.ObjectRef of the file's bytes, for a model file (any format)
     input_shape: tuple[int, int, int] | None = None
     name: str = ""
+    architecture: str | None = None       # of a .safetensors file
+    class_names: tuple[str, ...] | None = None
 
 
 def import_ray():
@@ -77,8 +79,11 @@ class SweepWorker:
         if recipe.torchscript is not None:
             import ray
 
-            c, h, w = recipe.input_shape
-            self.model = models.load_torchscript(ray.get(recipe.torchscript), c, h, w, recipe.name)
+            from certlib import model_formats
+
+            self.model = model_formats.load_model(ray.get(recipe.torchscript), architecture=recipe.architecture,
+                                                  input_size=recipe.input_shape, class_names=recipe.class_names,
+                                                  name=recipe.name)
         else:
             self.model = models.load_model(recipe.key, device=recipe.device, precision=recipe.precision)
         if self.model.weights_sha256 != recipe.weights_sha256:

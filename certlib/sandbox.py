@@ -70,8 +70,10 @@ class SandboxWorker:
     """One uploaded model in its own sandboxed process; restarted on demand after a timeout or a crash."""
 
     def __init__(self, archive: bytes, in_channels: int, height: int, width: int, *, timeout: float | None = None,
-                 memory_mb: float | None = None, static_check: bool = True, fmt: str = "torchscript") -> None:
+                 memory_mb: float | None = None, static_check: bool = True, fmt: str = "torchscript",
+                 load_options: dict | None = None) -> None:
         self.fmt = fmt                   # "torchscript", or "pt2": a torch.export program (certlib._export_worker)
+        self.load_options = dict(load_options or {})     # JSON-able extras of the load request (certlib.export_load)
         if static_check and fmt == "torchscript":
             check_archive(archive)
         self.archive = np.frombuffer(archive, dtype=np.uint8)
@@ -111,7 +113,8 @@ class SandboxWorker:
         self.landlock_abi = int(hello.get("landlock_abi", 0))
         self.network_namespace = bool(hello.get("network_namespace"))
         c, h, w = self.shape
-        reply, _ = self._exchange({"op": "load", "in_channels": c, "height": h, "width": w, "format": self.fmt},
+        reply, _ = self._exchange({"op": "load", "in_channels": c, "height": h, "width": w, "format": self.fmt,
+                                   **self.load_options},
                                   [self.archive], self.timeout)
         if not reply.get("ok"):
             self.close()

@@ -106,3 +106,98 @@ class LoopsAlways(torch.nn.Module):
         while bool(y.sum() > -1.0):
             y = y + 1.0
         return y
+
+
+# ------------------------------------------------------------------------------ torch.export programs (.pt2)
+
+class AsStrided(torch.nn.Module):
+    """Reads memory through an unchecked view: aten.as_strided is not on the .pt2 allow-list."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.flatten(1)
+        return torch.as_strided(v, (v.shape[0], 2), (v.shape[1], 1))
+
+
+def export_pt2(module: torch.nn.Module, x: torch.Tensor, dynamic_batch: bool = True) -> bytes:
+    """torch.export.save of `module` exported on x (batch dimension dynamic unless asked otherwise)."""
+    import io
+
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None   # by position
+    ep = torch.export.export(module, (x,), dynamic_shapes=shapes)
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    return buf.getvalue()
+
+
+def rewrite_zip(data: bytes, edit) -> bytes:
+    """The zip `data` with each member's bytes replaced by edit(name, bytes) (None drops the member)."""
+    import io
+    import zipfile
+
+    src, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            new = edit(info.filename, src.read(info))
+            if new is not None:
+                dst.writestr(info.filename, new)
+    return out.getvalue()
+
+
+def pt2_with_pickled_weight(data: bytes) -> bytes:
+    """Marks the first weight `use_pickle`: torch.export.load would torch.load it with weights_only=False."""
+    import json
+
+    def edit(name: str, raw: bytes) -> bytes:
+        if name.endswith("_weights_config.json"):
+            config = json.loads(raw)
+            first = next(iter(config["config"]))
+            config["config"][first]["use_pickle"] = True
+            return json.dumps(config).encode()
+        return raw
+
+    return rewrite_zip(data, edit)
+
+
+def pt2_with_expression(data: bytes, expression: str) -> bytes:
+    """Replaces every symbolic size expression by `expression` (which torch's deserializer passes to sympify)."""
+    import json
+
+    def edit(name: str, raw: bytes) -> bytes:
+        if "/models/" in name and name.endswith(".json"):
+            text = raw.decode()
+            doc = json.loads(text)
+            stack = [doc]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, dict):
+                    if "expr_str" in node:
+                        node["expr_str"] = expression
+                    stack.extend(node.values())
+                elif isinstance(node, list):
+                    stack.extend(node)
+            return json.dumps(doc).encode()
+        return raw
+
+    return rewrite_zip(data, edit)
+
+
+class _Marker:
+    """Unpickling this creates the file `path` (a harmless stand-in for code execution)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def pt2_with_sample_inputs_pickle(data: bytes, marker_path: str) -> bytes:
+    """Sample inputs that only the full unpickler loads, creating `marker_path` when it does."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(((_Marker(marker_path),), {}), buf)          # what torch.export.save writes there, but hostile
+    payload = buf.getvalue()
+    return rewrite_zip(data, lambda name, raw: payload if "/sample_inputs/" in name else raw)

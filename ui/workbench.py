@@ -172,7 +172,7 @@ def _model_picker(device: str) -> models.LoadedModel | None:
         with st.expander(f"Unavailable models ({len(unavailable)})"):
             for s in unavailable:
                 _unavailable_model(s)
-    _torchscript_uploader()
+    _model_uploader()
     try:
         model = user_models[key] if key in user_models else registry_model(key, device)
     except CertlibError as exc:
@@ -235,12 +235,22 @@ def _move_user_model(key: str, device: str) -> models.LoadedModel:
     return m
 
 
-def _torchscript_uploader() -> None:
-    with st.expander("Upload a TorchScript model"):
-        st.caption("A `torch.jit.script`/`trace` export taking [B,C,H,W] pixels in [0,1] (normalise inside) and "
-                   "returning logits [B,num_classes]. Plain `torch.save` pickles are refused, never unpickled.")
-        st.file_uploader("TorchScript file", key="model_upload", max_upload_size=600,
-                         help="Up to 600 MB; loaded only in a sandboxed process.")
+def _model_uploader() -> None:
+    from certlib.safetensors_load import architecture_names
+
+    with st.expander("Upload a model"):
+        st.caption("Safest first: a **safetensors** state dict for a known architecture (weights only, no code runs), "
+                   "a **torch.export** `.pt2` program, or **TorchScript** (legacy). Programs take [B,C,H,W] pixels "
+                   "in [0,1] (normalise inside) and run in a sandboxed process. `torch.save` pickles are refused, "
+                   "never unpickled.")
+        st.file_uploader("Model file (.safetensors, .pt2, TorchScript .pt)", key="model_upload", max_upload_size=600,
+                         help="Up to 600 MB; the format is read from the content, not the name.")
+        st.selectbox("Architecture (safetensors only)", architecture_names(), key="model_upload_arch",
+                     help="The network the state dict belongs to; its number of classes is read from the weights.")
+        st.file_uploader("Class names, one per line (optional)", key="model_upload_classes", type=["txt"],
+                         max_upload_size=16)
+        st.caption("Input size: safetensors use the architecture's; a .pt2 states its own (these apply where its "
+                   "sizes are dynamic); TorchScript needs them.")
         c1, c2, c3 = st.columns(3)
         c1.number_input("channels", min_value=1, max_value=3, step=2, key="model_upload_c")
         c2.number_input("height", min_value=8, max_value=1024, key="model_upload_h")
@@ -252,15 +262,24 @@ def _torchscript_uploader() -> None:
 
 def _load_uploaded_model() -> None:
     """Button callback: runs before the script, so it may select the new model in the model picker."""
+    from certlib import model_formats
+
     st.session_state["model_upload_error"] = ""
     f = st.session_state.get("model_upload")
     if f is None:
-        st.session_state["model_upload_error"] = "Choose a TorchScript file first."
+        st.session_state["model_upload_error"] = "Choose a model file first."
         return
+    names = st.session_state.get("model_upload_classes")
+    size = (int(st.session_state["model_upload_c"]), int(st.session_state["model_upload_h"]),
+            int(st.session_state["model_upload_w"]))
+    data = f.getvalue()
     try:
-        m = models.load_torchscript(f.getvalue(), int(st.session_state["model_upload_c"]),
-                                    int(st.session_state["model_upload_h"]), int(st.session_state["model_upload_w"]),
-                                    name=f.name, device=st.session_state.get("device", "cpu"))
+        fmt = model_formats.detect_format(data)
+        m = model_formats.load_model(
+            data, architecture=st.session_state.get("model_upload_arch") if fmt == model_formats.SAFETENSORS
+            else None, input_size=None if fmt == model_formats.SAFETENSORS else size,
+            class_names=names.getvalue() if names is not None else None, name=f.name,
+            device=st.session_state.get("device", "cpu"), size_is_fallback=True)
     except CertlibError as exc:
         st.session_state["model_upload_error"] = f"{images.display_name(f.name, 'the model')}: {exc}"
         return

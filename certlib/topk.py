@@ -71,16 +71,28 @@ def _percentile_positions(n: int, percents: Sequence[float], like: torch.Tensor)
 
 def _percentiles(vals: torch.Tensor, percents: Sequence[float]) -> torch.Tensor:
     """Per-row percentiles of unsorted values [B,N] -> [B,P], the same numbers as `_percentiles_of_sorted` of the
-    sorted rows. Only the upper order statistics are needed for top-K% thresholds (K <= 50%) and for the 99.5th
-    percentile, so a partial `topk` of the largest values replaces the full sort (8 maps of 224x224 on 2 cores:
-    24 ms instead of 64 ms)."""
+    sorted rows. On the CPU numpy's introselect puts every needed order statistic in place at once (8 maps of
+    224x224, 1 thread: 2.4 ms per map instead of 8.8 for torch's partial topk, 9% of a photo's gradient pass).
+    Elsewhere only the upper order statistics are needed for top-K% thresholds (K <= 50%) and for the 99.5th
+    percentile, so a partial `topk` of the largest values replaces the full sort."""
     n = vals.shape[-1]
     lo, hi, frac = _percentile_positions(n, percents, vals)
+    if vals.device.type == "cpu":
+        return _percentiles_partitioned(vals, lo, hi, frac)
     need = n - int(lo.min())               # ascending positions lo.min() .. n-1 are the `need` largest values
     if need > n // 2 + 1:
         return _percentiles_of_sorted(vals.sort(dim=-1).values, percents)
     top = vals.topk(need, dim=-1, largest=True, sorted=True).values     # descending: ascending position p is
     return torch.lerp(top[:, n - 1 - lo].double(), top[:, n - 1 - hi].double(), frac)     # at index n-1-p
+
+
+def _percentiles_partitioned(vals: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, frac: torch.Tensor) \
+        -> torch.Tensor:
+    """`_percentiles` on the CPU: after np.partition at every position in lo ∪ hi, each of those positions holds
+    exactly the value a full sort would put there (the order statistic), so the interpolation is the same."""
+    kth = np.unique(torch.cat([lo, hi]).numpy())
+    part = torch.from_numpy(np.partition(vals.detach().numpy(), kth, axis=-1))
+    return torch.lerp(part[:, lo].double(), part[:, hi].double(), frac)
 
 
 def _map_scales(flat: torch.Tensor) -> torch.Tensor:

@@ -27,3 +27,17 @@ def test_float32_and_float64_maps_give_the_same_masks():
     for norm in ("rank", "own_scale"):
         assert torch.equal(topk.top_k_masks(a32, (1, 5, 25, 50), norm), topk.top_k_masks(a32.double(), (1, 5, 25, 50),
                                                                                        norm))
+
+
+def test_percentiles_are_exact_order_statistics_with_ties_and_any_dtype():
+    """The CPU's partition-based percentiles equal those of fully sorted rows (and numpy's), bit for bit."""
+    rng = np.random.default_rng(2)
+    percents = [100.0 - k for k in (1, 5, 10, 25, 50, 100)] + [topk.SCALE_PERCENTILE, 37.3]
+    for shape in ((5, 1024), (3, 50176), (2, 7), (4, 1)):
+        for values in (rng.standard_t(3, size=shape), rng.integers(0, 4, size=shape).astype(float)):  # ties too
+            for dtype in (torch.float32, torch.float64):
+                v = torch.from_numpy(values).to(dtype)
+                got = topk._percentiles(v, percents)
+                assert torch.equal(got, topk._percentiles_of_sorted(v.sort(dim=-1).values, percents))
+                want = np.percentile(v.double().numpy(), percents, axis=-1).T
+                np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=0)

@@ -38,7 +38,7 @@ def pt2(resnet):
 def _counts(model: models.LoadedModel, x: torch.Tensor) -> sampling.TopKCounts:
     """A tiny certified-pixels run (gradient, seed 0): what the page and the CLI sample."""
     fn, logits = attributions.for_target(model, "grad", 1, seed=0)
-    return sampling.sample_topk_counts(fn, x[:1], 0.25, n0=4, n=24, k_percents=(25.0, 50.0), seed=0,
+    return sampling.sample_topk_counts(fn, x[:1], 0.25, n0=4, n=16, k_percents=(25.0, 50.0), seed=0,
                                        batch_size=8, logits=logits)
 
 

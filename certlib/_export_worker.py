@@ -9,6 +9,7 @@ would retry them with the full unpickler), then torch.export.load, then the load
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from certlib import export_check
 from certlib.errors import ModelError
@@ -17,21 +18,39 @@ DYNAMIC_BATCH_HOW = ("export with a dynamic batch dimension: torch.export.export
                      "{'x': {0: torch.export.Dim('batch')}}) with x of batch size 2 or more")
 
 
-def warm_up(torch) -> None:
-    """Export, save, load, run and differentiate a tiny program with a dynamic batch, so that every module these paths
-    import lazily (torch.export's deserializer, sympy, the shape environment) is loaded before the file system goes
-    away. Only .pt2 workers pay for this (a few seconds)."""
+WARMUP_PROGRAM = Path(__file__).resolve().parent.parent / "assets" / "export_warmup.pt2"
+
+
+def _tiny_program(torch) -> bytes:
+    """A tiny conv → relu → mean program with a dynamic batch, exported and saved (what the warm-up loads)."""
     class Tiny(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.relu(torch.nn.functional.conv2d(x, torch.ones(2, 1, 1, 1))).mean((2, 3))
 
     x = torch.rand(2, 1, 2, 2)
-    ep = torch.export.export(Tiny(), (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}})
+    ep = torch.export.export(Tiny(), (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
     buf = io.BytesIO()
     torch.export.save(ep, buf)
-    module, _, _ = load(torch, buf.getvalue(), {"in_channels": 1, "height": 2, "width": 2})
+    return buf.getvalue()
+
+
+def warm_up(torch) -> None:
+    """Load, run and differentiate a tiny program with a dynamic batch, so that every module these paths import
+    lazily (torch.export's deserializer, sympy, the shape environment) is loaded before the file system goes away.
+    The program is shipped (assets/export_warmup.pt2): exporting one here would import the compiler and cost each
+    .pt2 worker seconds. Where it does not load (another torch), it is exported afresh."""
+    try:
+        module = load(torch, WARMUP_PROGRAM.read_bytes(), {})[0]
+    except (OSError, ModelError):
+        module = load(torch, _tiny_program(torch), {})[0]
     x = torch.rand(3, 1, 2, 2, requires_grad=True)
     torch.autograd.grad(module(x).sum(), x)
+
+
+def write_warmup_program(torch) -> Path:
+    """Re-export assets/export_warmup.pt2 (after a torch upgrade: `python -m certlib._export_worker`)."""
+    WARMUP_PROGRAM.write_bytes(_tiny_program(torch))
+    return WARMUP_PROGRAM
 
 
 def _target_name(target) -> str:
@@ -148,3 +167,9 @@ class RowByRow:
 
     def eval(self):
         return self
+
+
+if __name__ == "__main__":
+    import torch as _torch
+
+    print(write_warmup_program(_torch))

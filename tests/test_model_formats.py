@@ -127,7 +127,8 @@ def test_a_wrong_key_a_wrong_shape_and_a_wrong_class_count_are_named(resnet):
 # ------------------------------------------------------------------------------------------------ .pt2
 
 @needs_landlock
-def test_pt2_resnet18_runs_sandboxed_with_the_original_logits_and_certificate(resnet, pt2, tmp_path):
+def test_pt2_resnet18_runs_sandboxed_with_the_original_logits_and_gradients(resnet, pt2, tmp_path):
+    """(Its certificate: tests/test_cli_upload_formats.py, through the CLI, against the in-process network.)"""
     _, pixel, x = resnet
     (tmp_path / "resnet18.pt2").write_bytes(pt2)
     model = certlib.load_model(tmp_path / "resnet18.pt2")
@@ -137,9 +138,18 @@ def test_pt2_resnet18_runs_sandboxed_with_the_original_logits_and_certificate(re
         assert model.spec.num_classes == 4 and not model.notes
         with torch.no_grad():
             assert torch.allclose(model.module(x), pixel(x), atol=1e-4)
-        _same_certificate(_counts(model, x), _counts(_in_process(pixel), x))
+        ref = attributions.attribute(_in_process(pixel), x, 1, "grad")
+        assert torch.allclose(attributions.attribute(model, x, 1, "grad"), ref, atol=1e-5)
     finally:
         model.module.worker.close()
+
+
+def test_the_shipped_warm_up_program_loads_with_this_torch():
+    """Each .pt2 worker loads it before Landlock (no export there); after a torch upgrade, re-export it with
+    `python -m certlib._export_worker`."""
+    module, header, _ = _export_worker.load(torch, _export_worker.WARMUP_PROGRAM.read_bytes(), {"height": 2,
+                                                                                                 "width": 2})
+    assert module(torch.rand(3, 1, 2, 2)).shape == (3, 2) and header["in_channels"] == 1
 
 
 def test_a_static_batch_of_one_runs_row_by_row_and_other_static_batches_say_how_to_export():

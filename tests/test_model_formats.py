@@ -227,3 +227,27 @@ def test_the_allow_list_is_explicit_and_admits_what_classifiers_use():
             "aten.unsqueeze.default", "aten.view.default", "aten.contiguous.default", "_operator.mul",
             "_operator.getitem"]
     assert export_check.refused_targets(used) == []
+
+
+@pytest.mark.parametrize("architecture", ["mobilenet_v3_small", "digits_cnn", "efficientnet_lite0"])
+def test_other_architectures_round_trip_with_their_normalisation(architecture):
+    """A torchvision MobileNet (ImageNet normalisation added), the digits CNN (normalises inside; its mean/std are
+    state-dict buffers) and the bundled Lite0 (its own normalisation) load with the reference's logits."""
+    from certlib import efficientnet_lite
+
+    torch.manual_seed(0)
+    if architecture == "digits_cnn":
+        ref = net = models.load_model("digits_sigma0.25").module
+    elif architecture == "mobilenet_v3_small":
+        net = torchvision.models.mobilenet_v3_small(weights=None, num_classes=3).eval()
+        ref = models.PixelSpaceModel(net, models.IMAGENET_MEAN, models.IMAGENET_STD).eval()
+    else:
+        net = efficientnet_lite.EfficientNetLite(num_classes=3).eval()
+        ref = models.PixelSpaceModel(net, efficientnet_lite.INPUT_MEAN, efficientnet_lite.INPUT_STD).eval()
+    model = certlib.load_model(safetensors_bytes({k: v.contiguous() for k, v in net.state_dict().items()}),
+                               architecture=architecture, input_size=(SIZE, SIZE))
+    x = torch.rand(2, model.spec.in_channels, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(model.module(x), ref(x), atol=1e-4)
+    assert model.spec.family == ("digits" if architecture == "digits_cnn" else "imagenet")
+    assert attributions.unavailable_reason("gradcam", model.spec) is None

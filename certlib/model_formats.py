@@ -28,7 +28,7 @@ if TYPE_CHECKING:                     # certlib/__init__ imports this module laz
 SAFETENSORS, PT2, TORCHSCRIPT, PICKLE, UNKNOWN = "safetensors", "pt2", "torchscript", "pickle", "unknown"
 MAX_MODEL_BYTES = 600 * 1024 * 1024
 MAX_ZIP_ENTRIES = 100_000             # a zip's directory is read here: bound what that costs
-SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors package's own limit (certlib.safetensors_load: 16 MiB)
 
 HOW_TO_EXPORT = ("save the weights as safetensors (safetensors.torch.save_file(model.state_dict(), "
                  "'model.safetensors')) or export the program (torch.export.save(torch.export.export(model, (x,)), "
@@ -55,7 +55,26 @@ def _looks_like_safetensors(data: bytes) -> bool:
     return 2 <= n <= min(SAFETENSORS_MAX_HEADER, len(data) - 8) and data[8:9] == b"{"
 
 
+def _declared_entries(data: bytes) -> int | None:
+    """The entry count a zip's end-of-central-directory record declares (zip64 too), read before zipfile parses the
+    whole directory: a directory of millions of entries would hold the app process for seconds."""
+    tail = data[-(65536 + 22):]
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 12:
+        return None
+    (count,) = struct.unpack("<H", tail[at + 10:at + 12])
+    if count == 0xFFFF:                               # zip64: the real count is in the zip64 record
+        at64 = data.rfind(b"PK\x06\x06", 0, len(data) - len(tail) + at)
+        if at64 >= 0 and len(data) >= at64 + 40:
+            (count,) = struct.unpack("<Q", data[at64 + 32:at64 + 40])
+    return count
+
+
 def _zip_names(data: bytes) -> list[str]:
+    declared = _declared_entries(data)
+    if declared is not None and declared > MAX_ZIP_ENTRIES:
+        raise ModelError(f"the model archive lists {declared:,} files; a model has far fewer "
+                         f"(limit {MAX_ZIP_ENTRIES:,})")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()

@@ -18,6 +18,7 @@ from torch import nn
 from certlib.errors import ModelError
 
 MAX_CLASSES = 100_000
+MAX_HEADER_BYTES = 16 << 20
 MAX_LISTED = 8                 # problems listed by name in one message; the rest counted
 
 
@@ -86,9 +87,16 @@ def _build(a: Architecture, num_classes: int, size: tuple[int, int]) -> tuple[nn
 
 def read_state_dict(data: bytes) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file (header and sizes checked by the safetensors package; no code runs)."""
+    import struct
+
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
+    # Real headers are kilobytes (a ResNet-50's: 20 KiB); parsing one of 100 MiB would hold the app process.
+    (header,) = struct.unpack("<Q", data[:8]) if len(data) >= 8 else (0,)
+    if header > MAX_HEADER_BYTES:
+        raise ModelError(f"the safetensors header is {header / 2**20:.0f} MiB; the limit is "
+                         f"{MAX_HEADER_BYTES >> 20} MiB")
     try:
         state = st_load(data)
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:

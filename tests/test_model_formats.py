@@ -251,3 +251,18 @@ def test_other_architectures_round_trip_with_their_normalisation(architecture):
         assert torch.allclose(model.module(x), ref(x), atol=1e-4)
     assert model.spec.family == ("digits" if architecture == "digits_cnn" else "imagenet")
     assert attributions.unavailable_reason("gradcam", model.spec) is None
+
+
+def test_oversized_directories_and_headers_are_refused_before_they_are_parsed():
+    """The app process reads only a zip's declared entry count and a safetensors header's length before refusing."""
+    import struct
+
+    zip64 = b"PK\x06\x06" + bytes(28) + struct.pack("<Q", 10**7) + bytes(16)
+    eocd = b"PK\x05\x06" + bytes(6) + struct.pack("<H", 0xFFFF) + bytes(10)
+    start = time.monotonic()
+    with pytest.raises(ModelError, match="lists 10,000,000 files"):
+        certlib.load_model(b"PK\x03\x04" + bytes(64) + zip64 + eocd)
+    header = struct.pack("<Q", 20 << 20) + b"{" + bytes(20 << 20)
+    with pytest.raises(ModelError, match="safetensors header is 20 MiB; the limit is 16 MiB"):
+        certlib.load_model(header, architecture="resnet18")
+    assert time.monotonic() - start < 1.0

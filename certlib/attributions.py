@@ -120,6 +120,9 @@ def unavailable_reason(method: str, spec: ModelSpec) -> str | None:
         if spec.arch == "torchscript":
             return (f"{info.label} hooks the model's ReLU modules, which a TorchScript upload does not expose "
                     f"(it would silently return the plain gradient).")
+        if spec.arch in ("mobilenet", "efficientnet"):     # torchvision's, from a safetensors upload
+            return (f"{info.label} hooks nn.ReLU modules; {spec.label} rectifies with ReLU6, Hardswish or SiLU, "
+                    f"so it would return (nearly) the plain gradient.")
     if method == "cam" and spec.arch not in CAM_HEADS:
         if spec.arch == "vgg":
             return (f"{info.label} needs global average pooling followed by a single linear classifier; "

@@ -1,12 +1,11 @@
 """Safe model formats first (DESIGN §13): certlib.load_model reads a .safetensors state dict of a real torchvision
 ResNet-18 (random weights: no network here) and a torch.export .pt2 of it with the original network's logits and
-the same certificate; wrong keys and shapes are named; pickles, forbidden operators and hostile archive contents
-are refused before anything runs."""
+input gradients (their certificates: tests/test_cli_upload_formats.py and tests/test_page_upload_formats.py); wrong
+keys and shapes are named; pickles, forbidden operators and hostile archive contents are refused before anything
+runs."""
 import io
-import os
 import time
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -14,7 +13,7 @@ from safetensors.torch import save as safetensors_bytes
 
 import certlib
 import hostile_models as H
-from certlib import _export_worker, attributions, export_check, landlock, model_formats, models, pixel_cert, sampling
+from certlib import _export_worker, attributions, export_check, landlock, model_formats, models
 from certlib.errors import ModelError
 
 SIZE = 32                     # ResNet-18 still ends in a 1×1 map; 4× cheaper than 64² on 2 shared cores
@@ -33,21 +32,6 @@ def resnet():
 @pytest.fixture(scope="module")
 def pt2(resnet):
     return H.export_pt2(resnet[1], torch.rand(2, 3, SIZE, SIZE))
-
-
-def _counts(model: models.LoadedModel, x: torch.Tensor) -> sampling.TopKCounts:
-    """A tiny certified-pixels run (gradient, seed 0): what the page and the CLI sample."""
-    fn, logits = attributions.for_target(model, "grad", 1, seed=0)
-    return sampling.sample_topk_counts(fn, x[:1], 0.25, n0=4, n=16, k_percents=(25.0, 50.0), seed=0,
-                                       batch_size=8, logits=logits)
-
-
-def _same_certificate(a: sampling.TopKCounts, b: sampling.TopKCounts) -> None:
-    assert np.array_equal(a.selection_ones, b.selection_ones) and np.array_equal(a.estimation_ones,
-                                                                                 b.estimation_ones)
-    decided = [pixel_cert.decide(c.votes_for_mode, c.modes, c.n, 0.25, 0.55, 0.5) for c in (a, b)]
-    assert np.array_equal(decided[0].classes, decided[1].classes)
-    assert (decided[0].classes >= 0).any()           # something is decided: the comparison means something
 
 
 def _in_process(pixel: torch.nn.Module) -> models.LoadedModel:
@@ -88,7 +72,8 @@ def test_a_registry_key_loads_the_registered_model():
 
 # ------------------------------------------------------------------------------------------------ safetensors
 
-def test_safetensors_resnet18_has_the_original_logits_and_certificate(resnet, tmp_path):
+def test_safetensors_resnet18_has_the_original_logits_and_gradients(resnet, tmp_path):
+    """(Its certificate: tests/test_cli_upload_formats.py, through the CLI, against the in-process network.)"""
     net, pixel, x = resnet
     path, names = tmp_path / "resnet18.safetensors", tmp_path / "classes.txt"
     path.write_bytes(safetensors_bytes(net.state_dict()))
@@ -99,7 +84,8 @@ def test_safetensors_resnet18_has_the_original_logits_and_certificate(resnet, tm
     assert model.spec.input_size == (SIZE, SIZE) and not list(model.module.parameters())[0].requires_grad
     with torch.no_grad():
         assert torch.allclose(model.module(x), pixel(x), atol=1e-5)
-    _same_certificate(_counts(model, x), _counts(_in_process(pixel), x))
+    ref = attributions.attribute(_in_process(pixel), x, 1, "grad")
+    assert torch.allclose(attributions.attribute(model, x, 1, "grad"), ref, atol=1e-6)
 
 
 def test_a_wrong_key_a_wrong_shape_and_a_wrong_class_count_are_named(resnet):
@@ -229,18 +215,16 @@ def test_the_allow_list_is_explicit_and_admits_what_classifiers_use():
     assert export_check.refused_targets(used) == []
 
 
-@pytest.mark.parametrize("architecture", ["mobilenet_v3_small", "digits_cnn", "efficientnet_lite0"])
+@pytest.mark.parametrize("architecture", ["digits_cnn", "efficientnet_lite0"])
 def test_other_architectures_round_trip_with_their_normalisation(architecture):
-    """A torchvision MobileNet (ImageNet normalisation added), the digits CNN (normalises inside; its mean/std are
-    state-dict buffers) and the bundled Lite0 (its own normalisation) load with the reference's logits."""
+    """The digits CNN (normalises inside; its mean/std are state-dict buffers) and the bundled Lite0 (its own
+    normalisation, not ImageNet's) load with the reference's logits. (Every torchvision architecture of the list was
+    checked once by hand: logits equal, GradCAM runs.)"""
     from certlib import efficientnet_lite
 
     torch.manual_seed(0)
     if architecture == "digits_cnn":
         ref = net = models.load_model("digits_sigma0.25").module
-    elif architecture == "mobilenet_v3_small":
-        net = torchvision.models.mobilenet_v3_small(weights=None, num_classes=3).eval()
-        ref = models.PixelSpaceModel(net, models.IMAGENET_MEAN, models.IMAGENET_STD).eval()
     else:
         net = efficientnet_lite.EfficientNetLite(num_classes=3).eval()
         ref = models.PixelSpaceModel(net, efficientnet_lite.INPUT_MEAN, efficientnet_lite.INPUT_STD).eval()

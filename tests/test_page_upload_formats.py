@@ -95,3 +95,12 @@ def test_a_wrong_key_and_a_renamed_pickle_are_messages(page, digits):
     assert not at.exception
     assert "torch.save() pickle" in _errors(at)
     assert at.session_state["model_key"] == "digits_sigma0.25"               # the sidebar keeps the last model
+
+
+@pytest.mark.skipif(landlock.abi_version() < 1, reason="a .pt2 runs in the Landlock sandbox")
+def test_a_pt2_with_a_forbidden_operator_is_refused_in_the_worker_and_named_on_the_page(page):
+    at, _ = page
+    _upload(at, "strided.pt2", H.export_pt2(H.AsStrided(), torch.rand(2, 1, 8, 8)))
+    assert not at.exception
+    assert "not on the allow-list" in _errors(at) and "aten.as_strided" in _errors(at)
+    assert at.session_state["model_key"] == "digits_sigma0.25"

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certlib import _attr_utils as U
-from certlib import precision, validate
+from certlib import defaults, precision, validate
 from certlib.errors import CertlibError
 from certlib.models import LoadedModel, ModelSpec
 
@@ -83,7 +83,11 @@ METHODS: dict[str, MethodInfo] = {m.key: m for m in (
                needs_cam_layer=True, needs_gradients=True, implementation="certlib"),
 )}
 
-DEFAULT_METHOD = "grad"
+# The method a digits model opens with (the app starts on one); per model family see `default_method`. Both come
+# from certlib.defaults, i.e. from what bench/defaults.py measured.
+DEFAULT_METHOD = defaults.DEFAULTS[defaults.FALLBACK_FAMILY].method
+# When a family's default does not apply to a model (no CAM layer, a ViT): the plain gradient applies to every model.
+FALLBACK_METHOD = "grad"
 FAMILIES = ("gradient", "perturbation", "activation")
 
 # CAM needs the classifier to be one linear layer right after global average pooling; its weights, by arch.
@@ -130,6 +134,15 @@ def unavailable_reason(method: str, spec: ModelSpec) -> str | None:
                     f"(GradCAM is the variant that applies).")
         return f"{info.label} needs a linear classifier after global average pooling, unknown for {spec.label}."
     return None
+
+
+def default_method(spec: ModelSpec) -> str:
+    """The method a model starts with: its family's measured default (certlib.defaults) where it applies, else the
+    plain gradient, else the first method that applies."""
+    for method in (defaults.for_family(spec.family).method, FALLBACK_METHOD, *METHODS):
+        if unavailable_reason(method, spec) is None:
+            return method
+    raise CertlibError(f"no attribution method applies to {spec.key}")
 
 
 # ------------------------------------------------------------------------------------------------------ base class

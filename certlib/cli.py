@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Sequence
 
-from certlib import attributions, cost, image_folder, models, pixel_cert, progressive, sweep
+from certlib import attributions, cost, defaults, image_folder, models, pixel_cert, progressive, sweep
 from certlib.errors import CertlibError
 from certlib import precision as precision_mod
 from certlib.precision import PRECISIONS
@@ -127,8 +127,9 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", type=_shape, default=None, dest="input_shape",
                    help="C,H,W of a TorchScript --model's input (e.g. 3,224,224); for a .pt2 where its sizes are "
                         "dynamic; for safetensors instead of the architecture's")
-    p.add_argument("--methods", type=_methods, default=("grad", "input_x_gradient", "gradcam", "lrp"),
-                   help="comma-separated attribution methods, or 'all'")
+    p.add_argument("--methods", type=_methods, default=None,
+                   help="comma-separated attribution methods, or 'all' (default: the model family's measured default "
+                        "method, then " + ", ".join(COMPARED_METHODS) + "; see certlib/defaults.py)")
     p.add_argument("--images", default="grids",
                    help=f"a bundled image set ({', '.join(sweep.IMAGE_SETS)}) or a folder of PNG/JPEG/WebP images "
                         "(recursive; labels from class sub-folders or a labels.csv with path,label)")
@@ -137,9 +138,11 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
                         "prediction; grids: each cell's class)")
     p.add_argument("--limit", type=_count(1, 10_000_000), default=None,
                    help="use the first LIMIT images of the set (default: 8 of a bundled set, all of a folder)")
-    p.add_argument("--sigmas", type=_sigmas, default=(0.25,), help="comma-separated noise levels σ")
+    p.add_argument("--sigmas", type=_sigmas, default=None,
+                   help="comma-separated noise levels σ (default: the model family's, 0.25 for the bundled models)")
     p.add_argument("--n", type=_count(1, pixel_cert.MAX_N), default=100, help="estimation samples per run")
-    p.add_argument("--n0", type=_count(1, pixel_cert.MAX_N), default=32, help="selection samples per run")
+    p.add_argument("--n0", type=_count(1, pixel_cert.MAX_N), default=None,
+                   help="selection samples per run (default: the model family's measured default)")
     p.add_argument("--seed", type=_count(0, 2**62), default=0)
     p.add_argument("--k", type=_levels, default=sweep.sampling.DEFAULT_K_PERCENTS, dest="k_percents",
                    help="sampled top-K%% ladder (default 1,5,10,25,50)")
@@ -201,7 +204,27 @@ def parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------------ commands
 
-def _without_duplicates(values: Sequence, what: str) -> tuple:
+# Methods a default sweep compares beside the family's default (the set the CLI swept before defaults were measured).
+COMPARED_METHODS = ("grad", "input_x_gradient", "gradcam", "lrp")
+
+
+def resolve_defaults(args: argparse.Namespace, spec: models.ModelSpec) -> argparse.Namespace:
+    """Fill the sweep options left unset (--methods, --n0, --sigmas) from the model family's measured defaults
+    (certlib.defaults): they depend on the model, which is known only once --model is loaded."""
+    chosen = defaults.for_family(spec.family)
+    if args.methods is None:
+        wanted = dict.fromkeys((attributions.default_method(spec), *COMPARED_METHODS))
+        args.methods = tuple(m for m in wanted if attributions.unavailable_reason(m, spec) is None)
+    if args.n0 is None:
+        args.n0 = chosen.n0
+    if args.sigmas is None:
+        args.sigmas = (chosen.sigma,)
+    return args
+
+
+def _without_duplicates(values: Sequence | None, what: str) -> tuple | None:
+    if values is None:                 # unset: filled from the model's defaults (resolve_defaults)
+        return None
     unique = tuple(dict.fromkeys(values))
     if len(unique) < len(values):
         print(f"note: duplicate {what} ignored: {', '.join(map(str, values))} -> {', '.join(map(str, unique))}",
@@ -256,6 +279,7 @@ def _has_cuda() -> bool:
 
 
 def _plan(args, model: models.LoadedModel, compute_key: str | None = None) -> Plan:
+    resolve_defaults(args, model.spec)
     entries, folder = _images(args)
     if (args.max_n is not None or args.stop_undecided) and not args.anytime:
         raise CertlibError("--max-n and --stop-undecided set how --anytime runs stop; fixed-n runs take --n")

@@ -27,12 +27,19 @@ def test_the_defaults_are_the_measured_winners(results, family):
 
 
 @pytest.mark.parametrize("family", sorted(defaults.DEFAULTS))
-def test_the_winner_certifies_the_most_per_second_among_complete_rows(results, family):
-    ranked = defaults.ranking(results, family, defaults.REFERENCE_SIGMA)
-    complete = [e for e in ranked if e["complete"]]
-    best = max(complete, key=lambda e: e["tests_per_second"])
-    assert (best["method"], best["n0"]) == (defaults.DEFAULTS[family].method, defaults.DEFAULTS[family].n0)
+def test_the_winner_is_tied_for_the_most_per_second_and_certifies_the_most_of_those(results, family):
+    complete = [e for e in defaults.ranking(results, family, defaults.REFERENCE_SIGMA) if e["complete"]]
     assert len({e["method"] for e in complete}) >= 5          # a comparison, not a single method
+    fastest = max(e["tests_per_second"] for e in complete)
+    chosen = defaults.DEFAULTS[family]
+    mine = next(e for e in complete if (e["method"], e["n0"]) == (chosen.method, chosen.n0))
+    assert mine["tests_per_second"] >= (1 - defaults.TIE) * fastest
+    # among the methods tied with the fastest (each at its best n0), none certifies a larger share
+    tied = [e for e in complete if e["tests_per_second"] >= (1 - defaults.TIE) * fastest]
+    best_n0 = {e["method"]: e for e in sorted(tied, key=lambda e: e["tests_per_second"])}
+    assert all(e["certified_share"] <= mine["certified_share"] for e in best_n0.values())
+    # n0: the same method with another n0 certifies no more per second (exact: same seconds per pass)
+    assert all(e["tests_per_second"] <= mine["tests_per_second"] for e in complete if e["method"] == chosen.method)
 
 
 def test_methods_too_slow_to_run_are_bounded_below_the_winner(results):

@@ -5,7 +5,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from certlib import cost, images, models
+from certlib import cost, defaults, images, models
 from tests_paths import APP
 from ui import runs
 from ui.workbench import Workbench
@@ -33,7 +33,10 @@ def test_home_button_opens_a_photo_with_the_photo_model(at):
     assert not at.exception, at.exception
     wb = _wb(at)
     assert wb.model.spec.key == models.photo_model_key() and wb.image.key == "photo:chelsea"
-    assert wb.model.spec.class_names[wb.target] == "tiger cat" and wb.method == "grad"
+    assert wb.model.spec.class_names[wb.target] == "tiger cat"
+    chosen = defaults.DEFAULTS["imagenet"]                          # the measured photo defaults
+    assert wb.method == chosen.method and at.session_state["cp_n0"] == chosen.n0
+    assert at.session_state["cp_sigma"] == chosen.sigma
     assert "home_photo" not in [b.key for b in at.button]          # the call to action is for digits users only
 
 
@@ -60,6 +63,7 @@ def test_choosing_a_gallery_pairs_the_model_and_says_so(at):
     at.selectbox(key="image_source").set_value("photo").run()
     assert not at.exception
     assert _wb(at).model.spec.key == models.photo_model_key()
+    assert _wb(at).method == defaults.DEFAULTS["imagenet"].method        # the photo family's measured default
     assert any("Switched the model to EfficientNet-Lite0" in i.value for i in at.info)
     at.selectbox(key="image_source").set_value("photogrid").run()   # same family: nothing to switch
     wb = _wb(at)
@@ -67,6 +71,7 @@ def test_choosing_a_gallery_pairs_the_model_and_says_so(at):
     assert not any("Switched" in i.value for i in at.info)
     at.selectbox(key="image_source").set_value("grid").run()
     assert _wb(at).model.spec.key == models.default_model_key()
+    assert _wb(at).method == defaults.DEFAULTS["digits"].method
     assert any("Switched the model to Digits CNN" in i.value for i in at.info)
     # Choosing a model by hand still switches the gallery, and clears the notice.
     at.selectbox(key="model_key").set_value(models.photo_model_key()).run()
@@ -91,7 +96,7 @@ def test_expected_time_is_stated_from_a_timing_of_the_method(at):
     said = runs.expected_time(wb, 288)
     per_copy = cost.seconds_per_copy(wb.model, wb.method, wb.x, wb.target)
     assert said.startswith("Expected time: about ") and "288 noisy attributions" in said
-    assert f"{per_copy * 1000:,.0f} ms" in said and "Gradient on efficientnet_lite0" in said
+    assert f"{per_copy * 1000:,.0f} ms" in said and f"{defaults.method_label('imagenet')} on efficientnet_lite0" in said
 
 
 def test_cost_probes_scale_to_the_passes_of_the_real_method():

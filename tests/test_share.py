@@ -4,7 +4,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from certlib import models
+from certlib import defaults, models
 from tests_paths import APP
 
 
@@ -32,7 +32,7 @@ def test_the_url_follows_the_workbench_and_the_page(small):
     at.slider(key="cp_sigma").set_value(0.3).run()
     qp = at.query_params
     assert qp["cp_tau"] == "0.8" and qp["cp_sigma"] == "0.3" and qp["cp_n"] == "64"
-    assert qp["model_key"] == models.default_model_key() and qp["method"] == "grad"
+    assert qp["model_key"] == models.default_model_key() and qp["method"] == defaults.DEFAULTS["digits"].method
     assert qp["cp_levels"] == ["5.0", "25.0", "50.0"]
 
 

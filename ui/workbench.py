@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from certlib import attributions, images, models, weights_download
+from certlib import attributions, defaults, images, models, weights_download
 from certlib.errors import SHOWN_ERRORS, CertlibError, describe_error
 from certlib.viz import top_k_classes
 from ui import cache, share
@@ -324,10 +324,13 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
     return entry
 
 
-def try_a_photo(photo: str = "photo:chelsea", method: str = "grad") -> None:
-    """Button callback (runs before the script): the bundled photo model on a bundled photo, with `method`."""
+def try_a_photo(photo: str = "photo:chelsea", method: str | None = None) -> None:
+    """Button callback (runs before the script): the bundled photo model on a bundled photo, with `method`, by
+    default the photo family's measured default, and that family's n0 and σ on the Certified pixels page."""
+    chosen = defaults.for_family("imagenet")
     st.session_state.update(model_key=models.photo_model_key(), image_source="photo", image_photo=photo,
-                            method=method, pairing_notice="", _image_family="imagenet", _open_certified_pixels=True)
+                            method=method or chosen.method, cp_n0=chosen.n0, cp_sigma=chosen.sigma,
+                            pairing_notice="", _image_family="imagenet", _open_certified_pixels=True)
 
 
 def _pair_model_with_gallery() -> None:
@@ -346,6 +349,7 @@ def _pair_model_with_gallery() -> None:
         return
     st.session_state["model_key"] = target
     st.session_state["_image_family"] = spec.family          # the model follows the gallery, not the reverse
+    st.session_state["method"] = attributions.default_method(spec)   # the method measured best for that family
     st.session_state["pairing_notice"] = (f"Switched the model to {spec.label}: these images are meant for "
                                           f"{'ImageNet' if wanted == 'imagenet' else 'digits'} models.")
 
@@ -398,7 +402,7 @@ def _target_picker(spec: models.ModelSpec, image: images.ImageEntry, probs: np.n
 def _method_picker(spec: models.ModelSpec) -> str:
     usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, spec) is None]
     if st.session_state.get("method") not in usable:
-        st.session_state["method"] = attributions.DEFAULT_METHOD
+        st.session_state["method"] = attributions.default_method(spec)
     method = st.selectbox("Attribution method", usable, key="method", help=help_for("method"),
                           format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
     st.caption(attributions.METHODS[method].summary)

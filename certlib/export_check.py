@@ -14,7 +14,7 @@ bytes (`check_archive`):
 After loading, the deserialized graph is checked again (certlib._export_worker), so that what runs is what was read.
 
 EXPORT_ALLOWED_OPS is explicit: the ATen operators a classifier needs, named here (DESIGN §13: never "all minus a
-deny-list"). It is kept as plain operator names so that the TorchScript check can share one list later; it has no
+deny-list"). It is certlib.op_allowlist's list, shared with the TorchScript check; it has no
 view/alias op that skips bounds checks (as_strided, _reshape_alias, _unsafe_view), no uninitialised memory (empty*),
 no sparse, storage, file or process op. Everything is pure Python (no torch import) so the app can list it cheaply.
 """
@@ -26,36 +26,14 @@ import re
 import zipfile
 from typing import Iterable, Iterator
 
+from certlib import op_allowlist
 from certlib.errors import ModelError
 
 # ----------------------------------------------------------------------------------------- the allow-list
 
-_OPS_BY_PURPOSE = {
-    "convolution and linear": "conv1d conv2d conv3d conv_transpose1d conv_transpose2d convolution _convolution "
-                              "linear matmul mm bmm addmm baddbmm einsum",
-    "normalisation": "batch_norm _native_batch_norm_legit_no_training native_batch_norm layer_norm "
-                     "native_layer_norm group_norm native_group_norm instance_norm",
-    "activations": "relu relu_ relu6 hardtanh hardtanh_ hardswish hardswish_ hardsigmoid hardsigmoid_ sigmoid "
-                   "sigmoid_ silu silu_ gelu gelu_ tanh tanh_ leaky_relu leaky_relu_ elu elu_ softplus mish mish_ "
-                   "prelu glu softmax _softmax log_softmax _log_softmax",
-    "pooling and resizing": "max_pool1d max_pool2d max_pool2d_with_indices avg_pool1d avg_pool2d adaptive_avg_pool1d "
-                            "adaptive_avg_pool2d _adaptive_avg_pool2d adaptive_max_pool2d upsample_nearest2d "
-                            "upsample_bilinear2d",
-    "elementwise math": "add add_ sub sub_ rsub mul mul_ div div_ neg abs exp log log1p sqrt rsqrt pow reciprocal "
-                        "clamp clamp_ clamp_min clamp_max minimum maximum where eq ne lt le gt ge sign erf sin cos "
-                        "floor ceil round",
-    "reductions": "mean sum amax amin max min var std logsumexp argmax norm linalg_vector_norm prod cumsum",
-    "shape (bounds-checked)": "view reshape flatten unflatten permute transpose t contiguous unsqueeze squeeze "
-                              "expand expand_as cat stack split split_with_sizes chunk unbind select slice narrow "
-                              "pad constant_pad_nd clone repeat flip roll detach alias _to_copy to type_as "
-                              "sym_size sym_numel",
-    "attention": "scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu",
-    "dropout (identity in eval)": "dropout dropout_ feature_dropout alpha_dropout native_dropout",
-    "initialised tensors": "zeros zeros_like ones ones_like full full_like arange scalar_tensor lift_fresh_copy",
-    "shape assertions": "_assert_tensor_metadata _assert_scalar _assert_async sym_constrain_range "
-                        "sym_constrain_range_for_size",
-}
-EXPORT_ALLOWED_OPS: frozenset[str] = frozenset(op for ops in _OPS_BY_PURPOSE.values() for op in ops.split())
+# The list itself lives in certlib.op_allowlist, shared with the TorchScript check.
+_OPS_BY_PURPOSE = op_allowlist.ATEN_BY_PURPOSE
+EXPORT_ALLOWED_OPS: frozenset[str] = op_allowlist.ALLOWED_ATEN_OPS
 # Python-level targets of an exported graph: tuple indexing and arithmetic on symbolic sizes.
 PYTHON_TARGETS = frozenset(f"_operator.{f}" for f in ("getitem", "add", "sub", "mul", "floordiv", "truediv", "mod",
                                                       "neg", "pow", "eq", "ne", "lt", "le", "gt", "ge")) | \

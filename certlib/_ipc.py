@@ -16,6 +16,7 @@ import numpy as np
 
 MAX_HEADER_BYTES = 1 << 20
 MAX_ARRAY_BYTES = 1 << 31
+MAX_NPY_HEADER_BYTES = 4096          # .npy headers of plain arrays are ~128 bytes
 _LEN = struct.Struct("<Q")
 
 
@@ -57,18 +58,45 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
-def _read_part(fd: int, limit: int, deadline: float | None) -> bytes:
+def _read_length(fd: int, limit: int, deadline: float | None, what: str) -> int:
+    """A part's length prefix, refused before a byte of the part is read when it exceeds `limit`."""
     (size,) = _LEN.unpack(_read_exact(fd, _LEN.size, deadline))
     if size > limit:
-        raise ValueError(f"a frame part of {size} bytes exceeds the limit of {limit}")
-    return _read_exact(fd, size, deadline)
+        raise ValueError(f"{what} of {size:,} bytes exceeds the limit of {limit:,}")
+    return size
 
 
-def read_frame(fd: int, timeout: float | None = None) -> tuple[dict, list[np.ndarray]]:
+def _read_array(fd: int, limit: int, deadline: float | None) -> np.ndarray:
+    """One .npy part, its data read straight into the array (one copy in memory, never two), its size checked from
+    the length prefix and its header before the data is read."""
+    size = _read_length(fd, limit + MAX_NPY_HEADER_BYTES, deadline, "an array in the reply")
+    head = _read_exact(fd, min(size, MAX_NPY_HEADER_BYTES), deadline)
+    buf = io.BytesIO(head)
+    version = np.lib.format.read_magic(buf)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"unsupported .npy version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(buf, max_header_size=MAX_NPY_HEADER_BYTES)
+    if dtype.hasobject or fortran:
+        raise ValueError("an array in the reply holds Python objects or is not C-ordered")
+    array = np.empty(shape, dtype)
+    if buf.tell() + array.nbytes != size or array.nbytes > limit:
+        raise ValueError(f"an array of {array.nbytes:,} bytes in a part of {size:,} (limit {limit:,})")
+    data = memoryview(array.reshape(-1).view(np.uint8))
+    have = head[buf.tell():]
+    data[:len(have)] = have
+    if len(have) < array.nbytes:
+        data[len(have):] = _read_exact(fd, array.nbytes - len(have), deadline)
+    return array
+
+
+def read_frame(fd: int, timeout: float | None = None,
+               max_array_bytes: int = MAX_ARRAY_BYTES) -> tuple[dict, list[np.ndarray]]:
+    """One frame. `max_array_bytes` bounds each array's data (the app passes what a correct reply holds: a worker's
+    oversized reply is refused from its length prefix, unread)."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    header = json.loads(_read_part(fd, MAX_HEADER_BYTES, deadline))
+    header = json.loads(_read_exact(fd, _read_length(fd, MAX_HEADER_BYTES, deadline, "a frame header"), deadline))
     if not isinstance(header, dict) or not isinstance(header.get("arrays"), int) or not 0 <= header["arrays"] <= 8:
         raise ValueError("malformed frame header")
-    arrays = [np.lib.format.read_array(io.BytesIO(_read_part(fd, MAX_ARRAY_BYTES, deadline)), allow_pickle=False)
-              for _ in range(header.pop("arrays"))]
+    arrays = [_read_array(fd, max_array_bytes, deadline) for _ in range(header.pop("arrays"))]
     return header, arrays

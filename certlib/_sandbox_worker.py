@@ -63,7 +63,12 @@ class Server:
 
             self.module, header, self.load_notes = _export_worker.load(torch, arrays[0].tobytes(), header)
         else:
-            self.module = torch.jit.load(io.BytesIO(arrays[0].tobytes()), map_location="cpu")
+            try:
+                self.module = torch.jit.load(io.BytesIO(arrays[0].tobytes()), map_location="cpu")
+            except (NotImplementedError, RecursionError) as exc:     # bare errors of torch's reader, in words
+                from certlib import worker_checks
+
+                raise ValueError(worker_checks.load_failure(exc)) from None
             self.module.eval()
         c, h, w = int(header["in_channels"]), int(header["height"]), int(header["width"])
         classes = None
@@ -120,11 +125,23 @@ class Server:
                                           "(no input gradient)"}, []
         return {"ok": True}, [grad.detach().float().contiguous().numpy()]
 
+    def check(self, header: dict, arrays: list) -> tuple[dict, list]:
+        """The static check of an upload's code, here under the sandbox's limits and never in the app process."""
+        from certlib import worker_checks
+
+        return worker_checks.check_upload(arrays[0].tobytes()), []
+
     def _checked(self, out, batch: int):
         if not isinstance(out, self.torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
             shape = list(out.shape) if isinstance(out, self.torch.Tensor) else type(out).__name__
             raise ValueError(f"the model returned {shape} for a batch of {batch}; expected [batch, num_classes]")
-        return out.detach().float().contiguous().numpy()
+        scores = out.detach().float().contiguous().numpy()
+        from certlib import worker_checks
+
+        bad = worker_checks.nonfinite_message(scores)
+        if bad is not None:
+            raise ValueError(bad)
+        return scores
 
 
 def main() -> None:
@@ -142,6 +159,9 @@ def main() -> None:
     memory = int(sys.argv[1]) if len(sys.argv) > 1 else 4 << 30
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     _warm_up(torch)
+    from certlib import worker_checks          # the static check, exercised while files can still be read
+
+    worker_checks.warm_up()
     if len(sys.argv) > 2 and sys.argv[2] == "pt2":
         from certlib import _export_worker     # imported and exercised while files can still be read
 
@@ -159,11 +179,12 @@ def main() -> None:
             header, arrays = _ipc.read_frame(in_fd)
         except _ipc.ChannelClosed:
             return
-        op = getattr(server, str(header.get("op")), None) if header.get("op") in ("load", "forward", "vjp") else None
+        op = getattr(server, str(header.get("op")), None) \
+            if header.get("op") in ("check", "load", "forward", "vjp") else None
         try:
             if op is None:
                 raise ValueError(f"unknown request {header.get('op')!r}")
-            if header.get("op") != "load" and server.module is None:
+            if header.get("op") not in ("check", "load") and server.module is None:
                 raise ValueError("no model loaded")
             reply, out = op(header, arrays)
         except MemoryError:

@@ -31,7 +31,8 @@ from torch import nn
 
 from certlib import _ipc, landlock
 from certlib.errors import ModelError
-from certlib.torchscript_check import check_archive
+from certlib.torchscript_check import CHECK_TIMEOUT_S, precheck
+from certlib.worker_checks import check_finite, reply_array_bytes
 
 TIMEOUT_ENV, MEMORY_ENV, UNSANDBOXED_ENV = ("CERTEXPLORER_SANDBOX_TIMEOUT_S", "CERTEXPLORER_SANDBOX_MEMORY_MB",
                                             "CERTEXPLORER_ALLOW_UNSANDBOXED")
@@ -74,8 +75,9 @@ class SandboxWorker:
                  load_options: dict | None = None) -> None:
         self.fmt = fmt                   # "torchscript", or "pt2": a torch.export program (certlib._export_worker)
         self.load_options = dict(load_options or {})     # JSON-able extras of the load request (certlib.export_load)
-        if static_check and fmt == "torchscript":
-            check_archive(archive)
+        self.static_check = static_check and fmt == "torchscript"
+        if self.static_check:
+            precheck(archive)            # O(size) only: the code itself is checked in the worker (_check_code)
         self.archive = np.frombuffer(archive, dtype=np.uint8)
         self.shape = (int(in_channels), int(height), int(width))
         self.timeout = timeout if timeout is not None else _env_float(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
@@ -112,6 +114,8 @@ class SandboxWorker:
             raise SandboxError(str(hello.get("error", "the sandbox worker did not start")))
         self.landlock_abi = int(hello.get("landlock_abi", 0))
         self.network_namespace = bool(hello.get("network_namespace"))
+        if self.static_check:
+            self._check_code()
         c, h, w = self.shape
         reply, _ = self._exchange({"op": "load", "in_channels": c, "height": h, "width": w, "format": self.fmt,
                                    **self.load_options},
@@ -132,6 +136,20 @@ class SandboxWorker:
         notes = tuple(str(n)[:300] for n in reply.get("notes", []) if isinstance(n, str))[:4]
         return classes, notes
 
+    def _check_code(self) -> None:
+        """The static check of the TorchScript code (certlib.torchscript_check), in the fresh worker before it loads
+        anything: parsing hostile code costs the app process nothing, and a parse past CHECK_TIMEOUT_S is killed."""
+        try:
+            reply, _ = self._exchange({"op": "check"}, [self.archive], CHECK_TIMEOUT_S)
+        except ModelTimeout:
+            raise ModelTimeout(f"checking the uploaded TorchScript code took longer than {CHECK_TIMEOUT_S:g} s (the "
+                               "code is far larger or more complex than a classifier's); it was stopped") from None
+        except SandboxError as exc:
+            raise SandboxError(f"checking the uploaded TorchScript code crashed its worker ({exc})") from None
+        if not reply.get("ok"):
+            self.close()
+            raise ModelError(str(reply.get("error", "")) or "the TorchScript code did not pass the check")
+
     def close(self) -> None:
         if self._proc is not None:
             _kill(self._proc)
@@ -140,12 +158,14 @@ class SandboxWorker:
                     f.close()
             self._proc = None
 
-    def _exchange(self, header: dict, arrays: list, timeout: float, send: bool = True) -> tuple[dict, list]:
+    def _exchange(self, header: dict, arrays: list, timeout: float, send: bool = True,
+                  reply_bytes: int = 0) -> tuple[dict, list]:
         proc = self._proc
         try:
             if send:
                 _ipc.write_frame(proc.stdin.fileno(), header, arrays)
-            reply, out = _ipc.read_frame(proc.stdout.fileno(), timeout)
+            # a reply's arrays are bounded by what a correct one holds, refused from their length prefix unread
+            reply, out = _ipc.read_frame(proc.stdout.fileno(), timeout, max_array_bytes=reply_bytes)
         except _ipc.ChannelTimeout:
             self.close()
             doing = {"load": "loading and probing it", "forward": "a forward pass",
@@ -168,7 +188,8 @@ class SandboxWorker:
             if self._proc is None or self._proc.poll() is not None:
                 self.close()
                 self._start()
-            reply, out = self._exchange({"op": op}, arrays, self.timeout)
+            reply, out = self._exchange({"op": op}, arrays, self.timeout,
+                                        reply_bytes=reply_array_bytes(op, arrays, self.num_classes))
         if not reply.get("ok"):
             raise ModelError(f"the uploaded model failed: {str(reply.get('error', 'no reason given'))[:400]}")
         return out
@@ -192,6 +213,7 @@ class _RemoteLogits(torch.autograd.Function):
         x_np = x.detach().to("cpu", torch.float32).contiguous().numpy()
         out, = worker.call("forward", [x_np])
         _expect(out, (x.shape[0], worker.num_classes), "logits")
+        check_finite(out, "logits")           # the worker checks too; its word is not trusted
         ctx.worker = worker
         ctx.save_for_backward(x)
         return torch.from_numpy(out).to(x.device)

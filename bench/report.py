@@ -106,38 +106,41 @@ def photo_model_table(data: dict) -> str:
 
 
 def anytime_tables(data: dict) -> str:
-    """The three tables of docs/performance.md §(h): passes to 50/90/100%, equal passes, timings."""
+    """The tables of docs/performance.md §(h): the default certificate against the planned fixed-n test per case,
+    the α splits and priors side by side, and the timings."""
     import statistics
 
-    runs = data["runs"]
-    out = []
-    for key in dict.fromkeys(r["model"] for r in runs):
-        for method in dict.fromkeys(r["method"] for r in runs):
-            for n0 in (32, 8):
-                group = [r for r in runs if (r["model"], r["method"], r["n0"]) == (key, method, n0)]
-                cells = []
-                for share in ("50%", "90%", "100%"):
-                    ratios = [r["reach"][share]["passes_ratio"] if r["reach"][share] else float("inf") for r in group]
-                    cells.append(f"{statistics.median(ratios):.2f} ({max(ratios):.2f})")
-                out.append(f"| {key} | {method} | {n0} | " + " | ".join(cells) + " |")
-    out.append("\n---\n")
+    runs, settings = data["runs"], data["settings"]
+    default = f"{settings['default_plan_share']}/{settings['default_prior_floor']}"
+    out = ["| model | image | method | n0 | final | live median | live worst | frames behind | oracle median |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        if r["n0"] != 32:
-            continue
-        at = {e["passes"]: e for e in r["equal_passes"]}
-        cells = [f"{at[p]['anytime']:.1%} / {at[p]['fixed_n']:.1%}" if p in at else "—" for p in (96, 128, 160, 224, 288)]
-        out.append(f"| {r['model']} | {r['image']} | {r['method']} | " + " | ".join(cells) + " |")
+        d, o = r["variants"][default], r["oracle"][str(settings["default_plan_share"])]
+        out.append(f"| {r['model']} | {r['image']} | {r['method']} | {r['n0']} | {d['final']:.3f} | "
+                   f"{statistics.median(d['live']):.3f} | {min(d['live']):.3f} | {d['frames_behind']:g} | "
+                   f"{statistics.median(o['live']):.3f} |")
     out.append("\n---\n")
-    out.append("| model | image | method | first frame | first certified pixel | deciding a frame |")
-    out.append("|---|---|---|---|---|---|")
+    out.append("| n0 | plan share / prior floor | final (worst case) | live median, Gradient photos | live median, "
+               "elsewhere | live worst | frames behind (worst) | goals met |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for e in data["summary"]:
+        cells = [f"{e[k]:.3f}" if isinstance(e[k], float) else "—" for k in
+                 ("final_min", "live_median_gradient_photos", "live_median_elsewhere", "live_worst")]
+        out.append(f"| {e['n0']} | {e['variant']} | " + " | ".join(cells)
+                   + f" | {e['frames_behind_max']:g} | {'—' if e['goals_met'] is None else e['goals_met']} |")
+    out.append("\n---\n")
+    out.append("| model | image | method | first frame | first certified frame | sampling to the budget | "
+               "re-deciding the whole run |")
+    out.append("|---|---|---|---|---|---|---|")
     for r in runs:
         if r["n0"] != 32:
             continue
         t = r["timing"]
-        first, cert = t["first_frame"], t["first_certified_frame"]
-        out.append(f"| {r['model']} | {r['image']} | {r['method']} | {first['seconds']:.2f} s ({first['passes']} passes) | "
-                   + (f"{cert['seconds']:.2f} s ({cert['passes']} passes)" if cert else "—")
-                   + f" | {r['decide_seconds_per_frame'] * 1000:.0f} ms |")
+        cert = "—" if t["first_certified_s"] is None else \
+            f"{t['first_certified_s']:.2f} s ({t['first_certified_passes']} passes)"
+        out.append(f"| {r['model']} | {r['image']} | {r['method']} | {t['first_frame_s']:.2f} s "
+                   f"({t['first_frame_passes']} passes) | {cert} | {t['sampling_s']:.1f} s | "
+                   f"{t['redecide_whole_run_s'] * 1000:.0f} ms |")
     return "\n".join(out)
 
 

@@ -26,7 +26,7 @@ def _workbench_counts(at, n: int) -> sampling.TopKCounts:
     """The uninterrupted counts of the page's configuration at n, straight from the library."""
     wb = at.session_state["workbench"]
     fn, logits = attributions.for_target(wb.model, wb.method, wb.target, 0)
-    return sampling.sample_topk_counts(fn, wb.x, 0.25, 32, n, logits=logits)
+    return sampling.sample_topk_counts(fn, wb.x, 0.25, at.session_state["cp_n0"], n, logits=logits)
 
 
 def _caption(at) -> str:
@@ -46,7 +46,7 @@ def test_the_default_is_the_anytime_test_and_the_page_says_so(anytime_page):
     expected = progressive.decide_trajectory(state.trajectory, 0.75, 1e-3, "holm", sub.k_percents)
     assert np.array_equal(cert.classes, expected.classes) and (cert.classes != -1).any()
     assert calls == [("more", n) for n in range(32, 128, 32)]      # one batch per frame after the first
-    assert len(state.history) == 4 and [h[0] for h in state.history] == [64, 96, 128, 160]
+    assert [h[0] - state.counts.n0 for h in state.history] == [32, 64, 96, 128]     # passes: n0 + n
 
 
 def test_decision_sliders_re_decide_without_sampling(anytime_page):

@@ -22,6 +22,7 @@ the correction re-decide the whole run without resampling.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
@@ -88,6 +89,9 @@ def too_few_samples(test: str, n: int, tau: float, alpha: float, num_tests: int,
             f"Choose n ≥ {n_min} (or a larger α / smaller τ); until then every pixel abstains.")
 
 
+_MEMO_LOCK = threading.Lock()
+
+
 def _compact(ones: np.ndarray) -> np.ndarray:
     """Counts in the smallest unsigned type that holds them (a frame of ≤ 255 copies: one byte per test)."""
     return ones.astype(np.min_scalar_type(int(ones.max(initial=0))))
@@ -120,7 +124,9 @@ class Trajectory:
             raise CertlibError(f"a trajectory grows: n = {counts.n} after n = {self.counts.n}")
         step = _compact(counts.estimation_ones.astype(np.int64) - self.counts.estimation_ones)
         grown = Trajectory(counts, self.n + (counts.n,), self.steps + (step,), self.plan_n)
-        for (tau, floor), p_min in list(self._memo.items())[-1:]:      # the live rule's, the most recent
+        with _MEMO_LOCK:
+            latest = list(self._memo.items())[-1:]
+        for (tau, floor), p_min in latest:                              # the live rule's, the most recent
             grown._memo[(tau, floor)] = np.minimum(p_min, _pvalues_at(counts, counts.estimation_ones, counts.n,
                                                                       tau, floor))
         return grown
@@ -144,15 +150,17 @@ class Trajectory:
     def running_min(self, tau: float, floor: float = PRIOR_FLOOR) -> np.ndarray:
         """p̃ = min over the boundaries of the anytime p-value ([K,H,W], every sampled level)."""
         key = (float(tau), float(floor))
-        if key not in self._memo:
+        p_min = self._memo.get(key)
+        if p_min is None:
             p_min = np.ones(self.counts.estimation_ones.shape)
             for n, ones in self.ones():
                 p_min = np.minimum(p_min, _pvalues_at(self.counts, ones, n, tau, floor))
-            self._memo[key] = p_min
-        self._memo[key] = self._memo.pop(key)                           # most recently used last
-        while len(self._memo) > 4:
-            self._memo.pop(next(iter(self._memo)))
-        return self._memo[key]
+        with _MEMO_LOCK:                   # a cached trajectory is shared by every session of the app
+            self._memo.pop(key, None)
+            self._memo[key] = p_min        # most recently used last: the one a later frame carries on
+            while len(self._memo) > 4:
+                self._memo.pop(next(iter(self._memo)), None)
+        return p_min
 
     def planned_pvalues(self, tau: float) -> np.ndarray | None:
         """The exact fixed-n p-values at n = plan_n ([K,H,W]), or None before n reaches plan_n."""

@@ -30,7 +30,9 @@ from certlib import archive_check, model_formats, op_allowlist
 from certlib.errors import ModelError
 
 MAX_CODE_FILE_BYTES = 1 << 20      # largest code file measured: ~60 KiB (torchvision's ViT-B/16, EfficientNet)
-MAX_CODE_BYTES = 4 << 20           # all code files; measured 10-140 KiB for the registry's architectures
+# All code files: measured 10-140 KiB for the registry's architectures (ViT-B/16, EfficientNet-B0 the largest), so
+# 2 MiB leaves 14x room; parsing and checking costs ~2.5 s and ~230 MiB per MiB on a busy 2-core machine.
+MAX_CODE_BYTES = 2 << 20
 MAX_CODE_FILES = 2000
 CHECK_TIMEOUT_S = 30.0             # the parent's limit for the worker's "check" request (parse + walk)
 
@@ -61,7 +63,27 @@ def precheck(data: bytes) -> None:
     if fmt != model_formats.TORCHSCRIPT:
         raise ModelError("the uploaded file is not a TorchScript archive (a zip with code/ and constants.pkl); "
                          "export with torch.jit.script(model).save(path), or upload safetensors or a .pt2")
-    archive_check.check_declared_sizes(archive_check.open_zip(data, "TorchScript archive"), "TorchScript archive")
+    archive = archive_check.open_zip(data, "TorchScript archive")
+    archive_check.check_declared_sizes(archive, "TorchScript archive")
+    _code_infos(archive)                   # the declared code sizes: a refusal here needs no worker
+
+
+def _code_infos(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The code members, their count and declared sizes within the limits (read from the directory only)."""
+    code = [i for i in archive.infolist() if "/code/" in i.filename and i.filename.endswith(".py")]
+    if not code:
+        raise ModelError("the TorchScript archive holds no code (code/*.py); export with torch.jit.script(model)")
+    if len(code) > MAX_CODE_FILES:
+        raise ModelError(f"the TorchScript archive holds {len(code):,} code files; the limit is {MAX_CODE_FILES:,}")
+    big = max(code, key=lambda i: i.file_size)
+    if big.file_size > MAX_CODE_FILE_BYTES:
+        raise ModelError(f"{big.filename[:100]} in the TorchScript archive is {big.file_size / 2**20:.1f} MiB of "
+                         f"code; the limit is {MAX_CODE_FILE_BYTES >> 20} MiB a file")
+    total = sum(i.file_size for i in code)
+    if total > MAX_CODE_BYTES:
+        raise ModelError(f"the TorchScript archive holds {total / 2**20:.1f} MiB of code; the limit is "
+                         f"{MAX_CODE_BYTES >> 20} MiB (a classifier's scripted code is well under 1 MiB)")
+    return code
 
 
 # ------------------------------------------------------------------------------------------ the worker side
@@ -90,15 +112,7 @@ def _code_files(data: bytes) -> list[tuple[str, str]]:
         raise ModelError("the uploaded file is a torch.save() checkpoint, not TorchScript: certexplorer never "
                          "unpickles arbitrary files; export with torch.jit.script(model).save(path)")
     archive_check.check_declared_sizes(archive, "TorchScript archive")
-    code = [i for i in infos if "/code/" in i.filename and i.filename.endswith(".py")]
-    if not code:
-        raise ModelError("the TorchScript archive holds no code (code/*.py); export with torch.jit.script(model)")
-    if len(code) > MAX_CODE_FILES:
-        raise ModelError(f"the TorchScript archive holds {len(code):,} code files; the limit is {MAX_CODE_FILES:,}")
-    total = sum(i.file_size for i in code)
-    if total > MAX_CODE_BYTES:
-        raise ModelError(f"the TorchScript archive holds {total / 2**20:.1f} MiB of code; the limit is "
-                         f"{MAX_CODE_BYTES >> 20} MiB (a classifier's scripted code is well under 1 MiB)")
+    code = _code_infos(archive)
     return [(i.filename.split("/code/", 1)[1], _decode(i, archive)) for i in code]
 
 

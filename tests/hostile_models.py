@@ -201,3 +201,101 @@ def pt2_with_sample_inputs_pickle(data: bytes, marker_path: str) -> bytes:
     torch.save(((_Marker(marker_path),), {}), buf)          # what torch.export.save writes there, but hostile
     payload = buf.getvalue()
     return rewrite_zip(data, lambda name, raw: payload if "/sample_inputs/" in name else raw)
+
+
+# ------------------------------------------------------------------- TorchScript archives that attack the check
+# (#27: the static check runs in the sandbox worker, and admits only the operators of certlib.op_allowlist)
+
+def torchscript_with_code(source: str, compress: bool = True, extra: dict | None = None) -> bytes:
+    """A TorchScript-shaped archive (code/ and constants.pkl) holding `source` as its code: what the check reads.
+    Nothing here needs to load; the check must refuse it before anything does."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", method, compresslevel=9 if compress else None) as z:
+        z.writestr("archive/code/__torch__/m.py", source)
+        z.writestr("archive/constants.pkl", b"\x80\x02).")
+        z.writestr("archive/data.pkl", b"\x80\x02).")
+        for name, text in (extra or {}).items():
+            z.writestr(f"archive/code/__torch__/{name}", text)
+    return buf.getvalue()
+
+
+def _forward(body: str) -> str:
+    return ("class M(Module):\n  __parameters__ = []\n  __buffers__ = []\n  training : bool\n"
+            "  def forward(self: __torch__.M, x: Tensor) -> Tensor:\n" + body)
+
+
+def big_generated_code(mib: float = 13.0) -> bytes:
+    """~21 KiB of zip holding `mib` MiB of generated code: parsing it held the app's GIL for half a minute."""
+    line = "    x = torch.add(x, torch.mul(x, 1.0))\n"
+    return torchscript_with_code(_forward(line * int(mib * 2**20 / len(line)) + "    return x\n"))
+
+
+def heavy_code_under_limits(files: int = 2, mib_each: float = 0.95) -> bytes:
+    """Code just under the size limits (1 MiB a file, 2 MiB in all) and barely compressible (distinct names):
+    passes every cheap check, so only the worker's parse, under its time and memory limits, reads it."""
+    def body(f: int) -> str:
+        lines, size, i = [], 0, 0
+        while size < mib_each * 2**20:
+            lines.append(f"    v{f}_{i} = torch.add(x, {i}.{i % 97})\n")
+            size, i = size + len(lines[-1]), i + 1
+        return _forward("".join(lines) + "    return x\n").replace("class M(", f"class M{f}(")
+
+    return torchscript_with_code(body(0), extra={f"m{f}.py": body(f) for f in range(1, files)})
+
+
+def deeply_nested_code(depth: int = 100_000) -> bytes:
+    """One expression nested `depth` deep: the parser raises RecursionError or MemoryError on it."""
+    return torchscript_with_code(_forward("    return " + "x + " * depth + "x\n"))
+
+
+RESHAPE_ALIAS_CODE = _forward("    y = torch._reshape_alias(x, [4096, 4096], [1, 1])\n"
+                              "    return torch.flatten(y, 1)\n")
+AS_STRIDED_METHOD_CODE = _forward("    return (x).as_strided([1, 2], [1, 1])\n")
+GETATTR_TORCH_CODE = _forward("    f = getattr(torch, \"from_file\")\n    t = f(\"/etc/passwd\", False, 16)\n"
+                              "    return x\n")
+SPARSE_UNSAFE_CODE = _forward("    i = torch.zeros([2, 1], dtype=4)\n    v = torch.ones([1])\n"
+                              "    s = torch._sparse_coo_tensor_unsafe(i, v, [1000000000, 1000000000])\n"
+                              "    return x\n")
+SET_STORAGE_CODE = _forward("    y = torch.zeros([1])\n    _0 = (y).set_(x)\n    return x\n")
+UNSAFE_VIEW_CODE = _forward("    return ops.aten._unsafe_view(x, [1, 2])\n")
+
+
+class ReshapeAlias(torch.nn.Module):
+    """Reads (and could write) past the input's storage through an unchecked view (what the issue measured)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.flatten(1)
+        return torch.ops.aten._reshape_alias(v, [v.shape[0], 4096], [1, 1])
+
+
+class SparseUnsafe(torch.nn.Module):
+    """Builds a sparse tensor without index checks (crashed the worker)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = torch.tensor([[10**9], [10**9]])
+        s = torch.ops.aten._sparse_coo_tensor_unsafe(i, torch.ones(1), [2, 2])
+        return x.flatten(1)[:, :2] + s.to_dense()
+
+
+class GrowsOnNoise(torch.nn.Module):
+    """Two scores on pixels in [0,1] (so it loads); 4 M scores per row (16 MB) once inputs leave [0,1]: a reply
+    far beyond what the app expects, which must be refused from its length before it is read."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.flatten(1)[:, :2]
+        if bool(x.min() < 0.0):
+            y = torch.zeros([x.shape[0], 4_000_000])
+        return y
+
+
+class NaNOnNoise(torch.nn.Module):
+    """NaN scores for each input holding a pixel outside [0,1]; fine otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.flatten(1)[:, :2]
+        bad = (x.flatten(1).min(1)[0] < 0.0).unsqueeze(1).expand(y.shape[0], 2)
+        return torch.where(bad, torch.full_like(y, float("nan")), y)

@@ -67,7 +67,9 @@ def check_plan_share(share: object) -> float:
 
 def decide(counts: TopKCounts, test: str, tau: float, alpha: float, correction: str = "holm") -> PixelCertificate:
     """The certificate of `counts` alone (all its levels, one correction over them) under either test. For the
-    anytime test this is the uniform-prior p-value at the last n only (valid, weaker than decide_trajectory)."""
+    anytime test: the uniform-prior anytime p-value at the last n, at full α — valid at any stopping time, but
+    without the run's history (no running minimum, no look at the budget): what stored runs are decided by. A
+    progressive run with its trajectory is decided by decide_trajectory."""
     decide_with = anytime.decide if check_test(test) == "anytime" else pixel_cert.decide
     return decide_with(counts.votes_for_mode, counts.modes, counts.n, counts.sigma, tau, alpha, correction)
 

@@ -61,7 +61,7 @@ def precheck(data: bytes) -> None:
     if fmt == model_formats.PICKLE:
         model_formats.refuse_unsafe(fmt)
     if fmt != model_formats.TORCHSCRIPT:
-        raise ModelError("the uploaded file is not a TorchScript archive (a zip with code/ and constants.pkl); "
+        raise ModelError("the uploaded file is not TorchScript (a zip archive holding code/ and constants.pkl); "
                          "export with torch.jit.script(model).save(path), or upload safetensors or a .pt2")
     archive = archive_check.open_zip(data, "TorchScript archive")
     archive_check.check_declared_sizes(archive, "TorchScript archive")

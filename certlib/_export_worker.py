@@ -126,7 +126,8 @@ def load(torch, data: bytes, header: dict):
         _check_sample_inputs(torch, data, member)
     try:
         ep = torch.export.load(io.BytesIO(data))
-    except (RuntimeError, ValueError, KeyError, AssertionError, TypeError, AttributeError) as exc:
+    except (RuntimeError, ValueError, KeyError, AssertionError, TypeError, AttributeError, NotImplementedError,
+            RecursionError) as exc:
         text = str(exc).strip().splitlines()
         raise ModelError(f"torch.export.load could not read the program: {(text[-1] if text else '')[:300]}") \
             from None

@@ -26,7 +26,7 @@ import re
 import zipfile
 from typing import Iterable, Iterator
 
-from certlib import op_allowlist
+from certlib import archive_check, op_allowlist
 from certlib.errors import ModelError
 
 # ----------------------------------------------------------------------------------------- the allow-list
@@ -125,8 +125,9 @@ def _json(archive: zipfile.ZipFile, name: str):
     info = archive.getinfo(name)
     if info.file_size > MAX_JSON_BYTES:
         raise ModelError(f"{name} in the .pt2 archive is larger than {MAX_JSON_BYTES >> 20} MiB")
+    raw = archive_check.read_member(archive, info, MAX_JSON_BYTES, ".pt2 archive")    # inflated at most this far
     try:
-        return json.loads(archive.read(info))
+        return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise ModelError(f"{name} in the .pt2 archive is not readable JSON ({str(exc)[:120]})") from None
 
@@ -183,6 +184,7 @@ def check_archive(data: bytes) -> list[str]:
     Returns the sample-inputs members, for the caller to check with torch's weights_only loader."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
+        archive_check.check_declared_sizes(archive, ".pt2 archive")      # zip bombs, before any member is read
         root, members = _root_and_members(archive)
     except (zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:
         raise ModelError(f"the .pt2 file is not a readable zip archive: {exc}") from None

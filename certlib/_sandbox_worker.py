@@ -2,16 +2,20 @@
 limit and (from the parent) a wall-clock limit per call. Started by certlib.sandbox; never imported by the app.
 
 Order matters: enter a fresh network namespace while still single-threaded, import and warm up torch (so nothing
-needs a file later), cap memory and file writes, restrict the process with Landlock, and only then read the model's
-bytes from the pipe. Requests and replies are certlib._ipc frames on stdin / stdout.
+needs a file later), then `lock_down`: cap memory and file writes, restrict the process with Landlock and a seccomp
+filter (certlib.seccomp_filter: no sockets, exec, new processes or ptrace), and only then read the model's bytes from
+the pipe. Requests and replies are certlib._ipc frames on stdin / stdout; stderr is read by the app (its last 64 KiB
+are shown when the worker dies), so Python's fault handler writes there and warnings are silenced.
 """
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import io
 import os
 import resource
 import sys
+import warnings
 
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 
@@ -46,9 +50,26 @@ def _limit_memory(extra_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _short(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:400]
+def lock_down(memory: int) -> dict:
+    """Everything the worker gives up before it sees the model: memory beyond `memory` bytes above what it holds,
+    file writes, every file (Landlock), sockets, exec and other processes (seccomp). Irrevocable; raises OSError
+    (or ImportError) when a part cannot be applied. Returns what was applied, for the hello frame."""
+    from certlib import landlock, seccomp_filter
+
+    seccomp_filter.preload()                 # it looks for libseccomp on disk: before Landlock
+    _limit_memory(memory)
+    abi = landlock.restrict_self()
+    denied = seccomp_filter.install()
+    return {"landlock_abi": abi, "seccomp": len(denied)}
+
+
+def _short(exc: BaseException, max_lines: int = 8, max_chars: int = 1200) -> str:
+    """The end of an error, bounded. TorchScript ends with the message after the model's own code line and a
+    traceback of its source: the last lines keep both, where the last line alone lost where it failed."""
+    lines = [line.rstrip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return "\n".join(lines[-max_lines:])[-max_chars:]
 
 
 class Server:
@@ -146,10 +167,12 @@ class Server:
 
 def main() -> None:
     netns = _leave_the_network()
+    faulthandler.enable()                    # a crash's Python stack goes to stderr, which the app shows
+    warnings.filterwarnings("ignore")        # torch's deprecation warnings would bury what matters in stderr
     import numpy as np
     import torch
 
-    from certlib import _ipc, landlock
+    from certlib import _ipc
 
     # Frames travel on private copies of the pipes; fds 0 and 1 point at /dev/null, so whatever the model prints
     # (prim::Print) can never be mistaken for a reply.
@@ -166,14 +189,13 @@ def main() -> None:
         from certlib import _export_worker     # imported and exercised while files can still be read
 
         _export_worker.warm_up(torch)
-    _limit_memory(memory)
     try:
-        abi = landlock.restrict_self()
-    except OSError as exc:
+        applied = lock_down(memory)
+    except (OSError, ImportError, RuntimeError) as exc:   # RuntimeError: pyseccomp without libseccomp
         _ipc.write_frame(out_fd, {"ok": False, "error": f"the sandbox could not be set up: {exc}"})
         return
     server = Server(torch, np)
-    _ipc.write_frame(out_fd, {"ok": True, "landlock_abi": abi, "network_namespace": netns})
+    _ipc.write_frame(out_fd, {"ok": True, "network_namespace": netns, **applied})
     while True:
         try:
             header, arrays = _ipc.read_frame(in_fd)

@@ -5,11 +5,18 @@
 
 What the worker (certlib._sandbox_worker) may do: compute. It gets the model's bytes through a pipe after it has
 restricted itself with Landlock (no file may be opened, read, written or executed; no TCP bind or connect; with
-Landlock ABI ≥ 6 no signal or abstract socket outside itself), it lives in an empty network namespace where user
+Landlock ABI ≥ 6 no signal or abstract socket outside itself), a seccomp filter refuses sockets of every family,
+exec, new processes and ptrace (certlib.seccomp_filter), it lives in an empty network namespace where user
 namespaces are allowed, its address space is capped (CERTEXPLORER_SANDBOX_MEMORY_MB, default 4096 MiB on top of
 torch itself) and no file may grow (RLIMIT_FSIZE = 0). Each call has a wall-clock limit (CERTEXPLORER_SANDBOX_TIMEOUT_S,
 default 120 s): past it the worker's process group is killed, the call raises ModelTimeout, and the next call starts a
-fresh worker. Nothing the worker sends is unpickled (certlib._ipc), and every reply's shape is checked.
+fresh worker. Nothing the worker sends is unpickled (certlib._ipc), and every reply's shape is checked. A worker that
+dies is named by its signal ("crashed (SIGSEGV)") with the end of its stderr (certlib.worker_diagnostics).
+
+All workers share one process-wide budget (certlib.sandbox_pool: CERTEXPLORER_SANDBOX_WORKERS live workers and
+CERTEXPLORER_SANDBOX_MEMORY_BUDGET_MB between them): the least-recently-used idle worker is stopped to make room and
+restarted from the model's bytes on its next call (`live` is False meanwhile), and an upload that finds every
+worker busy gets ServerBusy.
 
 What it does not protect: the model may use all CPU cores until its time limit, and it can read the inputs it is
 given (the images the user explains with it). Where the kernel has no Landlock, uploaded models are refused unless
@@ -29,8 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from certlib import _ipc, landlock
+from certlib import _ipc, landlock, sandbox_pool, worker_diagnostics
 from certlib.errors import ModelError
+from certlib.sandbox_pool import ServerBusy  # noqa: F401  (raised here, re-exported for callers)
 from certlib.torchscript_check import CHECK_TIMEOUT_S, precheck
 from certlib.worker_checks import check_finite, reply_array_bytes
 
@@ -84,8 +92,11 @@ class SandboxWorker:
         self.memory_mb = memory_mb if memory_mb is not None else _env_float(MEMORY_ENV, DEFAULT_MEMORY_MB)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
+        self._stderr: worker_diagnostics.StderrTail | None = None
         self.restarts = -1
-        self.num_classes, self.notes = self._start()
+        self.evicted = False             # stopped by the pool to make room; the next call reloads it
+        with self._lock:                 # a worker that is starting is busy: the pool never stops it
+            self.num_classes, self.notes = self._start_pooled(sandbox_pool.UPLOAD_WAIT_S)
 
     # ------------------------------------------------------------------------------------------ process
 
@@ -101,11 +112,23 @@ class SandboxWorker:
         cmd = [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                "from certlib._sandbox_worker import main; sys.argv = sys.argv[1:]; main()", root,
                str(int(self.memory_mb * 2**20)), self.fmt]
-        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env, cwd="/", start_new_session=True, close_fds=True)
+
+    def _start_pooled(self, wait_s: float) -> tuple[int, tuple[str, ...]]:
+        """Take a place in the process-wide budget (stopping an idle worker, or ServerBusy after `wait_s`), then
+        start; the place is given back on any failure."""
+        sandbox_pool.POOL.admit(self, wait_s)
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
 
     def _start(self) -> tuple[int, tuple[str, ...]]:
         self._proc = self._spawn()
+        self._stderr = worker_diagnostics.StderrTail(self._proc.stderr)    # bounded; shown when the worker dies
+        self.evicted = False
         self.restarts += 1
         weakref.finalize(self, _kill, self._proc)
         hello = self._exchange({}, [], START_TIMEOUT_S, send=False)[0]
@@ -114,6 +137,7 @@ class SandboxWorker:
             raise SandboxError(str(hello.get("error", "the sandbox worker did not start")))
         self.landlock_abi = int(hello.get("landlock_abi", 0))
         self.network_namespace = bool(hello.get("network_namespace"))
+        self.seccomp_rules = int(hello.get("seccomp", 0))     # system calls its seccomp filter refuses
         if self.static_check:
             self._check_code()
         c, h, w = self.shape
@@ -153,10 +177,33 @@ class SandboxWorker:
     def close(self) -> None:
         if self._proc is not None:
             _kill(self._proc)
-            for f in (self._proc.stdin, self._proc.stdout):
+            for f in (self._proc.stdin, self._proc.stdout):     # stderr: closed by its reader at end of file
                 if f is not None:
                     f.close()
             self._proc = None
+        sandbox_pool.POOL.release(self)
+
+    def _evict(self) -> None:
+        """Stopped by the pool to make room for another model (the pool holds our lock): only the process goes; the
+        model's bytes stay, and the next call starts it again."""
+        self.close()
+        self.evicted = True
+
+    @property
+    def live(self) -> bool:
+        """Whether the model's process is running; False once the pool stopped it (the next call reloads it)."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    def ensure_live(self) -> bool:
+        """Start the worker again if it was stopped; True when it had to (a page shows that as reloading)."""
+        with self._lock:
+            if self.live:
+                return False
+            self.close()
+            self._start_pooled(sandbox_pool.RELOAD_WAIT_S)
+        sandbox_pool.POOL.used(self)
+        return True
 
     def _exchange(self, header: dict, arrays: list, timeout: float, send: bool = True,
                   reply_bytes: int = 0) -> tuple[dict, list]:
@@ -174,25 +221,38 @@ class SandboxWorker:
             raise ModelTimeout(f"the uploaded model did not answer within {timeout:g} s ({doing}{rows}); its "
                                "worker was stopped and a fresh one starts with the next call") from None
         except (_ipc.ChannelClosed, BrokenPipeError, OSError, ValueError) as exc:
-            code = proc.poll()
+            code = _exit_status(proc, wait=isinstance(exc, (_ipc.ChannelClosed, BrokenPipeError)))
             self.close()
-            how = f"died (exit status {code})" if code is not None else f"sent a malformed reply ({exc})"
-            if code is not None and code < 0:
-                how = f"was killed by signal {-code} (e.g. its memory limit of {self.memory_mb:g} MiB)"
-            raise SandboxError(f"the uploaded model's worker {how}; a fresh one starts with the next call") from None
+            how = (worker_diagnostics.describe_exit(code, self.memory_mb) if code is not None
+                   else f"sent a malformed reply ({exc})")
+            stderr = self._stderr.text(wait_s=1.0) if self._stderr is not None else ""
+            raise SandboxError(worker_diagnostics.failure_message(how, stderr)) from None
         return reply, out
 
     def call(self, op: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Run `op` ("forward" or "vjp") in the worker, starting a fresh one if the last was stopped."""
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self.close()
-                self._start()
-            reply, out = self._exchange({"op": op}, arrays, self.timeout,
-                                        reply_bytes=reply_array_bytes(op, arrays, self.num_classes))
+        try:
+            with self._lock:
+                if self._proc is None or self._proc.poll() is not None:
+                    self.close()
+                    self._start_pooled(sandbox_pool.RELOAD_WAIT_S)    # evicted or crashed: reload from the bytes
+                reply, out = self._exchange({"op": op}, arrays, self.timeout,
+                                            reply_bytes=reply_array_bytes(op, arrays, self.num_classes))
+        finally:
+            sandbox_pool.POOL.used(self)          # idle again (after our lock is free): a waiting upload may evict it
         if not reply.get("ok"):
-            raise ModelError(f"the uploaded model failed: {str(reply.get('error', 'no reason given'))[:400]}")
+            raise ModelError(f"the uploaded model failed: {str(reply.get('error', 'no reason given'))[:1500]}")
         return out
+
+
+def _exit_status(proc: subprocess.Popen, wait: bool) -> int | None:
+    """The worker's exit status; after end of file it may still be exiting, so wait for it briefly."""
+    if wait:
+        try:
+            return proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            return None
+    return proc.poll()
 
 
 def _input_shape(shape) -> tuple[int, int, int]:

@@ -1,0 +1,186 @@
+"""The process-wide budget of sandbox workers (certlib.sandbox_pool): a bounded number live, least-recently-used idle
+ones stopped and reloaded on demand, "server busy" instead of one process too many.
+
+The bookkeeping is tested on stand-in workers (no process: instant, and every interleaving of threads is cheap);
+the issue's check ("8 uploads leave ≤ 4 live workers and the first still answers") runs on real workers, scaled to a
+budget of 2 and 3 uploads because a worker takes several seconds to start on a loaded 2-core machine."""
+import gc
+import io
+import random
+import threading
+
+import pytest
+import torch
+
+import hostile_models as H
+from certlib import landlock, sandbox_pool
+from certlib.errors import ModelError
+from certlib.sandbox import SandboxedModule, SandboxWorker
+from certlib.sandbox_pool import BUDGET_ENV, WORKERS_ENV, ServerBusy, WorkerPool
+
+
+class Fake:
+    """What the pool sees of a worker: its memory cap, its lock (held while it computes), and _evict."""
+
+    def __init__(self, memory_mb: float = 100) -> None:
+        self.memory_mb = memory_mb
+        self._lock = threading.Lock()
+        self.live = False
+
+    def _evict(self) -> None:
+        self.live = False
+
+
+def _admit(pool: WorkerPool, w: Fake, wait_s: float = 0.0) -> Fake:
+    with w._lock:
+        pool.admit(w, wait_s)
+        w.live = True
+    pool.used(w)
+    return w
+
+
+@pytest.fixture
+def budget(monkeypatch):
+    def set_budget(workers=None, memory_mb=None):
+        for name, value in ((WORKERS_ENV, workers), (BUDGET_ENV, memory_mb)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, str(value))
+    return set_budget
+
+
+def test_the_least_recently_used_idle_worker_makes_room(budget):
+    budget(workers=2, memory_mb=10**6)
+    pool = WorkerPool()
+    a, b = _admit(pool, Fake()), _admit(pool, Fake())
+    pool.used(a)                                   # a was used after b: b is the one to go
+    c = _admit(pool, Fake())
+    assert (a.live, b.live, c.live) == (True, False, True) and pool.live_count() == 2 and pool.evictions == 1
+
+
+def test_a_busy_worker_is_never_stopped_and_a_full_server_says_busy(budget):
+    budget(workers=2, memory_mb=10**6)
+    pool = WorkerPool()
+    a, b = _admit(pool, Fake()), _admit(pool, Fake())
+    with a._lock, b._lock:                         # both inside a call
+        with pytest.raises(ServerBusy, match="server is busy.*try again in a minute"):
+            _admit(pool, Fake(), wait_s=0.2)
+    assert a.live and b.live and pool.live_count() == 2
+
+
+def test_an_upload_waits_for_a_worker_to_finish_its_call(budget):
+    budget(workers=1, memory_mb=10**6)
+    pool = WorkerPool()
+    a = _admit(pool, Fake())
+    a._lock.acquire()                              # computing ...
+    timer = threading.Timer(0.3, lambda: (a._lock.release(), pool.used(a)))   # ... done in 0.3 s
+    timer.start()
+    b = _admit(pool, Fake(), wait_s=5.0)
+    timer.join()
+    assert b.live and not a.live
+
+
+def test_the_memory_budget_counts_each_workers_worst_case(budget):
+    charge = sandbox_pool.worker_charge_mb(1000)
+    budget(workers=4, memory_mb=charge * 1.5)      # room for one such worker, not two
+    pool = WorkerPool()
+    a = _admit(pool, Fake(1000))
+    b = _admit(pool, Fake(1000))
+    assert not a.live and b.live and pool.live_charge_mb() == charge
+    small = _admit(pool, Fake(charge * 0.4 - sandbox_pool.WORKER_BASE_MB))  # a smaller cap fits beside it
+    assert b.live and small.live
+    budget(workers=4, memory_mb=charge / 2)
+    with pytest.raises(ModelError, match="budget for them is .*MiB; raise"):
+        _admit(pool, Fake(1000))
+
+
+def test_a_forgotten_worker_gives_its_place_back(budget):
+    budget(workers=1, memory_mb=10**6)
+    pool = WorkerPool()
+    _admit(pool, Fake())                           # no reference kept: collected
+    gc.collect()
+    assert pool.live_count() == 0
+
+
+def test_the_default_budget_is_sized_to_the_machine(budget, monkeypatch):
+    budget()
+    charge = sandbox_pool.worker_charge_mb(4096)
+    for machine_gib, workers in ((4, 1), (24, 2), (64, 4), (512, 4)):
+        monkeypatch.setattr(sandbox_pool, "machine_memory_mb", lambda g=machine_gib: g * 1024.0)
+        count, memory = sandbox_pool.limits(4096)
+        assert count == workers and memory >= charge, (machine_gib, count, memory)
+
+
+def test_sessions_admitting_at_once_never_exceed_the_budget(budget):
+    """Streamlit sessions are threads: 8 of them call their models 40 times each, 3 places."""
+    budget(workers=3, memory_mb=10**6)
+    pool, fakes, over, errors = WorkerPool(), [Fake() for _ in range(8)], [], []
+
+    def session(w: Fake, seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(40):
+                with w._lock:
+                    if not w.live:
+                        pool.admit(w, wait_s=10.0)
+                        w.live = True
+                    if sum(f.live for f in fakes) > 3:
+                        over.append(sum(f.live for f in fakes))
+                    threading.Event().wait(rng.random() / 2000)
+                pool.used(w)
+        except Exception as exc:                   # a deadlock or a busy error would show here
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session, args=(w, i)) for i, w in enumerate(fakes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and not errors and not over, (errors, over)
+    assert pool.live_count() <= 3
+
+
+# ------------------------------------------------------------------------------------------------ real workers
+
+needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1, reason="uploaded models need Landlock")
+
+
+def _archive(module: torch.nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buf)
+    return buf.getvalue()
+
+
+@needs_landlock
+def test_uploads_beyond_the_budget_leave_it_full_and_the_first_still_answers(budget):
+    budget(workers=2)
+    gc.collect()
+    archive, x = _archive(H.Honest()), torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = torch.jit.load(io.BytesIO(archive))(x)
+    workers = [SandboxWorker(archive, 1, 8, 8) for _ in range(3)]
+    assert sandbox_pool.POOL.live_count() <= 2
+    assert [w.live for w in workers] == [False, True, True] and workers[0].evicted
+    assert workers[0].seccomp_rules >= 20
+    first = SandboxedModule(workers[0])
+    assert torch.allclose(first(x), expected)      # reloaded from its bytes, making room in turn
+    assert workers[0].live and workers[0].restarts == 1 and not workers[1].live
+    assert sandbox_pool.POOL.live_count() <= 2
+    for w in workers:
+        w.close()
+
+
+def test_an_upload_to_a_full_busy_server_is_refused_without_starting_a_worker(budget, monkeypatch):
+    budget(workers=1)
+    monkeypatch.setattr(sandbox_pool, "UPLOAD_WAIT_S", 0.2)
+    gc.collect()
+    busy = Fake(1)
+    busy._lock.acquire()                           # another session's worker, inside a long call
+    sandbox_pool.POOL.admit(busy, 0)               # (stops any idle worker an earlier test left)
+    try:
+        with pytest.raises(ServerBusy, match="try again in a minute"):
+            SandboxWorker(_archive(H.Honest()), 1, 8, 8, static_check=False)
+        assert sandbox_pool.POOL.live_count() == 1
+    finally:
+        sandbox_pool.POOL.release(busy)
+        busy._lock.release()

@@ -24,12 +24,15 @@ HELP: dict[str, str] = {
                 "certifies a larger radius R = σ·Φ⁻¹(τ) but blurs the map. " + RESAMPLES,
     "cp_n": "n: noisy copies whose votes estimate each pixel's class probability; more copies certify more pixels "
             "and allow smaller α. " + RESAMPLES,
-    "cp_test": "Which test certifies the pixels. Anytime-valid: a valid certificate after every batch; you may stop "
-               "at any moment, and sampling stops by itself once every pixel is decided or the budget is reached. "
-               "Fixed n: the exact binomial test, valid only once all n copies are in (a little more power at the "
-               "same n). " + RESAMPLES,
-    "cp_nmax": "n_max: the budget of estimation copies for the anytime-valid test. Sampling stops earlier once every "
-               "pixel is decided; raising it later continues from where it stopped. " + RESAMPLES,
+    "cp_test": "Which test certifies the pixels. Anytime-valid: a valid certificate after every batch that only "
+               "grows (a pixel once certified stays certified); you may stop at any moment, and sampling stops by "
+               "itself once every pixel is decided or the budget is reached. Half of α goes to the live frames, "
+               "half to an exact fixed-n test at the budget, planned before sampling: a run that reaches its budget "
+               "ends as strong as the fixed-n test. Fixed n: the exact binomial test at all of α, valid only for an "
+               "n chosen before the counts are seen (a new n draws fresh noise). " + RESAMPLES,
+    "cp_nmax": "n_max: the budget of estimation copies for the anytime-valid test, fixed before sampling: at it, an "
+               "exact fixed-n test adds its certificates. Sampling stops earlier once every pixel is decided; "
+               "raising it later continues from where it stopped (with the live test only). " + RESAMPLES,
     "cp_stop": "Stop after the current batch and keep the certificate of the last frame: it holds at α.",
     "cp_continue": "Sample more copies, continuing exactly from the cached counts, until every pixel is decided at "
                    "the current τ, α and levels or the budget n_max is reached.",

@@ -29,10 +29,11 @@ from functools import lru_cache
 from certlib import archive_check, model_formats, op_allowlist
 from certlib.errors import ModelError
 
-MAX_CODE_FILE_BYTES = 1 << 20      # largest code file measured: ~60 KiB (torchvision's ViT-B/16, EfficientNet)
+MAX_CODE_FILE_BYTES = 512 << 10    # largest code file measured: ~60 KiB (torchvision's ViT-B/16, EfficientNet)
 # All code files: measured 10-140 KiB for the registry's architectures (ViT-B/16, EfficientNet-B0 the largest), so
-# 2 MiB leaves 14x room; parsing and checking costs ~2.5 s and ~230 MiB per MiB on a busy 2-core machine.
-MAX_CODE_BYTES = 2 << 20
+# 1 MiB leaves 7x room; parsing and checking costs 2.5-10 s and ~125 MiB per MiB on a busy 2-core machine (so the
+# largest admitted code stays well inside CHECK_TIMEOUT_S and the worker's memory).
+MAX_CODE_BYTES = 1 << 20
 MAX_CODE_FILES = 2000
 CHECK_TIMEOUT_S = 30.0             # the parent's limit for the worker's "check" request (parse + walk)
 
@@ -78,7 +79,7 @@ def _code_infos(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     big = max(code, key=lambda i: i.file_size)
     if big.file_size > MAX_CODE_FILE_BYTES:
         raise ModelError(f"{big.filename[:100]} in the TorchScript archive is {big.file_size / 2**20:.1f} MiB of "
-                         f"code; the limit is {MAX_CODE_FILE_BYTES >> 20} MiB a file")
+                         f"code; the limit is {MAX_CODE_FILE_BYTES >> 10} KiB a file")
     total = sum(i.file_size for i in code)
     if total > MAX_CODE_BYTES:
         raise ModelError(f"the TorchScript archive holds {total / 2**20:.1f} MiB of code; the limit is "
@@ -221,17 +222,18 @@ class _Checker:
         self.on_self: set[int] = set()
 
     def problems(self, tree: ast.Module) -> list[str]:
+        nodes = list(ast.walk(tree))      # walked once: the walk costs as much as the checks
         inner = set()           # Attribute/Name nodes that are the value of an Attribute: part of a longer chain
-        for node in ast.walk(tree):
+        for node in nodes:
             if isinstance(node, ast.Attribute):
                 inner.add(id(node.value))
             elif isinstance(node, ast.Call):
                 self.called.add(id(node.func))
         self.on_self = _self_reads(tree)
-        assigned = {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.For))
+        assigned = {t.id for n in nodes if isinstance(n, (ast.Assign, ast.AnnAssign, ast.For))
                     for t in ast.walk(n.targets[0] if isinstance(n, ast.Assign) else n.target)
                     if isinstance(t, ast.Name)}
-        for node in ast.walk(tree):
+        for node in nodes:
             if isinstance(node, ast.Attribute) and id(node) not in inner:
                 self._chain(node)
             elif isinstance(node, ast.Name) and node.id in ("torch", "ops") and id(node) not in inner:

@@ -71,6 +71,9 @@ def _declared_entries(data: bytes) -> int | None:
 
 
 def _zip_names(data: bytes) -> list[str]:
+    from certlib.archive_check import check_directory
+
+    check_directory(data)             # the directory's bytes bound zipfile's parse (a lying entry count does not)
     declared = _declared_entries(data)
     if declared is not None and declared > MAX_ZIP_ENTRIES:
         raise ModelError(f"the model archive lists {declared:,} files; a model has far fewer "

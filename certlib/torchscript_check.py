@@ -56,15 +56,22 @@ _LITERAL_ATTR = re.compile(r"[A-Za-z0-9_][\w.-]*$")
 # ------------------------------------------------------------------------------------------ the app side
 
 def precheck(data: bytes) -> None:
-    """What the app process checks before handing an upload to the worker: O(size) and cheap (the zip directory,
-    at most model_formats.MAX_ZIP_ENTRIES entries; nothing inflated, nothing parsed)."""
-    fmt = model_formats.detect_format(data)
-    if fmt == model_formats.PICKLE:
-        model_formats.refuse_unsafe(fmt)
-    if fmt != model_formats.TORCHSCRIPT:
+    """What the app process checks before handing an upload to the worker: O(size) and cheap (magic bytes, the zip
+    directory's size from its end record, then one parse of that bounded directory; nothing inflated or parsed)."""
+    if data[:4] != b"PK\x03\x04":
+        model_formats.refuse_unsafe(model_formats.detect_format(data))      # a pickle is named as such
         raise ModelError("the uploaded file is not TorchScript (a zip archive holding code/ and constants.pkl); "
                          "export with torch.jit.script(model).save(path), or upload safetensors or a .pt2")
     archive = archive_check.open_zip(data, "TorchScript archive")
+    if len(archive.infolist()) > model_formats.MAX_ZIP_ENTRIES:
+        raise ModelError(f"the TorchScript archive lists {len(archive.infolist()):,} files; the limit is "
+                         f"{model_formats.MAX_ZIP_ENTRIES:,}")
+    names = [i.filename for i in archive.infolist()]
+    if not any("/code/" in n for n in names) or not any(n.endswith("constants.pkl") for n in names):
+        if any(n.endswith("data.pkl") for n in names):
+            model_formats.refuse_unsafe(model_formats.PICKLE)
+        raise ModelError("the uploaded file is not TorchScript (a zip archive holding code/ and constants.pkl); "
+                         "export with torch.jit.script(model).save(path), or upload safetensors or a .pt2")
     archive_check.check_declared_sizes(archive, "TorchScript archive")
     _code_infos(archive)                   # the declared code sizes: a refusal here needs no worker
 

@@ -226,3 +226,24 @@ def test_a_check_past_its_time_limit_is_stopped(monkeypatch):
     stall, error = _max_stall(lambda: SandboxWorker(H.heavy_code_under_limits(files=1), 1, 8, 8))
     assert isinstance(error, ModelError) and "took longer than 0.5 s" in str(error), repr(error)
     assert stall < 1.0
+
+
+def test_a_huge_zip_directory_is_refused_before_the_app_parses_it():
+    """zipfile parses a directory in Python (GIL held, ~15 µs an entry): its size is bounded from the end record
+    first, so a small upload listing 100,000 files is refused at once, and the largest admitted one parses fast."""
+    def archive(entries: int) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("archive/code/__torch__/m.py", "class M(Module):\n  training : bool\n")
+            z.writestr("archive/constants.pkl", b"")
+            for i in range(entries):
+                z.writestr(f"{i:x}", b"")
+        return buf.getvalue()
+
+    start = time.monotonic()
+    with pytest.raises(ModelError, match="list of files is 1.3 MiB"):
+        torchscript_check.precheck(archive(27_000))
+    assert time.monotonic() - start < 2.0                 # mostly building the zip
+    largest = archive(20_000)
+    stall, error = _max_stall(lambda: torchscript_check.precheck(largest))
+    assert error is None and stall < 1.0, (stall, error)  # ~1 MiB of directory: ~0.3 s, once

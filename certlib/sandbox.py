@@ -226,7 +226,8 @@ class SandboxWorker:
             how = (worker_diagnostics.describe_exit(code, self.memory_mb) if code is not None
                    else f"sent a malformed reply ({exc})")
             stderr = self._stderr.text(wait_s=1.0) if self._stderr is not None else ""
-            raise SandboxError(worker_diagnostics.failure_message(how, stderr)) from None
+            loading = header.get("op") in (None, "check", "load")          # None: the hello of a new worker
+            raise SandboxError(worker_diagnostics.failure_message(how, stderr, loading)) from None
         return reply, out
 
     def call(self, op: str, arrays: list[np.ndarray]) -> list[np.ndarray]:

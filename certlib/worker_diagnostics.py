@@ -73,7 +73,9 @@ def describe_exit(code: int | None, memory_mb: float) -> str:
     return f"was killed ({sig.name})"
 
 
-def failure_message(how: str, stderr: str) -> str:
-    """The sentence for a dead worker, with its last output when it wrote any."""
-    text = f"the uploaded model's worker {how}; a fresh one starts with the next call"
+def failure_message(how: str, stderr: str, loading: bool = False) -> str:
+    """The sentence for a dead worker, with its last output when it wrote any. While loading, the upload itself
+    fails (no next call restarts it)."""
+    then = " while loading and probing the model" if loading else "; a fresh one starts with the next call"
+    text = f"the uploaded model's worker {how}{then}"
     return f"{text}. Its last output:\n{stderr}" if stderr else text

@@ -2,11 +2,13 @@
 ones stopped and reloaded on demand, "server busy" instead of one process too many.
 
 The bookkeeping is tested on stand-in workers (no process: instant, and every interleaving of threads is cheap);
-the issue's check ("8 uploads leave ≤ 4 live workers and the first still answers") runs on real workers, scaled to a
-budget of 2 and 3 uploads because a worker takes several seconds to start on a loaded 2-core machine."""
+the issue's check ("8 uploads leave ≤ 4 live workers and the first still answers") runs through the page on real
+workers, scaled to a budget of 2 and 3 uploads because a worker takes seconds to start on a loaded 2-core machine."""
 import gc
 import io
+import os
 import random
+import signal
 import threading
 
 import pytest
@@ -15,8 +17,9 @@ import torch
 import hostile_models as H
 from certlib import landlock, sandbox_pool
 from certlib.errors import ModelError
-from certlib.sandbox import SandboxedModule, SandboxWorker
+from certlib.sandbox import SandboxedModule, SandboxError, SandboxWorker
 from certlib.sandbox_pool import BUDGET_ENV, WORKERS_ENV, ServerBusy, WorkerPool
+from tests_paths import APP
 
 
 class Fake:
@@ -146,26 +149,52 @@ def test_sessions_admitting_at_once_never_exceed_the_budget(budget):
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1, reason="uploaded models need Landlock")
 
 
-def _archive(module: torch.nn.Module) -> bytes:
+def _archive(module: torch.nn.Module, tag: str = "") -> bytes:
     buf = io.BytesIO()
-    torch.jit.save(torch.jit.script(module), buf)
+    torch.jit.save(torch.jit.script(module), buf, _extra_files={"tag": tag})   # a tag: another upload, same model
     return buf.getvalue()
 
 
+def _upload(at, data: bytes, name: str) -> str:
+    at.file_uploader(key="model_upload").set_value((name, data, "application/octet-stream"))
+    for key, value in (("model_upload_c", 1), ("model_upload_h", 32), ("model_upload_w", 32)):
+        at.number_input(key=key).set_value(value)
+    at.button(key="model_upload_go").click().run()
+    assert not at.exception and not at.session_state["model_upload_error"], at.session_state["model_upload_error"]
+    return at.session_state["model_key"]
+
+
 @needs_landlock
-def test_uploads_beyond_the_budget_leave_it_full_and_the_first_still_answers(budget):
+def test_uploads_beyond_the_budget_leave_it_full_and_the_first_reloads_visibly_and_answers(budget):
+    """The issue's "8 uploads leave <= 4 live workers and the first still answers", through the page, at 2 and 3."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
     budget(workers=2)
     gc.collect()
-    archive, x = _archive(H.Honest()), torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    expected = torch.jit.load(io.BytesIO(archive))(x)
-    workers = [SandboxWorker(archive, 1, 8, 8) for _ in range(3)]
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    keys = [_upload(at, _archive(H.Honest(), str(i)), f"honest{i}.pt") for i in range(3)]
+    workers = [at.session_state["user_models"][k].module.worker for k in keys]
     assert sandbox_pool.POOL.live_count() <= 2
     assert [w.live for w in workers] == [False, True, True] and workers[0].evicted
     assert workers[0].seccomp_rules >= 20
-    first = SandboxedModule(workers[0])
-    assert torch.allclose(first(x), expected)      # reloaded from its bytes, making room in turn
-    assert workers[0].live and workers[0].restarts == 1 and not workers[1].live
+
+    at.selectbox(key="model_key").set_value(keys[0]).run()      # back to the first model: reloaded, visibly
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert "Reloaded the uploaded model" in [s.label for s in at.status]
+    assert workers[0].live and workers[0].restarts == 1 and not workers[1].live    # the idle one used longest ago
     assert sandbox_pool.POOL.live_count() <= 2
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = torch.jit.load(io.BytesIO(_archive(H.Honest())))(x)
+    assert torch.allclose(SandboxedModule(workers[0])(x), expected)
+
+    os.kill(workers[2]._proc.pid, signal.SIGKILL)  # as the kernel's OOM killer would: named, not "malformed reply"
+    with pytest.raises(SandboxError, match=r"was killed \(SIGKILL.*a fresh one starts with the next call"):
+        workers[2].call("forward", [x.numpy()])
+    assert sandbox_pool.POOL.live_count() == 1     # its place is free again
     for w in workers:
         w.close()
 

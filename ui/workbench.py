@@ -175,6 +175,8 @@ def _model_picker(device: str) -> models.LoadedModel | None:
     _model_uploader()
     try:
         model = user_models[key] if key in user_models else registry_model(key, device)
+        if key in user_models:
+            _reload_if_stopped(model)
     except CertlibError as exc:
         st.error(str(exc))
         return None
@@ -185,6 +187,19 @@ def _model_picker(device: str) -> models.LoadedModel | None:
     for note in model.notes:
         st.warning(note)
     return model
+
+
+def _reload_if_stopped(model: models.LoadedModel) -> None:
+    """An uploaded model whose worker is not running (the server stopped it while idle to make room for other
+    sessions' models, certlib.sandbox_pool; or it crashed) starts again from its bytes here, visibly: it takes
+    seconds. Raises ModelError (e.g. "server busy") for the picker to show."""
+    worker = getattr(model.module, "worker", None)
+    if worker is None or worker.live:
+        return
+    why = "the server stopped its idle worker to make room for others" if worker.evicted else "its worker stopped"
+    with st.status(f"Reloading the uploaded model ({why})…") as status:
+        worker.ensure_live()
+        status.update(label="Reloaded the uploaded model", state="complete")
 
 
 def _unavailable_model(spec: models.ModelSpec) -> None:

@@ -58,9 +58,12 @@ def lock_down(memory: int) -> dict:
 
     seccomp_filter.preload()                 # it looks for libseccomp on disk: before Landlock
     _limit_memory(memory)
+    # Landlock restricts the calling thread and the threads it starts later, not those already running: main()
+    # keeps the process single-threaded until here, and the hello frame says how many threads there were.
+    threads = len(os.listdir("/proc/self/task"))
     abi = landlock.restrict_self()
-    denied = seccomp_filter.install()
-    return {"landlock_abi": abi, "seccomp": len(denied)}
+    denied = seccomp_filter.install()        # seccomp, by contrast, covers every thread (TSYNC)
+    return {"landlock_abi": abi, "seccomp": len(denied), "threads_at_lock_down": threads}
 
 
 def _short(exc: BaseException, max_lines: int = 8, max_chars: int = 1200) -> str:
@@ -180,7 +183,7 @@ def main() -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     memory = int(sys.argv[1]) if len(sys.argv) > 1 else 4 << 30
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    torch.set_num_threads(1)                 # no compute thread before lock_down (see there); more after it
     _warm_up(torch)
     from certlib import worker_checks          # the static check, exercised while files can still be read
 
@@ -194,6 +197,7 @@ def main() -> None:
     except (OSError, ImportError, RuntimeError) as exc:   # RuntimeError: pyseccomp without libseccomp
         _ipc.write_frame(out_fd, {"ok": False, "error": f"the sandbox could not be set up: {exc}"})
         return
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))    # its threads start now, under Landlock
     server = Server(torch, np)
     _ipc.write_frame(out_fd, {"ok": True, "network_namespace": netns, **applied})
     while True:

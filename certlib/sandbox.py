@@ -107,8 +107,10 @@ class SandboxWorker:
                                "uploaded model cannot be isolated from the server's files and is refused; set "
                                f"{UNSANDBOXED_ENV}=1 to run it anyway (unsafe)")
         root = str(Path(__file__).resolve().parent.parent)
+        # OPENBLAS_NUM_THREADS=1: numpy's BLAS would otherwise start a thread at import, before Landlock, which
+        # does not restrict threads that already run (the worker sets torch's own thread count after it)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": str(torch.get_num_threads()),
-               "LANG": "C.UTF-8"}
+               "OPENBLAS_NUM_THREADS": "1", "LANG": "C.UTF-8"}
         cmd = [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                "from certlib._sandbox_worker import main; sys.argv = sys.argv[1:]; main()", root,
                str(int(self.memory_mb * 2**20)), self.fmt]
@@ -138,6 +140,7 @@ class SandboxWorker:
         self.landlock_abi = int(hello.get("landlock_abi", 0))
         self.network_namespace = bool(hello.get("network_namespace"))
         self.seccomp_rules = int(hello.get("seccomp", 0))     # system calls its seccomp filter refuses
+        self.threads_at_lock_down = int(hello.get("threads_at_lock_down", 0))   # 1: Landlock covers every thread
         if self.static_check:
             self._check_code()
         c, h, w = self.shape

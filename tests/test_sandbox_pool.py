@@ -181,6 +181,7 @@ def test_uploads_beyond_the_budget_leave_it_full_and_the_first_reloads_visibly_a
     assert sandbox_pool.POOL.live_count() <= 2
     assert [w.live for w in workers] == [False, True, True] and workers[0].evicted
     assert workers[0].seccomp_rules >= 20
+    assert workers[0].threads_at_lock_down == 1    # Landlock covers only threads started after it: all of them
 
     at.selectbox(key="model_key").set_value(keys[0]).run()      # back to the first model: reloaded, visibly
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])

@@ -396,6 +396,11 @@ def _pct(v: float) -> str:
     return "—" if v is None or math.isnan(v) else f"{100 * v:.1f}"
 
 
+def _ms(seconds: float) -> str:
+    ms = 1000 * seconds
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
 def _per_level(rows: list[dict], field: str = "certified") -> list[float]:
     return [sum(r[field][i] for r in rows) / sum(r["pixels"] for r in rows) for i in range(len(LEVELS))]
 
@@ -422,7 +427,7 @@ def method_table(results: dict, family: str, sigma: float) -> str:
             + " / ".join(_pct(v) for v in _per_level(rows)) + " | "
             + " / ".join(_pct(v) for v in _per_level(rows, "certified_top")) + " | "
             f"{_pct(e8['certified_share'])} / {_pct(e32['certified_share'] if e32 else math.nan)} | "
-            f"{_pct(e8['anytime_share'])} | {1000 * speed[method]:.3g} | {e8['tests_per_second']:,.0f} | "
+            f"{_pct(e8['anytime_share'])} | {_ms(speed[method])} | {e8['tests_per_second']:,.0f} | "
             f"{_mean(rows, 'deletion_auc'):.3f} / {_mean(rows, 'insertion_auc'):.3f} |")
     return "\n".join(lines)
 

@@ -52,7 +52,9 @@ def _legacy_chunk(self, index: int):
     return self._cached[1], self._cached[2]
 
 
-def _compare(now: dict[str, np.ndarray], path: Path, float_rtol: float = 0.0) -> None:
+def _compare(now: dict[str, np.ndarray], path: Path, float_rtol: float = 0.0, of_scale: bool = False) -> None:
+    """Counts and votes exactly; floats to float_rtol relative (of each array's largest magnitude with of_scale,
+    for signed maps whose near-zero entries cancel)."""
     if REGENERATE and path == NOISE64_FIXTURES:
         np.savez_compressed(path, **now)
         pytest.skip("fixtures regenerated")
@@ -61,17 +63,21 @@ def _compare(now: dict[str, np.ndarray], path: Path, float_rtol: float = 0.0) ->
     for name, value in now.items():
         assert value.dtype == before[name].dtype, name
         if float_rtol and value.dtype.kind == "f":
-            np.testing.assert_allclose(value, before[name], rtol=float_rtol, atol=0, err_msg=name)
+            atol = float_rtol * float(np.abs(before[name]).max()) if of_scale else 0.0
+            np.testing.assert_allclose(value, before[name], rtol=float_rtol, atol=atol, err_msg=name)
         else:
             assert np.array_equal(value, before[name]), name
 
 
 def test_every_certificate_samples_what_it_sampled_before(monkeypatch):
-    """The loops before the engine, bit for bit, given the same noise and memory format: the noise of that time is
-    put back, and the model is loaded in NCHW (channels_last on the CPU came later, and moves maps by rounding)."""
+    """The loops before the engine, given the same noise and memory format: the noise of that time is put back, and
+    the model is loaded in NCHW (channels_last on the CPU came later, and moves maps by rounding). Counts and votes
+    bit for bit; float maps to 1e-6 of their scale, since the fixture was stored on an Intel CPU and an AMD Zen CPU's
+    kernels differ from it in the last bits (LRP's near-zero entries by 3e-9 of a 0.013 map); on one machine the
+    same code gives the same bits."""
     monkeypatch.setattr(noise.NoiseStream, "_chunk", _legacy_chunk)
     monkeypatch.setattr(precision, "CPU_CHANNELS_LAST", {})
-    _compare(_statistics(), FIXTURES)
+    _compare(_statistics(), FIXTURES, float_rtol=1e-6, of_scale=True)
 
 
 def test_every_certificate_samples_what_it_sampled_with_64_bit_seeds():

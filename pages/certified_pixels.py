@@ -32,6 +32,11 @@ st.title("Certified pixels")
 st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% membership is smoothed under Gaussian "
            "noise and certified for every ℓ2 perturbation of radius R = σ·Φ⁻¹(τ), or the pixel abstains.")
 
+if wb.model.spec.family in defaults.DEFAULTS:
+    with st.expander(f"Why {defaults.method_label(wb.model.spec.family)} and n0 = "
+                     f"{defaults.for_family(wb.model.spec.family).n0} are this model family's defaults (measured)"):
+        st.caption(defaults.why(wb.model.spec.family))
+
 with st.container(border=True):
     st.markdown("**Sampling** — changing these draws new noisy samples")
     test = st.radio("test", progressive.TESTS, format_func=progressive.TEST_LABELS.get, key="cp_test",

@@ -74,3 +74,18 @@ def test_a_new_n_on_a_seed_already_looked_at_draws_fresh_noise(page):
     assert any("already certified here with n = 200" in w for w in _alerts(at))
     next(b for b in at.get("button") if b.label == "Switch to the anytime-valid test").click().run()
     assert at.session_state["cp_test"] == "anytime"
+
+
+def test_an_empty_level_offers_the_measured_default_method(open_page):
+    """With Gradient on digits, a level left empty offers the family's measured default (bench/results/
+    defaults.json) with its certified share, one click away."""
+    from certlib import defaults
+
+    at, _ = open_page("pages/certified_pixels.py", sampling, "sample_topk_counts", lambda *a, **k: None, cp_n=100,
+                      cp_test="fixed", cp_levels=[5.0], method="grad", cp_tau=0.99)
+    best = defaults.for_family("digits").method
+    said = next(w for w in _alerts(at) if w.startswith("**Top 5%: nothing certified yet.**"))
+    assert f"{defaults.method_label('digits')} certified" in said and "(this method:" in said
+    next(b for b in at.get("button") if b.label == f"Switch to {defaults.method_label('digits')}").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["method"] == best

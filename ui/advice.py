@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from certlib import advice, cost, pixel_cert
+from certlib import advice, attributions, cost, defaults, pixel_cert
 from certlib.errors import SHOWN_ERRORS
 from certlib.prediction_cert import PredictionCertificate
 from certlib.sampling import TopKCounts
@@ -108,13 +108,40 @@ def _show_level(wb, k: float, adv: advice.LevelAdvice, cert, test: str, certifie
                                    + _seconds(wb, max(0, budget - best.n)))
         fresh = " (fresh noise for a fixed-n test)" if test == "fixed" else ""
         lines.append(f"If its vote share holds, it certifies at {more}{fresh}.")
+    switch = _measured_default(wb)
+    if switch is not None:
+        lines.append(switch[1])
     st.warning(" ".join(lines), icon=":material/lightbulb:")
     cols = st.columns(3)
+    if switch is not None:
+        cols[2].button(f"Switch to {attributions.METHODS[switch[0]].label}", key=f"cp_advice_method_{k:g}",
+                       on_click=_set, args=({"method": switch[0]}, True))
     if tau is not None:
         cols[0].button(f"Set τ = {tau:.2f}", key=f"cp_advice_tau_{k:g}", on_click=_set, args=({"cp_tau": tau},))
     if budget is not None:
         cols[1].button(f"Sample up to n = {budget:,}", key=f"cp_advice_n_{k:g}", on_click=_set,
                        args=({n_key: budget}, True, n_key if test == "fixed" else None))
+
+
+def _measured_default(wb: Workbench) -> tuple[str, str] | None:
+    """(method, sentence) when the model family's measured default is another method that applies here: what it
+    certified on the bench's images (bench/results/defaults.json), at the page's default decision."""
+    family = wb.model.spec.family
+    if family not in defaults.DEFAULTS:
+        return None
+    method = defaults.for_family(family).method
+    if method == wb.method or attributions.unavailable_reason(method, wb.model.spec) is not None:
+        return None
+    results = defaults.load_results()
+    rows = [] if results is None else defaults.ranking(results, family, defaults.REFERENCE_SIGMA)
+    row = next((r for r in rows if r["method"] == method), None)
+    if row is None:
+        return None
+    here = next((r for r in rows if r["method"] == wb.method), None)
+    versus = "" if here is None else f" (this method: {here['certified_share']:.0%})"
+    return method, (f"{attributions.METHODS[method].label} certified {row['certified_share']:.0%} of the pixel tests "
+                    f"on the bench's {row['images']} {defaults.FAMILY_NOUNS.get(family, 'images')} at σ = "
+                    f"{defaults.REFERENCE_SIGMA:g}{versus}.")
 
 
 def nothing_certified(classes: np.ndarray) -> bool:

@@ -11,9 +11,9 @@ from ui.frame import loading
 
 _loading = loading("certexplorer")   # shown while the imports below load (cold start)
 
-from certlib import attributions, defaults, images
+from certlib import attributions, defaults, images, models
 from certlib.viz import probability_bar
-from ui.workbench import current, try_a_photo
+from ui.workbench import current, registry_model, try_a_photo
 
 _loading.empty()
 wb = current()
@@ -79,3 +79,10 @@ with c3:
         "perturbation of size ε, which **certifies how many of the top-K pixels stay top-K**."
     )
 st.caption("Pick a page on the left. The sidebar (model, image, target class, method, device) is shared by all.")
+
+if wb.model.spec.family != "imagenet" and any(s.key == models.photo_model_key() and s.available
+                                               for s in models.list_models()):
+    # The page is drawn; load the photo model now (shared cache, once per server), so "Certify a photo" shows its
+    # first picture without waiting for the weights (about 1–2 s on 2 cores). A click meanwhile interrupts this run
+    # and the next one loads it as before.
+    registry_model(models.photo_model_key(), wb.device)

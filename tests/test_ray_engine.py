@@ -53,11 +53,18 @@ def local_counts(digits, tmp_path_factory):
 
 
 def _same_counts(db: store.Store, runs, expected: dict) -> None:
+    """Every count, mask and vote bit for bit; the clean float map to 1e-6 of its scale: the actors run one torch
+    thread and the local engine two, and channels_last convolutions on the CPU sum in a thread-dependent order
+    (measured: 1.9e-9 of a 0.042 map), which moves no count."""
     assert len(db) == len(runs)
     for r in runs:
         got = db.get(r.config).counts
         for name in ARRAYS:
-            assert np.array_equal(getattr(got, name), getattr(expected[r.config.key], name)), (r.config.key, name)
+            a, b = getattr(got, name), getattr(expected[r.config.key], name)
+            if name == "clean_attr":
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * float(np.abs(b).max()), err_msg=r.config.key)
+            else:
+                assert np.array_equal(a, b), (r.config.key, name)
 
 
 def _recipe(model) -> ray_engine.ModelRecipe:

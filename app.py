@@ -13,7 +13,8 @@ _loading = loading("certexplorer")   # shown while the imports below load (cold 
 
 from certlib import attributions, defaults, images, models
 from certlib.viz import probability_bar
-from ui.workbench import current, registry_model, try_a_photo
+from ui import warmup
+from ui.workbench import current, try_a_photo
 
 _loading.empty()
 wb = current()
@@ -82,7 +83,6 @@ st.caption("Pick a page on the left. The sidebar (model, image, target class, me
 
 if wb.model.spec.family != "imagenet" and any(s.key == models.photo_model_key() and s.available
                                                for s in models.list_models()):
-    # The page is drawn; load the photo model now (shared cache, once per server), so "Certify a photo" shows its
-    # first picture without waiting for the weights (about 1–2 s on 2 cores). A click meanwhile interrupts this run
-    # and the next one loads it as before.
-    registry_model(models.photo_model_key(), wb.device)
+    # The page is drawn; ready the photo model now (once per server), so "Certify a photo" shows its first picture
+    # without waiting for the weights or the first pass. A click meanwhile interrupts this run; the next loads as before.
+    warmup.photo_model_ready(wb.device)

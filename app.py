@@ -17,9 +17,9 @@ from ui import warmup
 from ui.workbench import current, try_a_photo
 
 _loading.empty()
-wb = current()
 if st.session_state.pop("_open_certified_pixels", False):   # set by the "Certify a photo" button's callback
-    st.switch_page("pages/certified_pixels.py")
+    st.switch_page("pages/certified_pixels.py")              # before the sidebar: that page draws it once
+wb = current()
 st.title("certexplorer")
 if wb.model.spec.family != "imagenet":
     with st.container(border=True):

@@ -37,10 +37,12 @@ def write(name: str, payload: dict) -> Path:
     return path
 
 
-def side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, dict]:
+def side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, dict]:
     """Time several variants interleaved, in a fresh random order each repeat (B A C, C B A, ...), so that drifts
     of a shared machine and order effects (e.g. a variant that always follows numpy's busy-waiting threads) hit them
-    alike; per variant the same fields as `timed`."""
+    alike; per variant the same fields as `timed`. `clock`: wall time by default; time.process_time measures this
+    process's CPU seconds, which other jobs on shared cores do not inflate."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -53,10 +55,10 @@ def side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup:
             fn = fns[name]
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            raw[name].append(time.perf_counter() - t0)
+            raw[name].append(clock() - t0)
     return {name: {"median_s": statistics.median(r), "min_s": min(r), "max_s": max(r), "raw_s": r}
             for name, r in raw.items()}

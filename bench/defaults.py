@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS, machine  # noqa: E402
+from bench._common import RESULTS, machine, side_by_side  # noqa: E402
 from certlib import anytime, attributions, cost, engine, images, metrics, models, pixel_cert, sampling  # noqa: E402
 from certlib import defaults  # noqa: E402
 from certlib.noise import ESTIMATION, SELECTION, NoiseStream, gaussian_copies  # noqa: E402
@@ -262,20 +262,8 @@ SPEED_REPEATS = 9
 
 def cpu_seconds(fns: dict, repeats: int) -> dict[str, list[float]]:
     """CPU seconds of this process per call of each fn, in a fresh random order per round (after one warm-up)."""
-    import random
-
-    for fn in fns.values():
-        fn()
-    raw: dict[str, list[float]] = {name: [] for name in fns}
-    order = random.Random(0)
-    for _ in range(repeats):
-        names = list(fns)
-        order.shuffle(names)
-        for name in names:
-            t0 = time.process_time()
-            fns[name]()
-            raw[name].append(time.process_time() - t0)
-    return raw
+    timings = side_by_side(fns, repeats, warmup=1, clock=time.process_time)
+    return {name: t["raw_s"] for name, t in timings.items()}
 
 
 def stage_speed(results: dict) -> None:

@@ -92,6 +92,7 @@ def _first_picture(wanted: bool):
     if wanted:
         with slot.container():
             preview.show(wb, seed)
+        preview.let_a_local_browser_draw()
     return slot
 
 

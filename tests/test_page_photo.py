@@ -7,8 +7,8 @@ from streamlit.testing.v1 import AppTest
 
 from certlib import cost, defaults, images, models
 from tests_paths import APP
-from ui import runs
-from ui.workbench import Workbench
+from ui import cache, preview, runs, warmup
+from ui.workbench import Workbench, front_door
 
 
 @pytest.fixture
@@ -38,6 +38,17 @@ def test_home_button_opens_a_photo_with_the_photo_model(at):
     assert wb.method == chosen.method and at.session_state["cp_n0"] == chosen.n0
     assert at.session_state["cp_sigma"] == chosen.sigma
     assert "home_photo" not in [b.key for b in at.button]          # the call to action is for digits users only
+
+
+def test_home_page_readies_the_first_picture_the_photo_button_opens(at):
+    """The home page fills the caches "Certify a photo" reads first (issue #26, item 4): the clean map is in the
+    process-wide results before the click, under the very key the page then looks up."""
+    warm_key = runs.run_key(front_door("cpu"), preview.KIND, warmup.FRONT_DOOR_SEED)
+    assert cache.sampling_results().get(warm_key) is not None
+    at.session_state["cp_nmax"], at.session_state["cp_n0"] = 64, 8
+    at.button(key="home_photo").click().run()
+    assert not at.exception, at.exception
+    assert runs.run_key(_wb(at), preview.KIND, at.session_state["cp_seed"]) == warm_key
 
 
 def test_certified_pixels_on_a_photo_names_the_imagenet_class(at):

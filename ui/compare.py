@@ -6,9 +6,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from certlib import attributions, cost, images, models
-from ui import cache, runs
-from ui.workbench import Workbench, registry_model
+from certlib import attributions, cost, models
+from ui import runs
+from ui.workbench import Workbench, model_input, probabilities, registry_model
 
 MODES = {"methods": "attribution methods", "checkpoints": "the three σ_train checkpoints (digits models)"}
 
@@ -30,10 +30,8 @@ def checkpoint_cells(wb: Workbench) -> list[Cell]:
         if spec.family != "digits" or not spec.available:
             continue
         model = registry_model(spec.key, wb.device)
-        x = images.prepare_image(wb.image.pixels, spec.in_channels, spec.input_size, spec.flexible_size,
-                                 spec.resize_size)
-        probs = cache.class_probabilities(model, f"{model.weights_sha256}:{model.device}",
-                                          f"{wb.image.sha256}:{tuple(x.shape)}", x)
+        x = model_input(model, wb.image)
+        probs = probabilities(model, wb.image, x)
         title = spec.key.replace("digits_sigma", "σ_train = ")
         cells.append(Cell(title, replace(wb, model=model, x=x, probs=np.asarray(probs))))
     return cells

@@ -31,6 +31,7 @@ IMAGE_SOURCES = {"photo": "Photos (scikit-image, scikit-learn)", "photogrid": "2
                  "digit": "Digits (held-out)", "grid": "2×2 digit grids", "upload": "Upload"}
 # Which model family each gallery is made for; choosing a gallery while the other family's model is active switches
 # the model (and says so), as choosing a model switches the gallery.
+FRONT_DOOR_PHOTO = "photo:chelsea"      # the home page's "Certify a photo"
 SOURCE_FAMILY = {"photo": "imagenet", "photogrid": "imagenet", "digit": "digits", "grid": "digits"}
 
 
@@ -121,14 +122,12 @@ def render_sidebar() -> Workbench | None:
         if image is None:
             return None
         try:
-            x = images.prepare_image(image.pixels, model.spec.in_channels, model.spec.input_size,
-                                     model.spec.flexible_size, model.spec.resize_size)
+            x = model_input(model, image)
         except CertlibError as exc:
             st.error(f"This image cannot be fed to {model.spec.key}: {exc}")
             return None
         try:
-            probs = cache.class_probabilities(model, f"{model.weights_sha256}:{model.device}",
-                                              f"{image.sha256}:{tuple(x.shape)}", x)
+            probs = probabilities(model, image, x)
         except SHOWN_ERRORS as exc:
             st.error(f"{model.spec.label} cannot classify this image: {describe_error(exc)}")
             return None
@@ -232,6 +231,31 @@ def _unavailable_model(spec: models.ModelSpec) -> None:
         st.session_state["_select_model_next"] = spec.key    # the model picker is already drawn in this run
         st.session_state["download_notice"] = f"Downloaded and hash-checked {path.name}; {spec.key} is selected."
         st.rerun()
+
+
+def model_input(model: models.LoadedModel, image: images.ImageEntry) -> torch.Tensor:
+    """The image as this model takes it: [1,C,H,W] in [0,1]."""
+    spec = model.spec
+    return images.prepare_image(image.pixels, spec.in_channels, spec.input_size, spec.flexible_size,
+                                spec.resize_size)
+
+
+def probabilities(model: models.LoadedModel, image: images.ImageEntry, x: torch.Tensor) -> np.ndarray:
+    """The model's class probabilities on the prepared image, from the shared cache."""
+    return cache.class_probabilities(model, f"{model.weights_sha256}:{model.device}",
+                                     f"{image.sha256}:{tuple(x.shape)}", x)
+
+
+def front_door(device: str) -> Workbench:
+    """The workbench "Certify a photo" opens (see try_a_photo), built the way the sidebar builds it, so that
+    ui.warmup can fill the caches the first picture reads: the photo gallery, the prediction, the clean map."""
+    chosen = defaults.for_family("imagenet")
+    model = registry_model(models.photo_model_key(), device)
+    image = next(e for e in images.photo_gallery() if e.key == FRONT_DOOR_PHOTO)
+    x = model_input(model, image)
+    probs = probabilities(model, image, x)
+    return Workbench(model=model, image=image, x=x, probs=probs, target=int(np.argmax(probs)), method=chosen.method,
+                     device=device)
 
 
 def registry_model(key: str, device: str) -> models.LoadedModel:
@@ -339,7 +363,7 @@ def _image_picker(spec: models.ModelSpec) -> images.ImageEntry | None:
     return entry
 
 
-def try_a_photo(photo: str = "photo:chelsea", method: str | None = None) -> None:
+def try_a_photo(photo: str = FRONT_DOOR_PHOTO, method: str | None = None) -> None:
     """Button callback (runs before the script): the bundled photo model on a bundled photo, with `method`, by
     default the photo family's measured default, and that family's n0 and σ on the Certified pixels page."""
     chosen = defaults.for_family("imagenet")

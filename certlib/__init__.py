@@ -3,7 +3,15 @@
 __version__ = "0.1.0"
 
 # The public API is imported on first use, so that `import certlib` stays light (no torch).
-_LAZY = {"load_model": ("certlib.model_formats", "load_model")}
+_LAZY = {"load_model": ("certlib.model_formats", "load_model"),
+         # the top-level API (design §12): one call per certificate, results that show, re-decide and save
+         "certify_pixels": ("certlib.api", "certify_pixels"),
+         "certify_uniform": ("certlib.api", "certify_uniform"),
+         "certify_topk": ("certlib.api", "certify_topk"),
+         "load": ("certlib.api", "load"),
+         "PixelResult": ("certlib.api", "PixelResult"),
+         "UniformResult": ("certlib.api", "UniformResult"),
+         "TopKResult": ("certlib.api", "TopKResult")}
 
 
 def __getattr__(name: str):
@@ -13,3 +21,7 @@ def __getattr__(name: str):
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'certlib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

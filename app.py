@@ -23,11 +23,13 @@ wb = current()
 st.title("certexplorer")
 if wb.model.spec.family != "imagenet":
     with st.container(border=True):
+        photo = images.photo_info(defaults.FRONT_DOOR_PHOTO)
         st.markdown("**Start here: a real photo, a real ImageNet prediction, a certified explanation.** "
-                    "EfficientNet-Lite0 (bundled, no download) on Chelsea the cat: which pixels are certainly among "
-                    "the most important for *tiger cat*, whatever noise of size R is added to the photo. "
-                    f"With {defaults.method_label('imagenet')}, the method measured to certify the most pixels per "
-                    "second on photos.")
+                    f"EfficientNet-Lite0 (bundled, no download) on a {photo.description}: which pixels are "
+                    f"certainly among the most important for *{photo.top1_name}*, whatever noise of size R is added "
+                    f"to the photo. With {defaults.method_label('imagenet')}, the method measured to certify the "
+                    "most pixels per second on photos.")
+        st.caption(defaults.why_front_door())
         st.button("Certify a photo", type="primary", icon=":material/photo_camera:", key="home_photo",
                   on_click=try_a_photo)
 st.markdown(

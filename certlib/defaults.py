@@ -50,6 +50,11 @@ DEFAULTS: dict[str, Default] = {
     "digits": Default(method="layercam", n0=8, sigma=0.25),
 }
 FALLBACK_FAMILY = "digits"
+# The photo the home page's "Certify a photo" opens, chosen by `front_door_photo` from the bench (a test keeps the two
+# equal): a front door must show a certificate about the class it explains, and a visible share of its most important
+# pixels certified.
+FRONT_DOOR_PHOTO = "photo:coffee"
+FRONT_DOOR_LEVEL = 5.0
 
 
 def for_family(family: str) -> Default:
@@ -316,3 +321,45 @@ def _best_n0_per_method(entries: list[dict]) -> list[dict]:
         if e["method"] not in best or e["tests_per_second"] > best[e["method"]]["tests_per_second"]:
             best[e["method"]] = e
     return sorted(best.values(), key=lambda e: -e["tests_per_second"])
+
+
+# ------------------------------------------------------------------------------------------------- the front door
+
+def front_door_candidates(results: dict, family: str = "imagenet") -> list[dict]:
+    """Per bench photo, with the family's default method and n0 at its σ: the share of the top-FRONT_DOOR_LEVEL %
+    pixels certified in that level, and whether the smoothed classifier (the same σ, n = N) votes for the explained
+    class. Best first: agreeing photos, then by that share."""
+    chosen = for_family(family)
+    smoothed = {(s["image"], s["sigma"]): s for s in results.get("smoothed", [])}
+    level = LEVELS.index(FRONT_DOOR_LEVEL)
+    out = []
+    for r in _rows(results, family, chosen.sigma):
+        if r["method"] != chosen.method or r["n0"] != chosen.n0 or r["cell"] is not None:
+            continue
+        vote = smoothed.get((r["image"], r["sigma"]))
+        out.append({"image": r["image"], "target": r["target"],
+                    "top_share": r["certified_top"][level] / (r["pixels"] * FRONT_DOOR_LEVEL / 100),
+                    "smoothed_class": None if vote is None else vote["top_class"],
+                    "agrees": vote is not None and vote["top_class"] == r["target"]})
+    return sorted(out, key=lambda c: (not c["agrees"], -c["top_share"]))
+
+
+def front_door_photo(results: dict, family: str = "imagenet") -> str | None:
+    """The photo the home page opens: the best of `front_door_candidates`, or None without measurements."""
+    ranked = front_door_candidates(results, family)
+    return ranked[0]["image"] if ranked else None
+
+
+def why_front_door(results: dict | None = None) -> str:
+    """One line for the home page: why this photo, with the figures of the bench."""
+    results = load_results() if results is None else results
+    ranked = [] if results is None else front_door_candidates(results)
+    mine = next((c for c in ranked if c["image"] == FRONT_DOOR_PHOTO), None)
+    if mine is None:
+        return ""
+    level = f"top {FRONT_DOOR_LEVEL:g}%"
+    others = "; ".join(f"{c['image'].split(':', 1)[1]} {c['top_share']:.0%}"
+                       + ("" if c["agrees"] else " (the smoothed classifier votes for another class)")
+                       for c in ranked if c is not mine)
+    return (f"Of the measured photos, this one has the largest share of its {level} pixels certified "
+            f"({mine['top_share']:.0%}) with the smoothed classifier voting for the explained class; {others}.")

@@ -122,3 +122,17 @@ def test_one_sampling_serves_both_n0():
     assert np.array_equal(both[32][0].estimation_ones, direct.estimation_ones)
     assert np.array_equal(both[8][0].estimation_ones, direct.estimation_ones) and both[8][0].n0 == 8
     assert math.isclose(both[32][0].sigma, 0.25)
+
+
+def test_the_front_door_photo_is_the_measured_one(results):
+    """"Certify a photo" opens the photo where the default method certifies the largest share of the top-5% pixels
+    among those whose smoothed classifier votes for the explained class (read here from the rows directly)."""
+    chosen = defaults.DEFAULTS["imagenet"]
+    voted = {s["image"]: s["top_class"] for s in results["smoothed"] if s["sigma"] == chosen.sigma}
+    shares = {r["image"]: r["certified_top"][0] / (0.05 * r["pixels"]) for r in results["rows"]
+              if r["family"] == "imagenet" and r["method"] == chosen.method and r["n0"] == chosen.n0
+              and r["sigma"] == chosen.sigma and r["cell"] is None and voted.get(r["image"]) == r["target"]}
+    assert defaults.FRONT_DOOR_PHOTO == max(shares, key=shares.get) == defaults.front_door_photo(results)
+    assert shares[defaults.FRONT_DOOR_PHOTO] > 0.25        # a visible share of the most important pixels
+    said = defaults.why_front_door(results)
+    assert f"({shares[defaults.FRONT_DOOR_PHOTO]:.0%})" in said and "chelsea" in said

@@ -32,8 +32,9 @@ def test_home_button_opens_a_photo_with_the_photo_model(at):
     button.click().run()
     assert not at.exception, at.exception
     wb = _wb(at)
-    assert wb.model.spec.key == models.photo_model_key() and wb.image.key == "photo:chelsea"
-    assert wb.model.spec.class_names[wb.target] == "tiger cat"
+    assert wb.model.spec.key == models.photo_model_key() and wb.image.key == defaults.FRONT_DOOR_PHOTO
+    photo = images.photo_info(defaults.FRONT_DOOR_PHOTO)
+    assert wb.model.spec.class_names[wb.target] == photo.top1_name     # the explained class is the prediction
     chosen = defaults.DEFAULTS["imagenet"]                          # the measured photo defaults
     assert wb.method == chosen.method and at.session_state["cp_n0"] == chosen.n0
     assert at.session_state["cp_sigma"] == chosen.sigma
@@ -57,17 +58,19 @@ def test_certified_pixels_on_a_photo_names_the_imagenet_class(at):
     at.button(key="home_photo").click().run()
     at.switch_page("pages/certified_pixels.py").run()
     assert not at.exception, at.exception
-    assert any(c.value.startswith("Top-5: **tiger cat**") for c in at.caption)
+    assert any(c.value.startswith("Top-5: **espresso**") for c in at.caption)
     said = " ".join(m.value for m in at.markdown)
     assert "224×224×3 input" in said                               # the guarantee is stated for the model's input
     overlay = next(c for c in at.get("plotly_chart") if "certified for every" in c.proto.spec)
     assert "certified top 5%" in overlay.proto.spec                  # the legend is inside the figure
     target = at.selectbox(key="target")
-    assert target.format_func(target.value).startswith("282: tiger cat (")
+    assert target.format_func(target.value).startswith("967: espresso (")
     cert, sub = at.session_state["cp_last_certificate"]
     assert cert.classes.shape[-2:] == (224, 224) and sub.n == 128
     certified = np.isin(cert.classes, (0, 1)).mean()
     assert certified > 0.05, certified                             # a certified overlay, not all abstentions
+    top5 = (cert.classes[0] == 1).sum() / (0.05 * 224 * 224)        # levels 5, 25, 50 %: the most important
+    assert top5 > 0.15, top5                                       # pixels, visibly certified (0.45 at n = 256)
 
 
 def test_choosing_a_gallery_pairs_the_model_and_says_so(at):

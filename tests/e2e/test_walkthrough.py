@@ -144,7 +144,7 @@ def test_a_newcomer_certifies_a_photo_from_the_home_page(page):
     wait_idle(page)
     seconds = time.monotonic() - start
     text = page.locator(APP).inner_text()
-    assert "tiger cat" in text and "224×224×3 input" in text
+    assert "espresso" in text and "224×224×3 input" in text
     assert page.locator("[data-testid='stPlotlyChart']").count() >= 3      # attribution, overlay, bars
     assert_no_exception(page, "photo certificate")
     assert seconds < 60, seconds

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certlib import _attr_utils as U
-from certlib import defaults, precision, validate
+from certlib import cam_layers, defaults, precision, validate
 from certlib.errors import CertlibError
 from certlib.models import LoadedModel, ModelSpec
 
@@ -91,7 +91,9 @@ FALLBACK_METHOD = "grad"
 FAMILIES = ("gradient", "perturbation", "activation")
 
 # CAM needs the classifier to be one linear layer right after global average pooling; its weights, by arch.
-# (VGG's head is a 3-layer MLP over flattened 7x7 features; ViT and TorchScript uploads have no CAM layer.)
+# (VGG's head is a 3-layer MLP over flattened 7x7 features; a ViT classifies from its class token; TorchScript
+# uploads have no CAM layer.) The other CAM methods need only spec.cam_layer: a ViT's is a token layer that
+# certlib.cam_layers lays out on the patch grid.
 CAM_HEADS: dict[str, str] = {"cnn": "classifier", "resnet": "net.fc", "efficientnet_lite": "net.classifier"}
 # Architectures LRP has zennit canonizers for (see _lrp_canonizers).
 LRP_CANONIZERS = ("cnn", "resnet", "vgg", "efficientnet_lite")
@@ -108,14 +110,19 @@ def unavailable_reason(method: str, spec: ModelSpec) -> str | None:
     info = get_method(method)
     if info.needs_cam_layer and spec.cam_layer is None:
         if spec.arch == "vit":
-            return f"{info.label} needs a convolutional feature map; {spec.key} is a vision transformer."
+            return (f"{info.label} needs a token layer to lay out on the patch grid, which {spec.label} (a vision "
+                    f"transformer) does not declare.")
         return f"{info.label} needs a known last convolutional layer, which {spec.label} does not declare."
     if info.needs_canonizer and spec.arch == "torchscript":
         return f"{info.label} needs the model's layer structure, which a TorchScript upload does not expose."
     if method == "lrp" and spec.arch not in LRP_CANONIZERS:
         if spec.arch == "vit":
-            return (f"{info.label} needs relevance rules for attention and LayerNorm, which zennit does not provide; "
-                    f"{spec.key} is a vision transformer.")
+            # zennit 0.5.1 has rules for convolutions, linear layers, pooling and activations only, no canonizer
+            # for transformers, and lists nn.MultiheadAttention among its *activations*: its pass-through rule
+            # would hand each token its own relevance back, as if tokens never mixed. A map from that is not LRP.
+            return (f"{info.label} is not available for Vision Transformers (zennit has no rules for attention "
+                    f"or LayerNorm); {spec.key} is a vision transformer. GradCAM or LayerCAM on its patch tokens, "
+                    f"or a gradient method, apply.")
         return f"{info.label} has no canonizer for {spec.label} (architecture {spec.arch!r})."
     if method == "guided_backprop":
         if spec.arch == "vit":
@@ -128,6 +135,10 @@ def unavailable_reason(method: str, spec: ModelSpec) -> str | None:
             return (f"{info.label} hooks nn.ReLU modules; {spec.label} rectifies with ReLU6, Hardswish or SiLU, "
                     f"so it would return (nearly) the plain gradient.")
     if method == "cam" and spec.arch not in CAM_HEADS:
+        if spec.arch == "vit":
+            return (f"{info.label} needs global average pooling followed by a single linear classifier; "
+                    f"{spec.key} is a vision transformer that classifies from its class token "
+                    f"(GradCAM is the variant that applies).")
         if spec.arch == "vgg":
             return (f"{info.label} needs global average pooling followed by a single linear classifier; "
                     f"{spec.key}'s classifier is a three-layer MLP over the flattened feature map "
@@ -512,7 +523,10 @@ class Occlusion(Attribution):
 # ------------------------------------------------------------------------------------------- activation family
 
 class _LayerMethod(Attribution):
-    """Base of the CAM family: maps computed at spec.cam_layer's output [B,K,h,w], upsampled bilinearly to H x W.
+    """Base of the CAM family: maps computed on spec.cam_layer's feature map A [B,K,h,w], upsampled bilinearly to
+    H x W. `feature_map` says how the layer's output is that map: a CNN layer's output as it is, a ViT layer's patch
+    tokens [B,N,D] laid out on the patch grid as [B,D,h,w] with the class/distillation tokens dropped
+    (certlib.cam_layers, which also says why a ViT's layer is the last block's first LayerNorm).
 
     ReLU conventions follow each method's paper: CAM (Zhou et al. 2016) is the plain weighted sum (signed; `relu`
     to clamp); GradCAM, GradCAM++, AblationCAM and LayerCAM apply a ReLU to the layer-resolution map before upsampling.
@@ -522,20 +536,29 @@ class _LayerMethod(Attribution):
         super().__init__(model, seed=seed)
         self.layer_name = model.spec.cam_layer
         self.layer = U.get_layer(model.module, self.layer_name)
+        self.feature_map: cam_layers.FeatureMap = cam_layers.feature_map_for(model.module, self.layer_name)
 
-    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(layer output A [B,K,h,w], logits [B,classes]) in one forward pass."""
+    def _layer_output(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the layer's raw output, logits [B,classes]) in one forward pass."""
         with U.capture_output(self.layer) as seen:
             logits = self.module(x)
         self._seen_logits = logits
         return seen["output"], logits
 
+    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature map A [B,K,h,w], logits [B,classes]) in one forward pass."""
+        output, logits = self._layer_output(x)
+        return self.feature_map.to_grid(output, tuple(x.shape[-2:])), logits
+
     def _activations_and_gradients(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, ∂y_t/∂A), both [B,K,h,w]; x requires grad (set by `attribute`), so A is part of a graph.
-        Rows are independent, so the gradient of the summed scores is each row's own gradient."""
-        acts, logits = self._activations(x)
-        grads, = torch.autograd.grad(U.select(logits, targets).sum(), acts)
-        return acts.detach(), grads
+        Rows are independent, so the gradient of the summed scores is each row's own gradient. The gradient is
+        taken w.r.t. the layer's own output and laid out like A (to_grid only re-indexes: dropped prefix tokens
+        are not part of A)."""
+        output, logits = self._layer_output(x)
+        grads, = torch.autograd.grad(U.select(logits, targets).sum(), output)
+        size = tuple(x.shape[-2:])
+        return self.feature_map.to_grid(output.detach(), size), self.feature_map.to_grid(grads, size)
 
 
 class CAM(_LayerMethod):
@@ -565,11 +588,17 @@ class CAM(_LayerMethod):
 
 
 class GradCAM(_LayerMethod):
-    """GradCAM (Selvaraju et al. 2017) via captum LayerGradCam: ReLU(Σ_k mean_ij(∂y_t/∂A_k) · A_k)."""
+    """GradCAM (Selvaraju et al. 2017): ReLU(Σ_k mean_ij(∂y_t/∂A_k) · A_k). On a convolutional layer via captum
+    LayerGradCam; on a ViT's patch-token grid computed here, since captum averages the gradient over every
+    dimension after the second, which for tokens [B,N,D] would make the tokens the channels."""
 
     key = "gradcam"
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.feature_map, cam_layers.ConvFeatureMap):
+            acts, grads = self._activations_and_gradients(x, targets)
+            cam = F.relu(torch.einsum("bk,bkhw->bhw", grads.mean(dim=(2, 3)), acts))
+            return U.upsample(cam, x.shape[-2:])
         from captum.attr import LayerGradCam
 
         cam = LayerGradCam(self.module, self.layer).attribute(x, target=targets, relu_attributions=True)
@@ -608,7 +637,9 @@ class AblationCAM(_LayerMethod):
     The division by y_t is the paper's (it flips the map's sign where the target logit is negative). The ablated
     scores run only the part of the model after the layer (an fx cut, e.g. avgpool + fc for a ResNet), for many
     (channel, copy) pairs per pass; models that cannot be cut there fall back to full forward passes with the layer
-    output replaced (`use_tail=False` forces that path).
+    output replaced (`use_tail=False` forces that path). On a ViT a channel is one embedding dimension of every
+    patch token (the class/distillation tokens are fed back unchanged); a ViT's layer feeds one attention inside a
+    residual block, so there is no cut and every channel costs a full forward pass per copy.
     """
 
     key = "ablationcam"
@@ -618,8 +649,9 @@ class AblationCAM(_LayerMethod):
         super().__init__(model, seed=seed)
         self.use_tail, self.rows_per_pass = bool(use_tail), rows_per_pass
 
-    def _ablated_scores(self, x: torch.Tensor, acts: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """y_t with channel k ablated, [B,K]."""
+    def _ablated_scores(self, x: torch.Tensor, acts: torch.Tensor, targets: torch.Tensor,
+                        output: torch.Tensor) -> torch.Tensor:
+        """y_t with channel k of the feature map `acts` ablated, [B,K]; `output` is the layer's raw output."""
         b, k = acts.shape[:2]
         tail = U.layer_tail(self.module, self.layer_name) if self.use_tail else None
         unit = acts[0].numel() if tail is not None else x[0].numel()
@@ -629,7 +661,7 @@ class AblationCAM(_LayerMethod):
             n = stop - start
             ablated = acts.unsqueeze(0).repeat(n, 1, 1, 1, 1)                # [n,B,K,h,w]; copy i drops start+i
             ablated[torch.arange(n), :, torch.arange(start, stop)] = 0
-            ablated = ablated.flatten(0, 1)
+            ablated = self.feature_map.from_grid(ablated.flatten(0, 1), output)
             if tail is not None:
                 logits = tail(ablated)
             else:
@@ -639,9 +671,10 @@ class AblationCAM(_LayerMethod):
         return out
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        acts, logits = self._activations(x)
+        output, logits = self._layer_output(x)
+        acts = self.feature_map.to_grid(output, tuple(x.shape[-2:]))
         score = U.select(logits.float(), targets)                              # [B]
-        drops = score[:, None] - self._ablated_scores(x, acts, targets)       # [B,K]
+        drops = score[:, None] - self._ablated_scores(x, acts, targets, output)   # [B,K]
         # The paper divides by y_t; keep |y_t| >= 1e-6 so a copy whose target logit is ~0 gives a large but finite map.
         safe = torch.where(score.abs() < 1e-6, torch.full_like(score, 1e-6).copysign(score), score)
         cam = F.relu(torch.einsum("bk,bkhw->bhw", drops / safe[:, None], acts))

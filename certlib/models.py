@@ -53,7 +53,9 @@ class ModelSpec:
     flexible_size: bool               # fully convolutional: multiples of input_size pass unchanged
     resize_size: int | None
     class_names: tuple[str, ...]
-    cam_layer: str | None             # module whose activations the CAM family explains; None: not applicable
+    cam_layer: str | None             # module whose activations the CAM family explains; None: not applicable.
+                                      # A CNN layer's output [B,K,h,w], or a ViT token layer [B,N,D] (arch "vit"),
+                                      # read on the patch grid (certlib.cam_layers.feature_map_for)
     description: str = ""
     weights_path: Path | None = None
     available: bool = True
@@ -143,14 +145,16 @@ def _load_digits(spec: ModelSpec) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------- torchvision models
 
-# key -> (builder name in torchvision.models, weights enum name, arch, CAM layer inside the torchvision model)
+# key -> (builder name in torchvision.models, weights enum name, arch, CAM layer inside the torchvision model).
+# ViT's CAM layer is the last encoder block's first LayerNorm, whose patch tokens certlib.cam_layers lays out on the
+# 14x14 patch grid (the block's output would give zero gradients to the patch tokens: see that module).
 IMAGENET_MODELS: dict[str, tuple[str, str, str, str | None]] = {
     "resnet18": ("resnet18", "ResNet18_Weights", "resnet", "layer4"),
     "resnet50": ("resnet50", "ResNet50_Weights", "resnet", "layer4"),
     "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights", "resnet", "layer4"),
     "resnet152": ("resnet152", "ResNet152_Weights", "resnet", "layer4"),
     "vgg11": ("vgg11", "VGG11_Weights", "vgg", "features.19"),
-    "vit_b_16": ("vit_b_16", "ViT_B_16_Weights", "vit", None),
+    "vit_b_16": ("vit_b_16", "ViT_B_16_Weights", "vit", "encoder.layers.encoder_layer_11.ln_1"),
 }
 
 
@@ -445,6 +449,57 @@ def load_torchscript(data: bytes, in_channels: int, height: int, width: int, nam
     resolve_device(device)          # a bad device name is still an error
     notes = worker.notes + (("uploaded models run on the CPU, in a sandboxed process",) if device == "cuda" else ())
     return LoadedModel(spec=spec, module=SandboxedModule(worker), weights_sha256=digest, device="cpu", notes=notes)
+
+
+# ------------------------------------------------------------------------------------------------ any nn.Module
+
+def spec_for_module(module: nn.Module, *, input_size: tuple[int, int], num_classes: int | None = None,
+                    class_names: tuple[str, ...] | None = None, in_channels: int = 3, key: str = "module",
+                    label: str | None = None, cam_layer: str | None = None, arch: str | None = None) -> ModelSpec:
+    """A ModelSpec for a trusted in-process module that takes [0,1] pixels (see `from_module`). The architecture and
+    the CAM layer are found from the module's structure (certlib.cam_layers): arch 'vit' for a torchvision or timm
+    Vision Transformer (its CAM layer a token layer read on the patch grid), else 'module'; both can be given."""
+    from certlib import cam_layers
+
+    if class_names is None:
+        if num_classes is None:
+            raise ModelError("give num_classes or class_names for the module")
+        class_names = tuple(f"class {i}" for i in range(num_classes))
+    elif num_classes is not None and num_classes != len(class_names):
+        raise ModelError(f"num_classes is {num_classes} but {len(class_names)} class names are given")
+    height, width = (int(v) for v in input_size)
+    return ModelSpec(
+        key=key, label=label or type(module).__name__, family="user",
+        arch=arch or ("vit" if cam_layers.is_vit(module) else "module"), in_channels=int(in_channels),
+        input_size=(height, width), flexible_size=False, resize_size=min(height, width),
+        class_names=tuple(class_names), cam_layer=cam_layer or cam_layers.default_cam_layer(module),
+        description=f"in-process module, input {in_channels}×{height}×{width} in [0,1], {len(class_names)} classes",
+    )
+
+
+def from_module(module: nn.Module, *, input_size: tuple[int, int], num_classes: int | None = None,
+                class_names: tuple[str, ...] | None = None, normalize: tuple | None = None, in_channels: int = 3,
+                device: str | None = "cpu", precision: str = "fp32", **spec_fields) -> LoadedModel:
+    """A LoadedModel for a trusted torch module (torchvision, timm or one's own), run in this process.
+
+    `normalize=(mean, std)` wraps it so that it takes [0,1] pixels (as every certlib model does); without it the
+    module must take pixels itself. The module is put in eval mode and its parameters stop requiring gradients
+    (attributions need input gradients only; eval mode makes noisy copies in one batch independent); it is moved to
+    `device` in place. Its weights are hashed so that results can be keyed by them. `spec_fields` go to
+    `spec_for_module` (key, label, cam_layer, arch)."""
+    dev = resolve_device(device)
+    precision_mod.check_precision(precision)
+    wrapped = module if normalize is None else PixelSpaceModel(module, tuple(normalize[0]), tuple(normalize[1]))
+    spec = spec_for_module(wrapped, input_size=input_size, num_classes=num_classes, class_names=class_names,
+                           in_channels=in_channels, **spec_fields)
+    wrapped = precision_mod.prepare_module(wrapped.eval().to(dev), dev, precision, spec.arch)
+    digest = hashlib.sha256()
+    for name, tensor in wrapped.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for p in wrapped.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(spec=spec, module=wrapped, weights_sha256=digest.hexdigest(), device=dev, precision=precision)
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

@@ -48,7 +48,7 @@ ARCHITECTURES: dict[str, Architecture] = dict([
     _tv("mobilenet_v3_large", "mobilenet", "classifier.3.weight", "features"),
     *(_tv(f"efficientnet_b{i}", "efficientnet", "classifier.1.weight", "features") for i in range(4)),
     _tv("vgg11", "vgg", "classifier.6.weight", "features.19"),
-    _tv("vit_b_16", "vit", "heads.head.weight", None),
+    _tv("vit_b_16", "vit", "heads.head.weight", "encoder.layers.encoder_layer_11.ln_1"),   # see certlib.cam_layers
     ("efficientnet_lite0", Architecture("efficientnet_lite0", "efficientnet_lite", "classifier.weight", "head",
                                         flexible_size=True)),
     ("digits_cnn", Architecture("digits_cnn", "cnn", "classifier.weight", "features.11", family="digits",

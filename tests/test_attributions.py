@@ -42,13 +42,14 @@ def test_every_method_applies_to_the_bundled_cnn():
     assert all(attributions.unavailable_reason(k, spec) is None for k in attributions.METHODS)
 
 
-def test_cam_family_lrp_and_guided_backprop_are_unavailable_on_vit_with_the_reason():
+def test_cam_lrp_and_guided_backprop_are_unavailable_on_vit_with_the_reason():
+    # The other CAM methods run on ViT's patch-token grid (tests/test_vit.py).
     spec = models.get_spec("vit_b_16")
     reasons = {k: attributions.unavailable_reason(k, spec) for k in attributions.METHODS}
     blocked = {k for k, r in reasons.items() if r}
-    assert blocked == {"cam", "gradcam", "gradcam_pp", "ablationcam", "layercam", "lrp", "guided_backprop"}
-    assert "vision transformer" in reasons["gradcam"]
-    assert "vision transformer" in reasons["lrp"]
+    assert blocked == {"cam", "lrp", "guided_backprop"}
+    assert "vision transformer" in reasons["cam"]
+    assert "not available for Vision Transformers" in reasons["lrp"]
     assert "GELU" in reasons["guided_backprop"]
 
 

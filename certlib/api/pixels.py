@@ -6,6 +6,7 @@ test, `progressive.certify_progressively` and `progressive.decide_trajectory` fo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -168,6 +169,10 @@ def _check(sigma, tau, alpha, n, n0, mode, correction, normalisation, alpha_pred
     pixel_cert.check_normalisation(normalisation)
     if alpha_prediction is not None:
         stats.check_scalar_alpha(alpha_prediction)
+    if progressive.too_few_samples(mode, n, tau, alpha, 1):
+        # not even one pixel tested alone could pass: an n that cannot certify anything at this α
+        raise CertlibError(f"n = {n} is too small for α = {alpha:g} at τ = {tau:g}: even {n} agreeing votes of {n} "
+                           f"give a p-value above α (n ≥ {stats.min_samples_to_certify(tau, alpha, 1)} needed)")
 
 
 def certify_pixels(model: Any, image: Any, *, method: Any = "gradcam", target: int | None = None,
@@ -194,10 +199,9 @@ def certify_pixels(model: Any, image: Any, *, method: Any = "gradcam", target: i
     bs = common.batch_size_arg(batch_size)
     with prepared(model, image, method, target, seed=seed, device=device, normalize=normalize,
                   input_size=input_size, in_channels=in_channels, class_names=class_names) as subject:
-        tests = int(np.prod(subject.x.shape[-2:])) * len(ks)
-        shortfall = progressive.too_few_samples(mode, n, tau, alpha, tests)
-        if shortfall:
-            raise CertlibError(shortfall)
+        shortfall = progressive.too_few_samples(mode, n, tau, alpha, int(np.prod(subject.x.shape[-2:])) * len(ks))
+        if shortfall:        # as the page: say so before sampling; the result's verdict says it again
+            warnings.warn(shortfall, UserWarning, stacklevel=2)
         bar = common.Progress(progress, "certify_pixels")
         try:
             counts, trajectory, stop = _sample(subject, sigma, n, n0, ks, mode, seed, bs, bar, normalisation,

@@ -1,0 +1,153 @@
+"""Every pixel's own certified radius, from the counts already sampled (issue #29; design §18).
+
+The pixel certificate answers one radius at a time: at R(τ) = σ·Φ⁻¹(τ), which pixels keep their class. The same
+counts say more. If p̲_i is a lower confidence bound on the probability that pixel i's noisy top-K membership equals
+its mode ĉ_i, then (Cohen et al.'s argument, per pixel, as in SegCertify) its class is certified for every ℓ2
+perturbation up to
+
+    R_i = σ·Φ⁻¹(p̲_i)    when p̲_i > ½,   and no radius (abstain) otherwise.
+
+For the map of all R_i to be read at once — a heat map, a share-versus-ε curve, any ε chosen after looking — the
+bounds must hold *simultaneously* for all m = pixels × levels tests with probability ≥ 1 − α:
+
+* **fixed n** — one-sided Clopper–Pearson bounds at α/m (Bonferroni). CP at level α' exceeds τ exactly when the
+  binomial test P[Bin(n, τ) ≥ k] < α', so at R(τ) the radii certify what Bonferroni at τ certifies; Holm may certify a
+  few more there (it is a step-down test for one τ, not a set of simultaneous bounds).
+* **anytime** — the anytime-valid bound of certlib.anytime (the uniform-mixture e-process inverted in q) at
+  α·(1 − s)/m, maximised over the frames so far: Ville's inequality holds for all n at once, so the running maximum
+  is still a valid bound and no radius ever shrinks. When sampling reached the planned budget (the fixed n that was
+  set before the first vote), the Clopper–Pearson bound at α·s/m on those counts joins by taking the larger bound:
+  the two families fail with probability at most α(1 − s) + α·s = α (union bound), the split s of the α-split that
+  the live certificate uses (certlib.progressive.PLAN_SHARE).
+
+The uniform mixture (not the selection-informed prior of the live certificate) is used here because its p-value
+increases with q, so "reject H0: p ≤ q" for one q implies it for every smaller q and the confidence set is an interval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import beta, norm
+
+from certlib import anytime, stats
+from certlib.errors import CertlibError
+from certlib.pixel_cert import ABSTAIN, _check_sigma
+from certlib.progressive import PLAN_SHARE, Trajectory, check_plan_share
+from certlib.sampling import TopKCounts
+
+SCHEMES = ("bonferroni", "anytime")
+_BISECTION_STEPS = 48          # the bound to 2⁻⁴⁸ in q: far below the width of any bound at n ≤ 10⁶
+
+
+@dataclass(frozen=True)
+class PixelRadii:
+    """Per test (level × pixel): the class it keeps and the radius up to which it keeps it, all valid together."""
+
+    k_percents: tuple[float, ...]
+    radii: np.ndarray              # [K,H,W] float64: R_i = σ·Φ⁻¹(p̲_i); NaN where p̲_i ≤ ½ (no radius: abstain)
+    classes: np.ndarray            # [K,H,W] int8: the mode ĉ_i where a radius exists, −1 (ABSTAIN) elsewhere
+    lower_bounds: np.ndarray       # [K,H,W] float64: p̲_i
+    sigma: float
+    alpha: float
+    num_tests: int                 # m: every pixel × every level, the Bonferroni divisor
+    scheme: str                    # "bonferroni" (fixed n) | "anytime" (live frames, plus the budget's look)
+    n: int
+
+    def certified_at(self, eps: float) -> np.ndarray:
+        """[K,H,W] int8: the classes certified for every ‖δ‖₂ ≤ ε (−1 where R_i < ε or no radius)."""
+        if not np.isfinite(eps) or eps < 0:
+            raise CertlibError(f"eps must be a finite radius ≥ 0, got {eps!r}")
+        kept = np.nan_to_num(self.radii, nan=-1.0) >= eps
+        return np.where(kept, self.classes, np.int8(ABSTAIN)).astype(np.int8)
+
+    def curve(self, eps: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
+        """Shares against ε, per level ([len(eps), K]): `top`, the level's top-K pixels (by their mode) certified in
+        the top K; `tests`, all the level's pixels certified in either class."""
+        grid = np.asarray(eps, dtype=np.float64)
+        flat = np.nan_to_num(self.radii, nan=-1.0).reshape(len(self.k_percents), -1)
+        is_top = self.classes.reshape(len(self.k_percents), -1) == 1
+        pixels = flat.shape[1]
+        top_size = np.maximum(1.0, np.asarray(self.k_percents) / 100.0 * pixels)
+        tests = (flat[None, :, :] >= grid[:, None, None])
+        return {"eps": grid, "tests": tests.mean(axis=2),
+                "top": (tests & is_top[None]).sum(axis=2) / top_size[None, :]}
+
+    def summary(self) -> dict[str, object]:
+        """Counts and radius quantiles per level (over the tests that have a radius)."""
+        out = {}
+        for i, k in enumerate(self.k_percents):
+            r = self.radii[i][np.isfinite(self.radii[i])]
+            out[f"top {k:g}%"] = {"with_radius": int(r.size), "median": float(np.median(r)) if r.size else None,
+                                  "p90": float(np.quantile(r, 0.9)) if r.size else None}
+        return out
+
+
+def radius_from_bound(lower: np.ndarray, sigma: float) -> np.ndarray:
+    """σ·Φ⁻¹(p̲) where p̲ > ½, NaN elsewhere (no radius)."""
+    lower = np.asarray(lower, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        r = _check_sigma(sigma) * norm.ppf(lower)
+    return np.where(lower > 0.5, r, np.nan)
+
+
+def clopper_pearson_table(n: int, level: float) -> np.ndarray:
+    """The one-sided Clopper–Pearson lower bound at `level` for k = 0..n (a decision looks the votes up)."""
+    k = np.arange(n + 1, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        low = beta.ppf(level, k, n - k + 1.0)
+    return np.where(k == 0, 0.0, low)
+
+
+def anytime_bound_table(n: int, level: float) -> np.ndarray:
+    """certlib.anytime's anytime-valid lower bound at `level` for k = 0..n, by bisection in q on every k at once
+    (the uniform-mixture p-value increases with q, so the bound is where it crosses `level`)."""
+    k = np.arange(n + 1)
+    if n == 0:
+        return np.zeros(1)
+    low, high = np.full(n + 1, 1e-12), np.full(n + 1, 1.0 - 1e-12)
+    rejected_low = np.asarray(anytime.anytime_pvalue(k, n, low)) <= level
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (low + high)
+        below = np.asarray(anytime.anytime_pvalue(k, n, mid)) <= level
+        low, high = np.where(below, mid, low), np.where(below, high, mid)
+    return np.where(rejected_low, low, 0.0)
+
+
+def _result(counts: TopKCounts, lower: np.ndarray, alpha: float, m: int, scheme: str) -> PixelRadii:
+    radii = radius_from_bound(lower, counts.sigma)
+    classes = np.where(np.isfinite(radii), counts.modes, np.int8(ABSTAIN)).astype(np.int8)
+    return PixelRadii(counts.k_percents, radii, classes, lower, counts.sigma, alpha, m, scheme, counts.n)
+
+
+def fixed_n_radii(counts: TopKCounts, alpha: float, levels: Sequence[float] | None = None) -> PixelRadii:
+    """Radii of a fixed-n run: Clopper–Pearson at α/m on every level × pixel, valid together at 1 − α."""
+    a = stats.check_scalar_alpha(alpha)
+    sub = counts if levels is None else counts.select_levels(levels)
+    m = int(sub.votes_for_mode.size)
+    if sub.n < 1:
+        raise CertlibError(f"radii need estimation samples, got n = {sub.n}")
+    lower = clopper_pearson_table(sub.n, a / m)[sub.votes_for_mode]
+    return _result(sub, lower, a, m, "bonferroni")
+
+
+def trajectory_radii(trajectory: Trajectory, alpha: float, levels: Sequence[float] | None = None,
+                     plan_share: float = PLAN_SHARE) -> PixelRadii:
+    """Radii of a progressive run at its last frame: the running maximum over frames of the anytime bound at
+    α(1 − s)/m, joined by Clopper–Pearson at α·s/m at the planned budget once n has reached it."""
+    a, share = stats.check_scalar_alpha(alpha), check_plan_share(plan_share)
+    counts = trajectory.counts
+    ks = tuple(float(k) for k in (levels if levels is not None else counts.k_percents))
+    idx = [counts.k_percents.index(k) for k in ks]
+    sub = counts.select_levels(ks)
+    modes, m = sub.modes, int(sub.modes.size)
+    lower = np.zeros(modes.shape)
+    for n, ones in trajectory.ones():
+        if n == 0:
+            continue
+        k = np.where(modes == 1, ones[idx], n - ones[idx])
+        lower = np.maximum(lower, anytime_bound_table(n, a * (1.0 - share) / m)[k])
+        if share > 0 and trajectory.looked and n == trajectory.plan_n:
+            lower = np.maximum(lower, clopper_pearson_table(n, a * share / m)[k])
+    return _result(sub, lower, a, m, "anytime")

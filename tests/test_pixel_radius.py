@@ -137,3 +137,17 @@ def test_monte_carlo_no_more_than_alpha_of_runs_give_any_pixel_too_large_a_radiu
     assert binom.sf(fixed - 1, reps, alpha) > 1e-3, fixed
     assert binom.sf(anytime_runs - 1, reps // 4, alpha) > 1e-3, anytime_runs
     assert naive / reps > 2 * alpha, naive        # the falsification has power: unadjusted bounds fail it
+
+
+def test_radius_figures_draw_the_map_and_the_curves_with_r_tau_marked():
+    from certlib import radius_viz
+
+    counts = _counts(64, seed=2)
+    radii = pixel_radius.fixed_n_radii(counts, 0.1)
+    fig = radius_viz.radius_map(radii, 25.0, eps=0.1)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert z.shape == (SIDE, SIDE) and np.isnan(z[radii.radii[0] < 0.1]).all()
+    other = pixel_radius.fixed_n_radii(_counts(64, seed=3), 0.1)
+    curve = radius_viz.radius_curve({"a": radii, "b": other}, 0.17, (25.0, 50.0), marked_eps=0.1)
+    assert len(curve.data) == 4 and any(a.text == "R(τ)" for a in curve.layout.annotations)
+    assert np.all(np.diff(curve.data[0].y) <= 0)            # a share certified can only fall as ε grows

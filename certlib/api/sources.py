@@ -172,24 +172,27 @@ def _first_conv_channels(module: nn.Module) -> int | None:
     return None if conv is None else int(conv.in_channels)
 
 
-def _cam_layer(module: nn.Module, x: torch.Tensor, arch: str) -> str | None:
-    """The module whose output the CAM family explains: torchvision ResNets' layer4 (as the registry), else the last
-    module to finish whose output is a feature map [B,C,h,w] with h·w > 1 (a container finishes after its children,
-    so this is the outermost block of the last stage). None when the model has no such map (a transformer)."""
-    if arch == "resnet":
-        return "layer4"
-    last: list[str] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: last.append(name)
-                                     if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1
-                                     else None)
-             for name, m in module.named_modules() if name]
+def _probe(module: nn.Module, wrapped: nn.Module, x: torch.Tensor, arch: str) -> tuple[torch.Tensor, str | None]:
+    """One forward pass of `wrapped` (the caller's module, maybe behind a normalisation) on x: (its output, the
+    module whose output the CAM family explains). That is torchvision ResNets' layer4 (as the registry), else the
+    last module inside `module` to finish whose output is a feature map [B,C,h,w] with h·w > 1 (a container
+    finishes after its children, so this is the outermost block of the last stage); None when there is no such map
+    (a transformer's tokens)."""
+    finished: list[str] = []
+
+    def seen(name: str, out: object) -> None:
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1:
+            finished.append(name)
+
+    hooks = [] if arch == "resnet" else [m.register_forward_hook(lambda _m, _i, out, name=name: seen(name, out))
+                                         for name, m in module.named_modules() if name]
     try:
         with torch.inference_mode():
-            module(x)
+            out = wrapped(x)
     finally:
         for h in hooks:
             h.remove()
-    return last[-1] if last else None
+    return out, "layer4" if arch == "resnet" else (finished[-1] if finished else None)
 
 
 @contextmanager
@@ -223,14 +226,11 @@ def module_model(module: nn.Module, pixels: np.ndarray, *, normalize=None, input
     dev = _module_device(module, device)
     wrapped = module if norm is None else models.PixelSpaceModel(module, tuple(norm[0]), tuple(norm[1]))
     wrapped = wrapped.to(dev)
-    probe = torch.zeros((1, channels, *size), device=dev)
-    with torch.inference_mode():
-        out = wrapped(probe)
+    out, cam = _probe(module, wrapped, torch.zeros((1, channels, *size), device=dev), preset.arch)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ModelError(f"the model must return logits [B, classes]; it returned "
                          f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
     names = _class_names(class_names, int(out.shape[1]), channels)
-    cam = _cam_layer(module, probe if norm is None else (probe - wrapped.mean) / wrapped.std, preset.arch)
     spec = models.ModelSpec(
         key=f"module:{type(module).__name__}", label=f"{type(module).__name__} (torch.nn.Module)",
         family="imagenet" if len(names) == 1000 and channels == 3 else "user", arch=preset.arch,

@@ -76,10 +76,15 @@ def test_radius_is_sigma_times_the_normal_quantile_of_the_bound_and_absent_at_ha
 def test_anytime_table_matches_the_scalar_bound():
     n, level = 96, 1e-3
     table = pixel_radius.anytime_bound_table(n, level)
-    for k in (0, 10, 60, 90, 96):
+    for k in (49, 60, 90, 96):                          # k > n/2: the bounds that can give a radius
         assert table[k] == pytest.approx(anytime.lower_confidence_bound(k, n, level), abs=1e-9)
         if table[k] > 0:
             assert anytime.anytime_pvalue(k, n, table[k]) == pytest.approx(level, rel=1e-6)
+    for k in (0, 10, 48):                               # k ≤ n/2: no radius either way, the table claims nothing
+        assert table[k] == 0.0 and anytime.lower_confidence_bound(k, n, level) <= 0.5
+    both = pixel_radius.anytime_bound_tables((n, 40), level)      # several n in one bisection: the same tables
+    np.testing.assert_array_equal(both[0], table)
+    assert both[1][40] == pytest.approx(anytime.lower_confidence_bound(40, 40, level), abs=1e-9)
 
 
 def _trajectory(seed: int, n: int, frame: int, plan_n: int | None) -> list[progressive.Trajectory]:

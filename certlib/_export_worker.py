@@ -11,14 +11,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from certlib import export_check
+from certlib import export_check, resources
 from certlib.errors import ModelError
 
 DYNAMIC_BATCH_HOW = ("export with a dynamic batch dimension: torch.export.export(model, (x,), dynamic_shapes="
                      "{'x': {0: torch.export.Dim('batch')}}) with x of batch size 2 or more")
 
 
-WARMUP_PROGRAM = Path(__file__).resolve().parent.parent / "assets" / "export_warmup.pt2"
+WARMUP_PROGRAM = resources.assets_dir() / "export_warmup.pt2"
 
 
 def _tiny_program(torch) -> bytes:

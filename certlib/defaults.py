@@ -20,7 +20,9 @@ from pathlib import Path
 
 from scipy.stats import norm
 
-RESULTS_PATH = Path(__file__).resolve().parent.parent / "bench" / "results" / "defaults.json"
+from certlib import resources
+
+RESULTS_PATH = resources.project_root() / "bench" / "results" / "defaults.json"
 # The Certified pixels page's decision and budget, at which the bench measures.
 TAU, ALPHA, LEVELS, N, N0S = 0.75, 1e-3, (5.0, 25.0, 50.0), 256, (8, 32)
 REFERENCE_SIGMA = 0.25

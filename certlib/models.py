@@ -27,11 +27,11 @@ from torch import nn
 from certlib.digits_cnn import CAM_LAYER as DIGITS_CAM_LAYER
 from certlib.digits_cnn import NUM_CLASSES as DIGITS_CLASSES
 from certlib.digits_cnn import DigitsCNN
-from certlib import efficientnet_lite, weights_download
+from certlib import efficientnet_lite, resources, weights_download
 from certlib import precision as precision_mod
 from certlib.errors import ModelError, ModelUnavailableError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = resources.assets_dir()
 DIGITS_META = ASSETS / "digits_cnn.json"
 WEIGHTS_DIR_ENV = "CERTEXPLORER_WEIGHTS_DIR"
 MAX_TORCHSCRIPT_BYTES = 600 * 1024 * 1024

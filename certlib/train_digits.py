@@ -19,13 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from certlib import resources
 from certlib.digits_cnn import DigitsCNN
 from certlib.digits_data import SPLIT_SEED, load_split
 
 SIGMAS_TRAIN = (0.0, 0.25, 0.5)
 EVAL_SIGMAS = (0.0, 0.25, 0.5)
 SEED = 0
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = resources.assets_dir()
 META_FILE = "digits_cnn.json"
 
 

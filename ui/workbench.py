@@ -7,13 +7,12 @@ Errors are shown in the sidebar and never discard what the user had chosen befor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
 import torch
 
-from certlib import attributions, defaults, images, models, weights_download
+from certlib import attributions, defaults, images, models, resources, weights_download
 from certlib.errors import SHOWN_ERRORS, CertlibError, describe_error
 from certlib.viz import top_k_classes
 from ui import cache, share
@@ -21,7 +20,7 @@ from ui.controls import help_for
 
 PERSISTENT_KEYS = ("device", "model_key", "image_source", "image_digit", "image_grid", "image_photo",
                    "image_photogrid", "target", "method")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = resources.project_root()              # app.py, pages/ and assets/: the checkout or the installed app
 NAV = (("app.py", "Home", ":material/home:"), ("pages/certified_pixels.py", "Certified pixels", ":material/grid_on:"),
        ("pages/uniform_smoothing.py", "Uniform smoothing", ":material/blur_on:"),
        ("pages/sparsified_smoothgrad.py", "Sparsified SmoothGrad", ":material/filter_center_focus:"),

@@ -524,12 +524,14 @@ def write_parquet(rows: list[dict], path: str) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-SUMMARY_COLUMNS = ("certified", "certified_top", "certified_gridpg", "gridpg_clean", "deletion_auc", "insertion_auc")
+SUMMARY_COLUMNS = ("certified", "certified_top", "certified_gridpg", "gridpg_clean", "deletion_auc", "insertion_auc",
+                   "with_radius", "radius_median")
 
 
 def format_table(summary: list[dict]) -> str:
     """A markdown table of `sweep.summarise`'s output (means over images and targets)."""
-    head = "| method | σ | K% | runs | certified | cert. top-K | cert. GridPG | GridPG (clean) | deletion AUC | insertion AUC |"
+    head = ("| method | σ | K% | runs | certified | cert. top-K | cert. GridPG | GridPG (clean) | deletion AUC | "
+            "insertion AUC | with a radius | median radius |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in summary:
         vals = " | ".join("—" if math.isnan(s[c]) else f"{s[c]:.3f}" for c in SUMMARY_COLUMNS)

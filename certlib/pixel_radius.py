@@ -189,3 +189,25 @@ def trajectory_radii(trajectory: Trajectory, alpha: float, levels: Sequence[floa
             np.maximum(lower, bounds[k], out=lower)
             np.maximum(radius, _radius_table(bounds, sub.sigma)[k], out=radius)
     return _result(sub, lower, radius, a, m, "anytime")
+
+
+def counts_radii(counts: TopKCounts, test: str, alpha: float, levels: Sequence[float] | None = None) -> PixelRadii:
+    """Radii of stored counts by the test they were sampled for: Clopper–Pearson for a fixed n; for counts of an
+    anytime run (stopped at a data-dependent n, no trajectory kept) the anytime bound at their n, at the full α."""
+    if test == "fixed":
+        return fixed_n_radii(counts, alpha, levels)
+    if test != "anytime":
+        raise CertlibError(f"test must be 'fixed' or 'anytime', got {test!r}")
+    return trajectory_radii(Trajectory.begin(counts, None), alpha, levels, plan_share=0.0)
+
+
+def level_columns(radii: PixelRadii) -> list[dict[str, float]]:
+    """Per level: the share of its tests with a radius, and the median and 90th percentile of those radii (NaN when
+    none): the CLI's and the store's per-run figures."""
+    out = []
+    for i in range(len(radii.k_percents)):
+        r = radii.radii[i][np.isfinite(radii.radii[i])]
+        out.append({"with_radius": r.size / radii.radii[i].size,
+                    "radius_median": float(np.median(r)) if r.size else float("nan"),
+                    "radius_p90": float(np.quantile(r, 0.9)) if r.size else float("nan")})
+    return out

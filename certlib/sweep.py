@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from certlib import attributions, cost, image_folder, images, metrics, pixel_cert, progressive, sampling
+from certlib import attributions, cost, image_folder, images, metrics, pixel_cert, pixel_radius, progressive, sampling
 from certlib import validate
 from certlib.errors import CertlibError
 from certlib.images import ImageEntry
@@ -316,10 +316,11 @@ def _metrics_of(config: RunConfig, stored: StoredRun, decision: Decision, faith:
             "deletion_auc": faith["deletion"]["auc"] if faith else math.nan,
             "insertion_auc": faith["insertion"]["auc"] if faith else math.nan, "run_key": config.key,
             "certlib_code": dict(config.versions).get("certlib_code", "")}
+    radii = pixel_radius.level_columns(pixel_radius.counts_radii(stored.counts, config.test, decision.alpha, levels))
     rows = [{**base, "k_percent": k, "certified_top": float(robust.certified_top[i]),
              "certified_not_top": float(robust.certified_not_top[i]), "abstain": float(robust.abstain[i]),
              "certified": float(robust.certified[i]),
-             "certified_gridpg": float(local.score[i]) if local is not None else math.nan}
+             "certified_gridpg": float(local.score[i]) if local is not None else math.nan, **radii[i]}
             for i, k in enumerate(levels)]
     curves = [] if faith is None else [
         {"method": config.method, "family": info.family, "sigma": config.sigma, "image": config.image_key,
@@ -353,7 +354,7 @@ def collect_metrics(store: Store, runs: Sequence[PlannedRun], decision: Decision
 # ------------------------------------------------------------------------------------------------ summaries
 
 SUMMARY_METRICS = ("certified", "certified_top", "abstain", "certified_gridpg", "gridpg_clean", "deletion_auc",
-                   "insertion_auc")
+                   "insertion_auc", "with_radius", "radius_median")
 
 
 def _mean_sem(values: list[float]) -> tuple[float, float, int]:

@@ -156,3 +156,21 @@ def test_radius_figures_draw_the_map_and_the_curves_with_r_tau_marked():
     curve = radius_viz.radius_curve({"a": radii, "b": other}, 0.17, (25.0, 50.0), marked_eps=0.1)
     assert len(curve.data) == 4 and any(a.text == "R(τ)" for a in curve.layout.annotations)
     assert np.all(np.diff(curve.data[0].y) <= 0)            # a share certified can only fall as ε grows
+
+
+def test_stored_counts_get_radii_by_their_test_and_per_level_figures():
+    counts = _counts(64, seed=4)
+    m = counts.votes_for_mode.size
+    fixed = pixel_radius.counts_radii(counts, "fixed", 0.1)
+    np.testing.assert_array_equal(fixed.radii, pixel_radius.fixed_n_radii(counts, 0.1).radii)
+    stopped = pixel_radius.counts_radii(counts, "anytime", 0.1)           # one look, at the full α / m
+    k = counts.votes_for_mode
+    expected = np.array([anytime.lower_confidence_bound(int(v), 64, 0.1 / m) if v > 32 else 0.0 for v in k.ravel()])
+    np.testing.assert_allclose(stopped.lower_bounds.ravel(), expected, atol=1e-9)
+    columns = pixel_radius.level_columns(fixed)
+    for i, col in enumerate(columns):
+        r = fixed.radii[i][np.isfinite(fixed.radii[i])]
+        assert col["with_radius"] == pytest.approx(r.size / (SIDE * SIDE))
+        assert col["radius_median"] == pytest.approx(np.median(r)) if r.size else np.isnan(col["radius_median"])
+    with pytest.raises(CertlibError, match="test"):
+        pixel_radius.counts_radii(counts, "sometimes", 0.1)

@@ -277,3 +277,10 @@ def test_import_certlib_stays_light():
     code = "import sys, certlib; print('torch' in sys.modules, callable(certlib.certify_pixels))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_a_vit_with_gradcam_on_its_patch_tokens():
+    timm = pytest.importorskip("timm")
+    net = timm.create_model("test_vit", pretrained=False, num_classes=3)
+    r = certlib.certify_pixels(net, "chelsea", method="gradcam", k_percents=25, **QUICK)
+    assert r.config["model"]["arch"] == "vit" and r.classes.shape == r.input.shape[1:]

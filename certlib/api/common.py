@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -80,14 +80,5 @@ class Saving:
         return store.save(self, path)
 
 
-def replaced(result, **changes: Any):
-    import dataclasses
-
-    return dataclasses.replace(result, **changes)
-
-
 def rounded(values: np.ndarray, ks) -> dict[str, float]:
     return {f"{k:g}": round(float(v), 6) for k, v in zip(ks, np.asarray(values))}
-
-
-Check = Callable[[object], object]

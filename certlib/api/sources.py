@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -172,27 +172,14 @@ def _first_conv_channels(module: nn.Module) -> int | None:
     return None if conv is None else int(conv.in_channels)
 
 
-def _probe(module: nn.Module, wrapped: nn.Module, x: torch.Tensor, arch: str) -> tuple[torch.Tensor, str | None]:
-    """One forward pass of `wrapped` (the caller's module, maybe behind a normalisation) on x: (its output, the
-    module whose output the CAM family explains). That is torchvision ResNets' layer4 (as the registry), else the
-    last module inside `module` to finish whose output is a feature map [B,C,h,w] with h·w > 1 (a container
-    finishes after its children, so this is the outermost block of the last stage); None when there is no such map
-    (a transformer's tokens)."""
-    finished: list[str] = []
-
-    def seen(name: str, out: object) -> None:
-        if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1:
-            finished.append(name)
-
-    hooks = [] if arch == "resnet" else [m.register_forward_hook(lambda _m, _i, out, name=name: seen(name, out))
-                                         for name, m in module.named_modules() if name]
-    try:
-        with torch.inference_mode():
-            out = wrapped(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out, "layer4" if arch == "resnet" else (finished[-1] if finished else None)
+def _logit_count(wrapped: nn.Module, x: torch.Tensor) -> int:
+    """How many classes the module scores, from one forward pass on x; a ModelError unless it returns [B, classes]."""
+    with torch.inference_mode():
+        out = wrapped(x)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ModelError(f"the model must return logits [B, classes]; it returned "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    return int(out.shape[1])
 
 
 @contextmanager
@@ -213,33 +200,30 @@ def evaluating(module: nn.Module) -> Iterator[None]:
 
 def module_model(module: nn.Module, pixels: np.ndarray, *, normalize=None, input_size=None, in_channels=None,
                  class_names: Sequence[str] | None = None, device: str | None = None) -> models.LoadedModel:
-    """A LoadedModel for a caller's trusted module (run in this process). It takes [0,1] pixels: `normalize`
-    (mean, std) — default: timm's or torchvision's own, none for other modules — is applied inside. Input size:
-    the argument, the library's preset, else the image's own size; channels: the argument, the preset, the first
-    convolution's, else the image's. Call inside `evaluating(module)`."""
+    """`models.from_module` for a caller's trusted module, with what it needs inferred: `normalize` (mean, std) —
+    default: timm's or torchvision's own, none for other modules (they take [0,1] pixels); the input size — the
+    argument, the library's preset, else the image's own size; the channels — the argument, the preset, the first
+    convolution's, else the image's; the classes — one probe pass (ImageNet's names for 1000 scores on 3 channels).
+    The architecture and CAM layer are found by `models.spec_for_module` (ViTs included). Call inside
+    `evaluating(module)`: from_module puts the module in eval mode and freezes it."""
     preset = _preset(module)
     norm = normalize if normalize is not None else preset.normalize
     channels = in_channels or preset.in_channels or _first_conv_channels(module) or int(pixels.shape[0])
     size = tuple(input_size) if input_size is not None else preset.input_size or tuple(pixels.shape[1:])
     if len(size) == 3:
         channels, size = int(size[0]), size[1:]
+    size = (int(size[0]), int(size[1]))
     dev = _module_device(module, device)
-    wrapped = module if norm is None else models.PixelSpaceModel(module, tuple(norm[0]), tuple(norm[1]))
-    wrapped = wrapped.to(dev)
-    out, cam = _probe(module, wrapped, torch.zeros((1, channels, *size), device=dev), preset.arch)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ModelError(f"the model must return logits [B, classes]; it returned "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    names = _class_names(class_names, int(out.shape[1]), channels)
-    spec = models.ModelSpec(
-        key=f"module:{type(module).__name__}", label=f"{type(module).__name__} (torch.nn.Module)",
-        family="imagenet" if len(names) == 1000 and channels == 3 else "user", arch=preset.arch,
-        in_channels=channels, input_size=(int(size[0]), int(size[1])), flexible_size=False,
-        resize_size=preset.resize_size if input_size is None else None, class_names=names,
-        cam_layer=None if cam is None else (cam if norm is None else f"net.{cam}"),
-        description=f"{sum(p.numel() for p in module.parameters()):,} parameters, normalisation "
-                    f"{'none' if norm is None else norm}")
-    return models.LoadedModel(spec=spec, module=wrapped, weights_sha256=f"module:{id(module):x}", device=dev)
+    wrapped = (module if norm is None else models.PixelSpaceModel(module, tuple(norm[0]), tuple(norm[1]))).to(dev)
+    names = _class_names(class_names, _logit_count(wrapped.eval(), torch.zeros((1, channels, *size), device=dev)),
+                         channels)
+    arch = preset.arch if preset.arch not in ("module", "vit") else None      # torchvision CNNs: LRP canonizers
+    loaded = models.from_module(module, input_size=size, class_names=names, normalize=norm, in_channels=channels,
+                                device=dev, key=f"module:{type(module).__name__}",
+                                label=f"{type(module).__name__} (torch.nn.Module)", arch=arch)
+    loaded.spec = replace(loaded.spec, family="imagenet" if len(names) == 1000 and channels == 3 else "user",
+                          resize_size=preset.resize_size if input_size is None else loaded.spec.resize_size)
+    return loaded
 
 
 def _module_device(module: nn.Module, device: str | None) -> str:

@@ -4,13 +4,13 @@
     python bench/api_overhead.py --n 56 --repeats 5
 
 Side by side in one process, interleaved in a fresh random order each repeat (bench/_common.side_by_side), on the
-bundled EfficientNet-Lite0, Gradient, Chelsea, n0 + n = 8 + 56 copies, batch 8, the target given (top-1):
+bundled EfficientNet-Lite0, Gradient, Chelsea, n0 + n = 8 + 64 copies, top 5%, batch 8, the target given (top-1):
 - engine: what a caller wires by hand today — `attributions.for_target`, `sampling.sample_topk_counts` with the
   prediction's logits, `pixel_cert.decide`, `prediction_cert.from_counts` — on a model and an input already prepared;
 - api (registry key): `certlib.certify_pixels("efficientnet_lite0", "chelsea", ...)`: resolves the key (the loaded
   model is cached per process, as the app caches it), prepares the image, samples, decides, builds the result;
 - api (module): the same network passed as a `torch.nn.Module` and the prepared input as a tensor: the call wraps the
-  module (one probe forward pass, eval mode set and restored) on every call.
+  module on every call (`models.from_module`: weights hashed; one probe forward pass; eval mode set and restored).
 The overhead is the per-repeat ratio api / engine − 1 (the runs of a repeat are adjacent in time), median reported.
 """
 from __future__ import annotations
@@ -27,12 +27,12 @@ import certlib  # noqa: E402
 from certlib import attributions, images, models, pixel_cert, prediction_cert, sampling  # noqa: E402
 from certlib.api import sources  # noqa: E402
 
-KEY, PHOTO, METHOD, SIGMA, BATCH, KS = models.photo_model_key(), "chelsea", "grad", 0.25, 8, (5.0, 25.0, 50.0)
+KEY, PHOTO, METHOD, SIGMA, BATCH, KS = models.photo_model_key(), "chelsea", "grad", 0.25, 8, (5.0,)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=56)
+    parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--n0", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)

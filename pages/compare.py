@@ -7,7 +7,8 @@ from ui.frame import loading
 
 _loading = loading("Compare")   # shown while the imports below load (cold start)
 
-from certlib import attributions, cost, guarantee, images, pixel_cert, pixel_viz, sampling
+from certlib import attributions, cost, defaults, guarantee, images, pixel_cert, pixel_radius, pixel_viz, radius_viz
+from certlib import sampling
 from ui import compare, runs, share
 from ui.controls import ALPHAS, help_for
 from ui.workbench import current, remember
@@ -18,7 +19,10 @@ N0_CHOICES = [8, 16, 32, 64]
 _loading.empty()
 wb = current()
 usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, wb.model.spec) is None]
-remember(cmp_mode="methods", cmp_methods=[m for m in ("grad", "gradcam") if m in usable][:2] or usable[:2],
+# Three methods by default: the family's measured default, GradCAM and plain gradients (their radius curves differ most)
+first_three = list(dict.fromkeys(m for m in (defaults.for_family(wb.model.spec.family).method, "gradcam", "grad", *usable)
+                                 if m in usable))[:3]
+remember(cmp_mode="methods", cmp_methods=first_three,
          cmp_sigma=0.25, cmp_n=256, cmp_n0=32, cmp_tau=0.75, cmp_alpha=1e-3, cmp_k=25.0,
          choices={"cmp_mode": list(compare.MODES), "cmp_methods": usable, "cmp_sigma": (0.05, 1.0),
                   "cmp_n": N_CHOICES, "cmp_n0": N0_CHOICES, "cmp_tau": (0.5, 0.99), "cmp_alpha": ALPHAS,
@@ -88,6 +92,12 @@ def grid() -> None:
             abstain = float((cert.classes == -1).mean())
             st.metric("certified in the top K", f"{share_in:.1%}", help="share of all pixels")
             st.caption(f"abstain {abstain:.1%} · {said.text}")
+    # Every radius at once, from the same counts (Clopper–Pearson at α/m per cell; design §18)
+    curves = {cell.title: pixel_radius.fixed_n_radii(c, alpha, [k]) for cell, c in zip(cells, counts)}
+    st.plotly_chart(radius_viz.radius_curve(curves, pixel_cert.certified_radius(sigma, tau), (k,)),
+                    key="cmp_radius_curve")
+    st.caption("Share of each cell's top-K pixels certified in the top K against the radius ε, every radius valid "
+               f"together at 1 − α per cell; the dashed line is R(τ) = {pixel_cert.certified_radius(sigma, tau):.3f}.")
 
 
 with st.container(border=True):

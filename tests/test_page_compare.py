@@ -38,6 +38,11 @@ def test_methods_side_by_side_with_shared_decisions(monkeypatch):
     assert len(calls) == 3
     overlays = [c for c in at.get("plotly_chart") if "top 25% at R =" in c.proto.spec]
     assert len(overlays) == 3
+    curve = next(c for c in at.get("plotly_chart") if "cmp_radius_curve" in c.proto.id)    # every radius, per method
+    import json
+    traces = json.loads(curve.proto.spec)["data"]
+    assert len(traces) == 3 and all(t["name"].endswith("top 25%") for t in traces)
+    assert any("R(τ)" in a["text"] for a in json.loads(curve.proto.spec)["layout"]["annotations"])
     before = [m.value for m in at.metric if m.label == "certified in the top K"]
     at.slider(key="cmp_tau").set_value(0.6).run()
     at.select_slider(key="cmp_k").set_value(50.0).run()

@@ -350,10 +350,12 @@ def prepared(model: Any, image: Any, method: Any, target: int | None, *, seed: i
         with evaluating(model):
             loaded = module_model(model, entry.pixels, normalize=normalize, input_size=input_size,
                                   in_channels=in_channels, class_names=class_names, device=device)
-            wrapped = loaded.module if loaded.module is not model else None
+            ours = isinstance(loaded.module, models.PixelSpaceModel) and loaded.module is not model
+            wrapped = loaded.module if ours else None          # the normalisation certlib put in front
             to_net = None if wrapped is None else (lambda xb: (xb - wrapped.mean) / wrapped.std)
-            yield _subject(loaded, entry, method, target, seed, to_net, {"kind": "module", "class": type(model).__name__,
-                                                                        "normalize": _listed(normalize)})
+            described = {"kind": "module", "class": type(model).__name__, "normalize": _listed(normalize),
+                         "weights_sha256": loaded.weights_sha256}
+            yield _subject(loaded, entry, method, target, seed, to_net, described)
         return
     if isinstance(model, (str, models.LoadedModel)):
         loaded = model if isinstance(model, models.LoadedModel) else \

@@ -146,7 +146,9 @@ def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.Anytime
             with live.container():
                 _live_frame(frame, state)
 
-        progressive_runs.sample(wb, params, rule, n, on_frame)
+        # another session computing this very run: wait for it (its frames are drawn here), said in the notice
+        progressive_runs.sample(wb, params, rule, n, on_frame,
+                                on_wait=lambda said: notice.info(said, icon=":material/group:"))
         for slot in (stop_slot, bar, live, stale, notice, first_picture):
             slot.empty()
     state = progressive_runs.stored(wb, params)

@@ -10,6 +10,7 @@ import streamlit as st
 import torch
 
 from certlib.models import LoadedModel, load_model
+from ui.single_flight import SingleFlight
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
@@ -58,3 +59,8 @@ class ResultCache:
 @st.cache_resource
 def sampling_results() -> ResultCache:
     return ResultCache()
+
+
+# Runs being computed, by the same keys as sampling_results(). A plain module object, not st.cache_resource:
+# clearing Streamlit's caches must not orphan the sessions waiting for a run in flight.
+FLIGHTS = SingleFlight()

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import streamlit as st
 
-from certlib import attributions, pixel_cert, progressive, sampling
+from certlib import pixel_cert, progressive, sampling
 from certlib.progressive import StopRule
 from certlib.sampling import TopKCounts
 from ui import cache, runs
+from ui.single_flight import Flight, FlightView
 from ui.workbench import Workbench
 
 KIND = "anytime_counts"
 FRAME_SECONDS = 0.25          # the live view redraws at most this often (every frame stays valid; drawing costs)
+# a session waiting for another's run redraws its frames less often: 8 sessions drawing 4 overlays and plotly
+# figures a second would take the cores the run itself needs
+WAITER_FRAME_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,15 @@ def stopped_by_user(wb: Workbench, params: AnytimeParams) -> bool:
 def needs_sampling(wb: Workbench, params: AnytimeParams, n_max: int) -> bool:
     """Sample when nothing is cached, when an interrupted run can go on, when the budget was raised, or when the
     user asked to continue — never because a decision slider moved (that only re-decides)."""
-    state, key = stored(wb, params), _key(wb, params)
+    key = _key(wb, params)
     if key in _flags("continue"):
         return True
     if key in _flags("stopped"):
         return False
+    return _more_needed(stored(wb, params), n_max)
+
+
+def _more_needed(state: Progress | None, n_max: int) -> bool:
     if state is None or state.stop is None:
         return True
     # a raised budget resumes a run that reached its budget, and one that stopped "decided" within a smaller budget
@@ -101,32 +110,71 @@ def first_reopening_budget(state: Progress, budgets) -> tuple[int, int] | None:
     return None
 
 
-def sample(wb: Workbench, params: AnytimeParams, rule: StopRule, n_max: int, on_frame) -> Progress:
+def sample(wb: Workbench, params: AnytimeParams, rule: StopRule, n_max: int, on_frame,
+           on_wait: Callable[[str], None] | None = None) -> Progress:
     """Run (or continue) progressive sampling, caching the counts after every frame, and call on_frame(frame,
-    state) at most every FRAME_SECONDS (and for the last frame). Errors end the page with their message."""
-    results, key = cache.sampling_results(), _key(wb, params)
+    state) at most every FRAME_SECONDS (and for the last frame). Errors end the page with their message.
+
+    Sessions asking for the same counts at once share one run (ui.single_flight): the others draw its frames with
+    on_frame (at most every WAITER_FRAME_SECONDS) and are told with on_wait(sentence) that they wait, with whom and
+    for how long; a waiter takes the run over from its last frame if its leader is interrupted, and samples on by
+    itself afterwards if its budget is larger."""
+    key = _key(wb, params)
     _flags("continue").discard(key)
+    while True:
+        with runs.shown_in_page():
+            state = runs.shared_run(key, lambda flight: _lead(wb, params, rule, n_max, on_frame, flight),
+                                    _waiting(wb, params, n_max, on_frame, on_wait))
+        if not _more_needed(state, n_max):
+            return state
+
+
+def _lead(wb: Workbench, params: AnytimeParams, rule: StopRule, n_max: int, on_frame, flight: Flight) -> Progress:
+    """The sampling run itself, in the session that leads its flight: every frame is cached, published to the
+    waiting sessions, and drawn here at most every FRAME_SECONDS."""
+    results, key = cache.sampling_results(), _key(wb, params)
     state = results.get(key)
-    attribute, logits = attributions.for_target(wb.model, wb.method, wb.target, params.seed)
+    if state is not None and not _more_needed(state, n_max):
+        return state                 # another session's run reached this budget since this page looked
+    attribute, logits = runs.shared_cores(wb, params.seed)
     same_levels = state is not None and tuple(sorted(state.rule.levels)) == tuple(sorted(rule.levels))
     history = list(state.history) if same_levels else []      # shares of other levels would not line up
     last_drawn = 0.0
-    with runs.shown_in_page():
-        frames = progressive.certify_progressively(
-            attribute, wb.x.to(wb.model.device), params.sigma, rule, n_max=n_max, n0=params.n0,
-            k_percents=params.k_percents, seed=params.seed, start=state.trajectory if state is not None else None,
-            logits=logits, normalisation=params.normalisation)
-        for frame in frames:
-            shares = tuple(float(1.0 - f) for f in frame.certificate.fractions["abstain"])
-            if not history or history[-1][0] != frame.passes:
-                history.append((frame.passes, shares))
-            state = Progress(frame.trajectory, frame.stop, n_max, rule, tuple(history))
-            results.put(key, state)          # a Stop click (or any rerun) keeps everything up to this frame
-            now = time.perf_counter()
-            if frame.stop is not None or now - last_drawn >= FRAME_SECONDS:
-                on_frame(frame, state)
-                last_drawn = now
+    frames = progressive.certify_progressively(
+        attribute, wb.x.to(wb.model.device), params.sigma, rule, n_max=n_max, n0=params.n0,
+        k_percents=params.k_percents, seed=params.seed, start=state.trajectory if state is not None else None,
+        logits=logits, normalisation=params.normalisation)
+    for frame in frames:
+        shares = tuple(float(1.0 - f) for f in frame.certificate.fractions["abstain"])
+        if not history or history[-1][0] != frame.passes:
+            history.append((frame.passes, shares))
+        state = Progress(frame.trajectory, frame.stop, n_max, rule, tuple(history))
+        results.put(key, state)          # a Stop click (or any rerun) keeps everything up to this frame
+        flight.publish((frame, state))
+        now = time.perf_counter()
+        if frame.stop is not None or now - last_drawn >= FRAME_SECONDS:
+            on_frame(frame, state)
+            last_drawn = now
     return state
+
+
+def _waiting(wb: Workbench, params: AnytimeParams, n_max: int, on_frame, on_wait):
+    """on_wait for runs.shared_run: the leader's latest frame, and the sentence saying who waits for what."""
+    drawn: list = [None, 0.0, ""]        # the frame drawn last, when, and the sentence said last
+
+    def waiting(view: FlightView) -> None:
+        published, now = view.progress, time.monotonic()
+        fresh = published is not None and published is not drawn[0] and now - drawn[1] >= WAITER_FRAME_SECONDS
+        if fresh:
+            on_frame(*published)
+            drawn[0], drawn[1] = published, now
+        done = published[1].counts.n if published is not None else 0
+        left = max(0, n_max - done) + (0 if published is not None else params.n0)
+        said = runs.waiting_text(wb, view, left)
+        if on_wait is not None and (fresh or said != drawn[2]):
+            on_wait(said)
+            drawn[2] = said
+    return waiting
 
 
 def describe(state: Progress, n_max: int, stopped: bool) -> str:

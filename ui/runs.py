@@ -1,17 +1,27 @@
 """Glue between the workbench and certlib's expensive stages: cache keys, progress bars, model locks."""
 from __future__ import annotations
 
+import hashlib
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import streamlit as st
 import torch
+from streamlit.logger import get_logger
 
 from certlib import attributions, cost, images, pixel_cert, sampling
 from certlib.errors import SHOWN_ERRORS, describe_error
 from certlib.sampling import TopKCounts
 from ui import cache
+from ui.fair_share import CORES
+from ui.single_flight import Flight, FlightView
 from ui.workbench import Workbench
+
+T = TypeVar("T")
+# "computing <kind> <key hash>" once per computation: bench/load.py counts these lines in the server's log
+_LOG = get_logger("certexplorer.runs")
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,14 @@ class SamplingParams:
 
 def attribution_fn(wb: Workbench, seed: int):
     """x [B,C,H,W] -> [B,H,W] for the workbench's model, method and target (the method holds the model lock)."""
-    return attributions.for_target(wb.model, wb.method, wb.target, seed)[0]
+    return shared_cores(wb, seed)[0]
+
+
+def shared_cores(wb: Workbench, seed: int):
+    """attributions.for_target for a sampling run, each call (one batch) taking its turn of the cores, so that
+    the runs of different sessions interleave batch by batch (ui.fair_share)."""
+    attribute, logits = attributions.for_target(wb.model, wb.method, wb.target, seed)
+    return CORES.gated(attribute), CORES.gated(logits)
 
 
 def logit_fn(wb: Workbench):
@@ -58,17 +75,93 @@ def progress_bar(text: str):
 
 def cached_run(wb: Workbench, kind: str, params, compute, text: str | None = None):
     """The get / compute / put of every expensive stage: the cached result of (workbench, kind, params), else
-    compute(progress) under a progress bar (when `text` is given) with failures shown in the page, then stored."""
+    compute(progress) under a progress bar (when `text` is given) with failures shown in the page, then stored.
+    Computed once when several sessions ask at the same time: the others wait, with the leader's progress."""
     results = cache.sampling_results()
     key = run_key(wb, kind, params)
     hit = results.get(key)
     if hit is not None:
         return hit
     bar, progress = progress_bar(text) if text else (None, None)
+    notice = st.empty()
+
+    def lead(flight: Flight):
+        again = results.get(key)
+        if again is not None:            # finished by another session between the lookup above and this claim
+            return again
+
+        def report(done: int, total: int) -> None:
+            flight.publish((done, total))
+            if progress is not None:
+                progress(done, total)
+        value = compute(report)
+        results.put(key, value)          # before the flight ends: a session arriving after it finds the result
+        return value
+
+    def show_waiting(view: FlightView) -> None:
+        done, total = view.progress if view.progress is not None else (0, None)
+        if bar is not None and total:
+            bar.progress(min(1.0, done / total), text=f"{text} {done}/{total}")
+        notice.info(waiting_text(wb, view, None if total is None else total - done), icon=":material/group:")
+
     with shown_in_page(bar):
-        value = compute(progress)
-    results.put(key, value)
-    return value
+        try:
+            return shared_run(key, lead, show_waiting)
+        finally:
+            notice.empty()
+
+
+def shared_run(key: tuple, compute: Callable[[Flight], T], on_wait: Callable[[FlightView], None]) -> T:
+    """compute(flight) once across sessions (ui.single_flight): a session that asks for a key another session is
+    computing waits for that run, drawing on_wait(view), and takes it over if its leader is interrupted."""
+    label = f"{key[0]} {hashlib.sha256(repr(key).encode()).hexdigest()[:12]}"
+
+    def logged(flight: Flight) -> T:
+        _LOG.info("computing %s (leader %d of this flight, %d waiting)", label, flight.leaders, len(flight.queue))
+        return compute(flight)
+
+    def waiting(view: FlightView) -> None:
+        _ = "_interrupt" in st.session_state      # a session-state read is where Streamlit interrupts a script
+        on_wait(view)
+
+    return cache.FLIGHTS.run(key, logged, waiting)
+
+
+def waiting_text(wb: Workbench, view: FlightView, copies_left: int | None) -> str:
+    """What a session waiting for another session's identical run is told: that it waits, with how many, its place,
+    and the time left (the method's measured cost per copy, times the runs sharing the cores)."""
+    since = time.monotonic() - view.leader_since
+    said = (f"Another session is computing this exact run (for {since:.0f} s): it is computed once and shown to "
+            f"every session that asks. {view.waiting} session{'s' if view.waiting > 1 else ''} waiting for it; you "
+            f"joined {_ordinal(view.arrived)}.")
+    left = seconds_left(wb, copies_left) if copies_left else None
+    if left is not None:
+        said += f" About {cost.describe_seconds(left)} left ({copies_left:,} noisy attributions"
+        runs = cache.FLIGHTS.running()
+        said += f", {runs} runs sharing the cores)." if runs > 1 else ")."
+    return said
+
+
+def _ordinal(i: int) -> str:
+    return f"{i}{'th' if 10 <= i % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(i % 10, 'th')}"
+
+
+def seconds_left(wb: Workbench, copies: int) -> float | None:
+    """Seconds for `copies` more noisy attributions while the current runs share the cores batch by batch."""
+    per_copy = seconds_per_copy(wb)
+    return None if per_copy is None else per_copy * copies * max(1, cache.FLIGHTS.running())
+
+
+def seconds_per_copy(wb: Workbench) -> float | None:
+    """certlib.cost's timing of the workbench's method (None when even that fails: the sampling that follows shows
+    the error); timed once when many sessions open the same page at once, like the runs themselves."""
+    key = ("seconds_per_copy", wb.model.weights_sha256, wb.model.compute_key, wb.method, tuple(wb.x.shape),
+           wb.target)
+    try:
+        return shared_run(key, lambda flight: cost.seconds_per_copy(wb.model, wb.method, wb.x, wb.target),
+                          lambda view: None)
+    except SHOWN_ERRORS:
+        return None
 
 
 def is_cached(wb: Workbench, kind: str, params) -> bool:
@@ -79,14 +172,16 @@ def expected_time(wb: Workbench, copies: int, what: str = "noisy attributions") 
     """'Expected time: about 25 s (288 noisy attributions × 85 ms, timed on this machine's CPU)', from a timing
     of the workbench's method on a few copies (certlib.cost; once per model, method and input size); None when
     even that timing fails (the sampling that follows shows the error)."""
-    try:
-        per_copy = cost.seconds_per_copy(wb.model, wb.method, wb.x, wb.target)
-    except SHOWN_ERRORS:
+    per_copy = seconds_per_copy(wb)
+    if per_copy is None:
         return None
     where = "GPU" if wb.model.device == "cuda" else "CPU"
+    busy = cache.FLIGHTS.running()
+    shared = (f" {busy} other run{'s are' if busy > 1 else ' is'} being computed for other sessions: the cores are "
+              f"shared batch by batch, so it may take up to {busy + 1}× as long." if busy else "")
     return (f"Expected time: about {cost.describe_seconds(per_copy * copies)} ({copies:,} {what} × "
             f"{per_copy * 1000:,.0f} ms, {attributions.METHODS[wb.method].label} on {wb.model.spec.key} timed on "
-            f"this machine's {where}). Results are cached: moving a decision slider never resamples.")
+            f"this machine's {where}).{shared} Results are cached: moving a decision slider never resamples.")
 
 
 def announce_cost(wb: Workbench, kind: str, params, copies: int):
@@ -167,7 +262,7 @@ def run_key(wb: Workbench, kind: str, params) -> tuple:
 def topk_counts(wb: Workbench, params: SamplingParams) -> TopKCounts:
     """Cached sampling stage; computes with a progress bar only when this exact config was never sampled."""
     def compute(progress) -> TopKCounts:
-        attribute, logits = attributions.for_target(wb.model, wb.method, wb.target, params.seed)
+        attribute, logits = shared_cores(wb, params.seed)
         return sampling.sample_topk_counts(attribute, wb.x.to(wb.model.device), params.sigma, params.n0, params.n,
                                            params.k_percents, seed=params.seed, progress=progress,
                                            normalisation=params.normalisation, logits=logits)

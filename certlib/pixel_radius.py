@@ -154,16 +154,26 @@ def _result(counts: TopKCounts, lower: np.ndarray, radius: np.ndarray, alpha: fl
     return PixelRadii(counts.k_percents, radii, classes, lower, counts.sigma, alpha, m, scheme, counts.n)
 
 
+def radii_from_votes(votes_for_mode: np.ndarray, modes: np.ndarray, n: int, sigma: float, alpha: float,
+                     k_percents: Sequence[float]) -> PixelRadii:
+    """Radii of fixed-n votes ([K,H,W] votes for each test's mode among n, and the modes): Clopper–Pearson at α/m
+    on every test, valid together at 1 − α."""
+    a = stats.check_scalar_alpha(alpha)
+    k = np.asarray(votes_for_mode, dtype=np.int64)
+    if n < 1:
+        raise CertlibError(f"radii need estimation samples, got n = {n}")
+    m = int(k.size)
+    bounds = clopper_pearson_table(int(n), a / m)
+    radius = _radius_table(bounds, sigma)[k]
+    classes = np.where(np.isfinite(radius), np.asarray(modes), np.int8(ABSTAIN)).astype(np.int8)
+    return PixelRadii(tuple(float(v) for v in k_percents), np.where(np.isfinite(radius), radius, np.nan), classes,
+                      bounds[k], float(sigma), a, m, "bonferroni", int(n))
+
+
 def fixed_n_radii(counts: TopKCounts, alpha: float, levels: Sequence[float] | None = None) -> PixelRadii:
     """Radii of a fixed-n run: Clopper–Pearson at α/m on every level × pixel, valid together at 1 − α."""
-    a = stats.check_scalar_alpha(alpha)
     sub = counts if levels is None else counts.select_levels(levels)
-    m = int(sub.votes_for_mode.size)
-    if sub.n < 1:
-        raise CertlibError(f"radii need estimation samples, got n = {sub.n}")
-    bounds = clopper_pearson_table(sub.n, a / m)
-    k = sub.votes_for_mode
-    return _result(sub, bounds[k], _radius_table(bounds, sub.sigma)[k], a, m, "bonferroni")
+    return radii_from_votes(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, alpha, sub.k_percents)
 
 
 def trajectory_radii(trajectory: Trajectory, alpha: float, levels: Sequence[float] | None = None,

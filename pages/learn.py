@@ -6,7 +6,7 @@ from ui.frame import loading
 _loading = loading("Learn")   # shown while the imports below load (cold start)
 import numpy as np
 
-from certlib import stats, teaching
+from certlib import pixel_cert, pixel_radius, radius_viz, stats, teaching
 from certlib import teaching_viz as tv
 from certlib.errors import CertlibError
 from certlib.uniform_bound import difference_bound
@@ -26,6 +26,7 @@ remember(learn_x1=-1.0, learn_x2=-0.5, learn_sigma=0.5, learn_tau=0.75, learn_n=
          learn_px_seed=0,
          learn_ratio=0.2, learn_d=1024, learn_view="d = 2",
          learn_tk_eps=0.1, learn_tk_sigma=0.25, learn_tk_k=10, learn_tk_width=0.0,
+         learn_rd_sigma=0.25, learn_rd_n=500, learn_rd_alpha=1e-3, learn_rd_tau=0.75,
          choices={"learn_x1": (-2.5, 2.5), "learn_x2": (-2.5, 2.5), "learn_sigma": (0.05, 1.5),
                   "learn_tau": (0.5, 0.99), "learn_n": PLANE_N, "learn_seed": (0, 2**31 - 1), "learn_alpha": ALPHAS,
                   "learn_regions": ["base classifier f", "smoothed classifier g"], "learn_flip": (0.0, 0.6),
@@ -33,11 +34,12 @@ remember(learn_x1=-1.0, learn_x2=-0.5, learn_sigma=0.5, learn_tau=0.75, learn_n=
                   "learn_px_correction": ["holm", "bonferroni"], "learn_px_seed": (0, 2**31 - 1),
                   "learn_ratio": (0.0, 1.99), "learn_d": DIMS, "learn_view": ["d = 2", "d = 3"],
                   "learn_tk_eps": (0.0, 1.0), "learn_tk_sigma": (0.05, 1.0), "learn_tk_k": (1, 32),
-                  "learn_tk_width": (0.0, 0.2)})
+                  "learn_tk_width": (0.0, 0.2), "learn_rd_sigma": (0.05, 1.0), "learn_rd_n": PIXEL_N,
+                  "learn_rd_alpha": ALPHAS, "learn_rd_tau": (0.5, 0.99)})
 share.publish("learn_")
 
 st.title("Learn")
-st.caption("Four small, exact toys that show what the certificates on the other pages mean. No model is used; "
+st.caption("Five small, exact toys that show what the certificates on the other pages mean. No model is used; "
            "everything is recomputed instantly as you move a slider.")
 
 
@@ -179,7 +181,35 @@ def topk_lesson() -> None:
     g3.plotly_chart(tv.overlap_curve_figure(eps_axis, curve, eps, toy.overlap), key="learn_tk_curve")
 
 
+def radius_lesson() -> None:
+    st.markdown("The per-pixel certificate above asks one question: *does the pixel keep its class up to the radius "
+                "R(τ) = σ·Φ⁻¹(τ)?* The same votes answer a better one: *how far does it keep it?* A lower confidence "
+                "bound p̲ᵢ on the probability of the pixel's usual answer gives its own radius Rᵢ. For the whole map "
+                "to be read at once — any ε, chosen after looking — every bound must hold together: each is taken "
+                "at α/m over the m pixels (Bonferroni). The curve below shows every radius at once; the one point "
+                "that τ picks is the dashed line. That is why the curve, not one number, is the honest summary.")
+    st.latex(r"R_i=\sigma\,\Phi^{-1}(\underline{p}_i),\qquad \underline{p}_i=\mathrm{Beta}^{-1}\!\Big("
+             r"\tfrac{\alpha}{m};\,k_i,\,n-k_i+1\Big)\quad(\text{no radius when }\underline{p}_i\le\tfrac12)")
+    c1, c2, c3, c4 = st.columns(4)
+    sigma = c1.slider("σ (noise level)", 0.05, 1.0, step=0.05, key="learn_rd_sigma")
+    n = c2.select_slider("n (noisy copies)", PIXEL_N, key="learn_rd_n")
+    alpha = c3.select_slider("α (error probability)", ALPHAS, key="learn_rd_alpha", format_func=lambda a: f"{a:g}")
+    tau = c4.slider("τ (marks R(τ) on the curve)", 0.5, 0.99, step=0.01, key="learn_rd_tau")
+    toy = teaching.pixel_toy_certificate(0.3, n, tau, alpha, 0, correction="bonferroni")
+    radii = pixel_radius.radii_from_votes(toy.votes[None], toy.mode[None].astype(np.int8), n, sigma, alpha, (25.0,))
+    r_tau = pixel_cert.certified_radius(sigma, tau)
+    with_radius = int(np.isfinite(radii.radii).sum())
+    m1, m2 = st.columns(2)
+    m1.metric("pixels with a radius", f"{with_radius} of {toy.votes.size}")
+    m2.metric(f"certified at R(τ) = {r_tau:.3f}", int((radii.certified_at(r_tau) >= 0).sum()),
+              help="the same pixels Bonferroni certifies at τ")
+    g1, g2 = st.columns(2)
+    g1.plotly_chart(radius_viz.radius_map(radii, 25.0), key="learn_rd_map")
+    g2.plotly_chart(radius_viz.radius_curve({"": radii}, r_tau, (25.0,), kind="tests"), key="learn_rd_curve")
+
+
 LESSONS = {"Smoothing in 2-D": smoothing_lesson, "A per-pixel certificate": pixel_lesson,
+           "A pixel's own radius": radius_lesson,
            "Ball overlap vs dimension": overlap_lesson, "Top-K overlap": topk_lesson}
 
 for tab, (title, lesson) in zip(st.tabs(list(LESSONS)), LESSONS.items()):

@@ -32,12 +32,23 @@ def _set(app, kind: str, key: str, value):
     assert not app.error, [e.value for e in app.error]
 
 
-def test_page_renders_four_lessons_with_figures(at):
-    assert [t.label for t in at.tabs] == ["Smoothing in 2-D", "A per-pixel certificate", "Ball overlap vs dimension",
-                                         "Top-K overlap"]
-    assert len(at.get("plotly_chart")) == 12
-    assert len(at.latex) == 4
+def test_page_renders_five_lessons_with_figures(at):
+    assert [t.label for t in at.tabs] == ["Smoothing in 2-D", "A per-pixel certificate", "A pixel's own radius",
+                                         "Ball overlap vs dimension", "Top-K overlap"]
+    assert len(at.get("plotly_chart")) == 14
+    assert len(at.latex) == 5
     assert not at.error and not at.warning
+
+
+def test_radius_lesson_certifies_at_r_tau_what_bonferroni_certifies_at_tau(at):
+    from certlib import teaching
+
+    for tau in (0.75, 0.6):
+        _set(at, "slider", "learn_rd_tau", tau)
+        toy = teaching.pixel_toy_certificate(0.3, 500, tau, 1e-3, 0, correction="bonferroni")
+        assert int(_metric(at, "certified at R(τ)")) == int(toy.certified.sum())
+    with_radius = int(_metric(at, "pixels with a radius").split(" of ")[0])
+    assert with_radius >= int(_metric(at, "certified at R(τ)"))
 
 
 def test_smoothing_sliders(at):

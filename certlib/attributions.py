@@ -23,6 +23,7 @@ Contracts the certificate relies on:
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import warnings
 from abc import ABC, abstractmethod
@@ -648,6 +649,20 @@ class AblationCAM(_LayerMethod):
                  rows_per_pass: int | None = None) -> None:
         super().__init__(model, seed=seed)
         self.use_tail, self.rows_per_pass = bool(use_tail), rows_per_pass
+        self._channel_limit: int | None = None     # a cost probe ablates only the first channels
+
+    def cost_probe(self, height: int, width: int) -> tuple[Attribution, float]:
+        """Without a cheap tail (a ViT, an uncuttable model) each channel costs a full forward pass per copy: time
+        1/64 of the channels (at least 4) and scale by the count of forward passes per copy, 1 + channels (the
+        first pass finds the activations). With a tail, time it all (as cheap as a forward pass or two)."""
+        if self.use_tail and U.layer_tail(self.module, self.layer_name) is not None:
+            return self, 1.0
+        probe_x = torch.zeros((1, self.model.spec.in_channels, height, width), device=self.model.device)
+        with self.model.lock, torch.inference_mode():
+            channels = int(self._activations(probe_x)[0].shape[1])
+        probe = copy.copy(self)
+        probe._channel_limit = min(channels, max(4, channels // 64))
+        return probe, (1 + channels) / (1 + probe._channel_limit)
 
     def _ablated_scores(self, x: torch.Tensor, acts: torch.Tensor, targets: torch.Tensor,
                         output: torch.Tensor) -> torch.Tensor:
@@ -656,8 +671,8 @@ class AblationCAM(_LayerMethod):
         tail = U.layer_tail(self.module, self.layer_name) if self.use_tail else None
         unit = acts[0].numel() if tail is not None else x[0].numel()
         rows = self.rows_per_pass or U.rows_per_pass(unit, x.device)
-        out = torch.empty((b, k), device=x.device)
-        for start, stop in U.chunks(k, max(1, rows // b)):
+        out = torch.zeros((b, k), device=x.device)
+        for start, stop in U.chunks(min(k, self._channel_limit or k), max(1, rows // b)):
             n = stop - start
             ablated = acts.unsqueeze(0).repeat(n, 1, 1, 1, 1)                # [n,B,K,h,w]; copy i drops start+i
             ablated[torch.arange(n), :, torch.arange(start, stop)] = 0

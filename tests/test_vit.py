@@ -220,3 +220,13 @@ def test_certified_pixels_sampling_runs_on_a_vit_with_gradcam(tv_vit):
     again = sampling.sample_topk_counts(explain, x, sigma=0.25, n0=4, n=16, k_percents=(50, 25), seed=0,
                                         batch_size=8, logits=logits)
     assert np.array_equal(counts.estimation_ones, again.estimation_ones)          # seeded: the same run
+
+
+def test_ablationcam_cost_probe_ablates_a_share_of_the_patch_token_channels(timm_vit):
+    # A ViT's layer has no cheap tail: each of the 48 channels costs a forward pass, so the probe times 4 of them.
+    explainer = attributions.make_attribution("ablationcam", timm_vit)
+    probe, scale = explainer.cost_probe(64, 64)
+    assert probe is not explainer and probe._channel_limit == 4 and scale == pytest.approx(49 / 5)
+    maps = probe.attribute(_copies(64, count=2), TARGET)
+    assert maps.shape == (2, 64, 64) and bool(torch.isfinite(maps).all())
+    assert explainer._channel_limit is None

@@ -11,7 +11,7 @@ import numpy as np
 
 from certlib import defaults, export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, progressive, sampling, viz
 from certlib.pixel_check import COLUMN_LABELS, check_certificate
-from ui import advice, downloads, figures, looks, preview, progressive_runs, runs, share
+from ui import advice, downloads, figures, looks, preview, progressive_runs, radius_view, runs, share
 from ui.workbench import current, remember
 from ui.controls import ALPHAS, help_for
 
@@ -189,86 +189,82 @@ else:
 gain = runs.preprocessing_gain(wb)
 
 
-@st.fragment
-def decision(counts) -> None:
-    advice.rerun_page_if_asked()
-    st.markdown("**Decision** — re-decided from the cached counts, no resampling")
+def _decision_controls(counts: sampling.TopKCounts) -> tuple[float, float, list[float], str, float]:
+    """τ, α, the levels, the correction and the prediction's α: what re-decides without sampling."""
     d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
     tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cp_tau", help=help_for("cp_tau"))
-    alpha = d2.select_slider("α (error probability)", ALPHAS, key="cp_alpha", help=help_for("cp_alpha"), format_func=lambda a: f"{a:g}")
+    alpha = d2.select_slider("α (error probability)", ALPHAS, key="cp_alpha", help=help_for("cp_alpha"),
+                             format_func=lambda a: f"{a:g}")
     levels = d3.multiselect("top-K% levels", list(counts.k_percents), key="cp_levels", help=help_for("cp_levels"),
                             format_func=lambda k: f"top {k:g}%")
-    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="cp_correction", help=help_for("cp_correction"), horizontal=True)
+    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="cp_correction",
+                          help=help_for("cp_correction"), horizontal=True)
     alpha_pred = d5.select_slider("α (prediction)", ALPHAS, key="cp_alpha_pred", format_func=lambda a: f"{a:g}",
                                   help=help_for("cp_alpha_pred"))
     share.publish("cp_")
-    if not levels:
-        st.info("Choose at least one top-K% level.")
-        return
-    sub = counts.select_levels(sorted(levels))
-    ks = sub.k_percents
+    return tau, alpha, levels, correction, alpha_pred
+
+
+def _decide_at(sub: sampling.TopKCounts, tau: float, alpha: float, correction: str) -> pixel_cert.PixelCertificate:
+    """The certificate of the counts on screen; for the anytime test, of the whole run's trajectory (it only grows
+    and includes the look at the budget)."""
     if progress_state is None:
-        cert = progressive.decide(sub, test, tau, alpha, correction)
-    else:       # the whole run's trajectory: the certificate only grows, and includes the look at the budget
-        cert = progressive.decide_trajectory(progress_state.trajectory, tau, alpha, correction, ks)
-    shortfall = progressive.too_few_samples(test, cert.n, tau, alpha, cert.num_tests)
-    said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
-                              wb.target, wb.model.spec.class_names,
-                              prediction_cert.from_counts(counts, alpha_pred, test))
-    said_briefly = guarantee.verdict(cert.classes, ks, cert.radius, said.rms, shortfall, counts.normalisation)
-    amber = said_briefly.amber or advice.nothing_certified(cert.classes)   # "0 certified" is never a success
-    (st.warning if amber else st.success)(said_briefly.text,
-                                          icon=":material/warning:" if amber else ":material/verified:")
-    advice.smoothed_class(wb, said.prediction)
-    if cert.radius > 0:
-        if progress_state is None:
-            advice.empty_levels(wb, sub, cert, test, lambda t: progressive.decide(sub, test, t, alpha, correction),
-                                "cp_n", N_CHOICES)
-        else:
-            trajectory, plan = progress_state.trajectory, progress_state.rule.plan_share
-            advice.empty_levels(
-                wb, sub, cert, test, lambda t: progressive.decide_trajectory(trajectory, t, alpha, correction, ks),
-                "cp_nmax", NMAX_CHOICES, (("anytime", 1 - plan),) + ((("fixed", plan),) if trajectory.looked else ()))
-    if test == "fixed":
-        looks.record(st.session_state[looks.CURRENT], counts.seed, counts.n)
-    _which_test(sub, cert)
-    _show_guarantee(said, cert.classes.size, counts.normalisation, said_briefly.vacuous)
+        return progressive.decide(sub, test, tau, alpha, correction)
+    return progressive.decide_trajectory(progress_state.trajectory, tau, alpha, correction, sub.k_percents)
+
+
+def _advise(sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate, alpha: float, correction: str) -> None:
+    """Which knob would help a level that certifies nothing (ui.advice), from the counts on screen."""
+    if cert.radius <= 0:
+        return
+    decide_at = lambda t: _decide_at(sub, t, alpha, correction)       # noqa: E731 — one τ, the rest fixed
+    if progress_state is None:
+        advice.empty_levels(wb, sub, cert, test, decide_at, "cp_n", N_CHOICES)
+        return
+    trajectory, plan = progress_state.trajectory, progress_state.rule.plan_share
+    advice.empty_levels(wb, sub, cert, test, decide_at, "cp_nmax", NMAX_CHOICES,
+                        (("anytime", 1 - plan),) + ((("fixed", plan),) if trajectory.looked else ()))
+
+
+def _figures(counts, sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate, vacuous: bool):
+    """Input and clean map, the certified overlay, the bars per level (and the growth of a progressive run);
+    returns the overlay and the bars for the dimmed view and the downloads."""
+    ks = sub.k_percents
     base = images.to_display_rgb(wb.x[0].cpu().numpy())
     overlay = pixel_viz.certified_overlay(base, cert.classes, ks)
-    if said_briefly.vacuous:               # nothing is certified: grey, so it cannot be read as a result
+    if vacuous:               # nothing is certified: grey, so it cannot be read as a result
         overlay = pixel_viz.greyed(overlay)
     left, mid, right = st.columns(3)
     with left:
-        st.image(base, caption=f"input ({base.shape[1]}×{base.shape[0]}), target {wb.model.spec.class_names[wb.target]}",
-                 width=160)
+        st.image(base, caption=f"input ({base.shape[1]}×{base.shape[0]}), target "
+                 f"{wb.model.spec.class_names[wb.target]}", width=160)
         st.plotly_chart(figures.remembered("cp_attr", counts, lambda: viz.attribution_figure(counts.clean_attr,
                                                                                             "clean attribution")),
                         key="cp_attr")
-    with mid:
-        st.plotly_chart(pixel_viz.overlay_figure(overlay, sub.top_frequency, ks,
-                                                 pixel_viz.certified_levels(cert.classes, ks),
-                                                 f"certified for every ‖δ‖₂ ≤ R = {cert.radius:.3g}"
-                                                 + (" (vacuous)" if said_briefly.vacuous else "")),
-                        key="cp_overlay")
-    with right:
-        bars = pixel_viz.certificate_bars(ks, cert.fractions)
-        st.plotly_chart(bars, key="cp_bars")
+    mid.plotly_chart(pixel_viz.overlay_figure(overlay, sub.top_frequency, ks, pixel_viz.certified_levels(cert.classes, ks),
+                                              f"certified for every ‖δ‖₂ ≤ R = {cert.radius:.3g}"
+                                              + (" (vacuous)" if vacuous else "")), key="cp_overlay")
+    bars = pixel_viz.certificate_bars(ks, cert.fractions)
+    right.plotly_chart(bars, key="cp_bars")
     if progress_state is not None and len(progress_state.history) > 1:
         st.plotly_chart(pixel_viz.growth_figure(progress_state.history, tuple(sorted(progress_state.rule.levels))),
                         key="cp_growth")
-    runs.keep_view("cp", wb, view_params, [("text", said_briefly.text),
-                                                ("image", overlay, "certified overlay"), ("figure", bars)])
+    return overlay, bars
+
+
+def _downloads(counts, sub, cert, said, overlay, decided: dict) -> None:
+    """Overlay PNG, per-pixel CSV and the config + summary JSON, built only when a button is clicked."""
+    ks = sub.k_percents
     config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
               "image_sha256": wb.image.sha256, "target": wb.target, "method": wb.method, "sigma": counts.sigma,
               "n0": counts.n0, "n": counts.n, "test": test, "n_max": n if test == "anytime" else None,
-              "seed": counts.seed, "tau": tau, "alpha": alpha,
-              "correction": correction, "k_percents": ks, "normalisation": counts.normalisation,
-              "scale_s": counts.scale, "alpha_prediction": alpha_pred}
+              "seed": counts.seed, **decided, "k_percents": ks, "normalisation": counts.normalisation,
+              "scale_s": counts.scale}
     summary = {"radius": cert.radius, "radius_image_pixels": said.radius_image, "rms_per_pixel": said.rms,
                "prediction": None if said.prediction is None else said.prediction.__dict__,
-               "prediction_covers_R": said.prediction_covers, **{name: dict(zip(map(str, ks), np.round(v, 5).tolist()))
-                                         for name, v in cert.fractions.items()}}
-    b1, b2, b3 = st.columns(3)   # the files are built only when a button is clicked
+               "prediction_covers_R": said.prediction_covers,
+               **{name: dict(zip(map(str, ks), np.round(v, 5).tolist())) for name, v in cert.fractions.items()}}
+    b1, b2, b3 = st.columns(3)
     downloads.button(b1, "overlay PNG", partial(export.png_bytes, overlay, upscale=8 if overlay.shape[0] < 128 else 1),
                      "certified_overlay.png", "image/png", key="cp_dl_png")
     downloads.button(b2, "per-pixel CSV", partial(export.pixel_csv, sub.clean_attr, ks, cert.classes,
@@ -276,6 +272,41 @@ def decision(counts) -> None:
                      "certified_pixels.csv", "text/csv", key="cp_dl_csv")
     downloads.button(b3, "config + summary JSON", partial(export.summary_json, config, summary), "certificate.json",
                      "application/json", key="cp_dl_json")
+
+
+@st.fragment
+def decision(counts) -> None:
+    advice.rerun_page_if_asked()
+    st.markdown("**Decision** — re-decided from the cached counts, no resampling")
+    tau, alpha, levels, correction, alpha_pred = _decision_controls(counts)
+    if not levels:
+        st.info("Choose at least one top-K% level.")
+        return
+    sub = counts.select_levels(sorted(levels))
+    cert = _decide_at(sub, tau, alpha, correction)
+    shortfall = progressive.too_few_samples(test, cert.n, tau, alpha, cert.num_tests)
+    said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
+                              wb.target, wb.model.spec.class_names,
+                              prediction_cert.from_counts(counts, alpha_pred, test))
+    said_briefly = guarantee.verdict(cert.classes, sub.k_percents, cert.radius, said.rms, shortfall,
+                                     counts.normalisation)
+    amber = said_briefly.amber or advice.nothing_certified(cert.classes)   # "0 certified" is never a success
+    (st.warning if amber else st.success)(said_briefly.text,
+                                          icon=":material/warning:" if amber else ":material/verified:")
+    advice.smoothed_class(wb, said.prediction)
+    _advise(sub, cert, alpha, correction)
+    if test == "fixed":
+        looks.record(st.session_state[looks.CURRENT], counts.seed, counts.n)
+    _which_test(sub, cert)
+    _show_guarantee(said, cert.classes.size, counts.normalisation, said_briefly.vacuous)
+    overlay, bars = _figures(counts, sub, cert, said_briefly.vacuous)
+    with st.container(border=True):
+        radius_view.show(counts, sub.k_percents, None if progress_state is None else progress_state.trajectory,
+                         alpha, cert.radius)
+    runs.keep_view("cp", wb, view_params, [("text", said_briefly.text),
+                                           ("image", overlay, "certified overlay"), ("figure", bars)])
+    _downloads(counts, sub, cert, said, overlay, {"tau": tau, "alpha": alpha, "correction": correction,
+                                                  "alpha_prediction": alpha_pred})
     st.session_state["cp_last_certificate"] = (cert, sub)
 
 

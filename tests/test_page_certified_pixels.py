@@ -182,3 +182,29 @@ def test_the_paper_normalisation_never_gets_the_green_verdict(page):
     assert "passing the paper's test" in amber[0] and "in the top" in amber[0]
     at.selectbox(key="cp_normalisation").set_value("own_scale").run()
     assert any("certified for every change" in s.value for s in at.success)
+
+
+def test_radius_view_shows_every_pixels_radius_and_what_holds_at_eps(page):
+    """Issue #29: the map, the ε slider and the curve from the counts on screen; ε only re-reads the radii."""
+    import numpy as np
+
+    from certlib import pixel_radius
+
+    at, calls = page
+    cert, sub = at.session_state["cp_last_certificate"]
+    radii = pixel_radius.fixed_n_radii(sub, at.session_state["cp_alpha"])
+    finite = radii.radii[np.isfinite(radii.radii)]
+    said = " ".join(m.value for m in at.markdown)
+    assert f"**{finite.size:,}** of {radii.num_tests:,} pixel tests are certified at *some* radius" in said
+    # At ε = R(τ) the view certifies what Bonferroni certifies at τ, which Holm's certificate contains.
+    at.radio(key="cp_correction").set_value("bonferroni").run()
+    cert, _ = at.session_state["cp_last_certificate"]
+    at.slider(key="cp_eps").set_value(round(cert.radius, 4)).run()
+    at_eps = radii.certified_at(at.slider(key="cp_eps").value)
+    assert abs(int((at_eps >= 0).sum()) - int((cert.classes >= 0).sum())) <= int(np.isclose(
+        radii.radii, cert.radius, atol=1e-4).sum())                      # only ties at the rounded ε may differ
+    caption = next(c.value for c in at.caption if c.value.startswith("Certified for every ‖δ‖₂ ≤ ε"))
+    assert f"{int((at_eps[0] == 1).sum()):,} certified in" in caption
+    keys = {c.proto.id for c in at.get("plotly_chart")}
+    assert any("cp_radius_map" in k for k in keys) and any("cp_radius_curve" in k for k in keys)
+    assert calls == [0.25] and not at.exception                          # nothing was sampled again

@@ -50,13 +50,13 @@ def show(counts: TopKCounts, levels: tuple[float, ...], trajectory: Trajectory |
     st.markdown("**Every pixel's own radius** — how far each pixel's class holds, from the same votes")
     st.markdown(summary_sentence(radii, radius_tau))
     grid = radius_viz.eps_grid(radii)
-    top = float(grid[-1])
+    top = max(float(grid[-1]), 1e-3)
     if st.session_state.get("cp_eps") is None or st.session_state["cp_eps"] > top:
-        st.session_state["cp_eps"] = round(min(radius_tau, top), 3)
+        st.session_state["cp_eps"] = min(round(radius_tau, 4), top)   # start at R(τ), the decision's radius
     if st.session_state.get("cp_radius_level") not in radii.k_percents:
         st.session_state["cp_radius_level"] = radii.k_percents[0]
     c1, c2 = st.columns([3, 1])
-    eps = c1.slider("ε (radius to look at)", 0.0, max(top, 1e-3), step=max(top / 200, 1e-4), key="cp_eps",
+    eps = c1.slider("ε (radius to look at)", 0.0, top, step=max(top / 200, 1e-4), key="cp_eps",
                     format="%.3f", help=HELP_EPS)
     level = c2.selectbox("level of the map", list(radii.k_percents), key="cp_radius_level",
                          format_func=lambda k: f"top {k:g}%")

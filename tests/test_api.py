@@ -284,3 +284,21 @@ def test_a_vit_with_gradcam_on_its_patch_tokens():
     net = timm.create_model("test_vit", pretrained=False, num_classes=3)
     r = certlib.certify_pixels(net, "chelsea", method="gradcam", k_percents=25, **QUICK)
     assert r.config["model"]["arch"] == "vit" and r.classes.shape == r.input.shape[1:]
+
+
+def test_pixel_results_carry_every_pixels_radius_and_keep_it_through_save_and_load(tmp_path):
+    """Issue #29: `.radii` and `.radius_curve()` come from the stored counts (fixed n: Clopper–Pearson at α/m;
+    anytime: the trajectory's bounds), equal those of certlib.pixel_radius, and survive a round trip."""
+    from certlib import pixel_radius
+
+    for mode in ("fixed", "anytime"):
+        r = certlib.certify_pixels(DIGITS, IMAGE, mode=mode, **QUICK)
+        direct = (pixel_radius.fixed_n_radii(r.counts, r.certificate.alpha) if mode == "fixed"
+                  else pixel_radius.trajectory_radii(r.trajectory, r.certificate.alpha, r.k_percents))
+        np.testing.assert_array_equal(r.radii.radii, direct.radii)
+        curve = r.radius_curve([0.0, r.radius])
+        assert curve["top"].shape == (2, len(r.k_percents))
+        assert r.summary()["radii"].keys() == {str(k) for k in r.k_percents}
+        loaded = certlib.load(r.save(tmp_path / f"radii_{mode}"))
+        np.testing.assert_array_equal(loaded.radii.radii, r.radii.radii)
+        assert r.figure("radius_curve").data and r.figure("radius_map").data

@@ -5,6 +5,7 @@ test, `progressive.certify_progressively` and `progressive.decide_trajectory` fo
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -12,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certlib import guarantee, images, pixel_cert, pixel_viz, prediction_cert, progressive, sampling, stats, validate
+from certlib import guarantee, images, pixel_cert, pixel_radius, pixel_viz, prediction_cert, progressive, radius_viz
+from certlib import sampling, stats, validate
 from certlib.api import common, store
 from certlib.api.sources import prepared
 from certlib.errors import CertlibError
@@ -60,6 +62,21 @@ class PixelResult(common.Saving):
     def pvalues(self) -> np.ndarray:
         return self.certificate.pvalues
 
+    @functools.cached_property
+    def radii(self) -> pixel_radius.PixelRadii:
+        """Every test's own certified radius (design §18): `.radii` [K,H,W] (NaN = no radius), `.classes`,
+        `.certified_at(eps)`, all valid together at 1 − α — Clopper–Pearson at α/m for the fixed-n test, the
+        running maximum of anytime-valid bounds (and the budget's look) for the anytime one. From the stored counts."""
+        alpha = self.certificate.alpha
+        if self.trajectory is not None:
+            return pixel_radius.trajectory_radii(self.trajectory, alpha, self.k_percents)
+        return pixel_radius.fixed_n_radii(self.counts, alpha)
+
+    def radius_curve(self, eps: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+        """The share certified against ε per level: {"eps", "top" (the level's top-K pixels certified in the top K),
+        "tests" (all its tests, either class)}, arrays [len(eps), K]; ε from 0 past the largest radius by default."""
+        return self.radii.curve(radius_viz.eps_grid(self.radii) if eps is None else eps)
+
     def redecide(self, tau: float | None = None, alpha: float | None = None, correction: str | None = None,
                  k_percents: Sequence[float] | float | None = None,
                  alpha_prediction: float | None = None) -> "PixelResult":
@@ -96,9 +113,15 @@ class PixelResult(common.Saving):
         return common.rgba(pixel_viz.greyed(rgb) if self.verdict().vacuous else rgb)
 
     def figure(self, kind: str = "overlay"):
-        """A plotly figure: "overlay" (hover shows each level's vote share) or "bars" (certified shares per K)."""
-        if common.choice("kind", kind, ("overlay", "bars")) == "bars":
+        """A plotly figure: "overlay" (hover shows each level's vote share), "bars" (certified shares per K),
+        "radius_map" (each pixel's own radius, smallest level) or "radius_curve" (share certified against ε)."""
+        kind = common.choice("kind", kind, ("overlay", "bars", "radius_map", "radius_curve"))
+        if kind == "bars":
             return pixel_viz.certificate_bars(self.k_percents, self.certificate.fractions)
+        if kind == "radius_map":
+            return radius_viz.radius_map(self.radii, self.k_percents[0])
+        if kind == "radius_curve":
+            return radius_viz.radius_curve({"": self.radii}, self.radius, self.k_percents)
         cert = self.certificate
         return pixel_viz.overlay_figure(self.overlay()[..., :3], self.counts.top_frequency, self.k_percents,
                                         pixel_viz.certified_levels(cert.classes, self.k_percents),
@@ -114,7 +137,9 @@ class PixelResult(common.Saving):
                 "target_name": c["target_name"], "method": c["method"], "mode": c["mode"], "sigma": c["sigma"],
                 "tau": cert.tau, "alpha": cert.alpha, "correction": cert.correction, "n": self.counts.n,
                 "n0": self.counts.n0, "seed": c["seed"], "k_percents": list(self.k_percents),
-                "radius": cert.radius, **shares, "prediction": _prediction_summary(self.prediction, c),
+                "radius": cert.radius, **shares,
+                "radii": dict(zip(map(str, self.k_percents), pixel_radius.level_columns(self.radii))),
+                "prediction": _prediction_summary(self.prediction, c),
                 "verdict": self.verdict().text, **({"stop": self.stop} if self.stop else {})}
 
     def _repr_html_(self) -> str:

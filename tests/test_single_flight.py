@@ -235,3 +235,23 @@ def test_two_runs_through_the_gate_interleave_batch_by_batch():
         thread.join(10)
     streak = max(len(list(run)) for _, run in itertools.groupby(log))
     assert sorted(log) == ["a"] * 6 + ["b"] * 6 and streak <= 2   # no run takes the cores twice while one waits
+
+
+def test_waiters_of_one_flight_are_not_woken_by_the_others():
+    """Every flight shares one condition: a waiter must sleep out its poll unless its own flight changed, or
+    waiters whose drawing starts short flights of their own would wake each other without end."""
+    flights, release, calls, polls = SingleFlight(), threading.Event(), [], []
+
+    def busy_waiter(view):
+        polls.append(1)
+        flights.run(("cost", len(polls)), lambda f: 0.1, lambda v: None)   # a short flight: notifies everyone
+
+    leader, out0 = _start(flights.run, "k", lambda f: (calls.append(1), release.wait(10), "v")[2], lambda v: None)
+    _until(lambda: calls)
+    waiters = [_start(flights.run, "k", lambda f: "again", busy_waiter, 0.2) for _ in range(4)]
+    time.sleep(1.0)
+    release.set()
+    for thread, _ in waiters + [(leader, out0)]:
+        thread.join(10)
+    assert [out["value"] for _, out in waiters] == ["v"] * 4
+    assert len(polls) <= 4 * (1.0 / 0.2 + 3)           # about one poll per 0.2 s each, not a storm

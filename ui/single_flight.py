@@ -125,8 +125,13 @@ class SingleFlight:
         try:
             while True:
                 with self._cond:
-                    if flight.status == RUNNING and flight.led and flight.version == seen:
-                        self._cond.wait(poll_s)
+                    # one condition serves every flight: sleep on until this flight changes or poll_s has passed
+                    until = time.monotonic() + poll_s
+                    while flight.status == RUNNING and flight.led and flight.version == seen:
+                        left = until - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
                     if flight.status != RUNNING:
                         return False
                     if not flight.led:                  # the leader was interrupted: this session takes over

@@ -302,3 +302,15 @@ def test_pixel_results_carry_every_pixels_radius_and_keep_it_through_save_and_lo
         loaded = certlib.load(r.save(tmp_path / f"radii_{mode}"))
         np.testing.assert_array_equal(loaded.radii.radii, r.radii.radii)
         assert r.figure("radius_curve").data and r.figure("radius_map").data
+
+
+def test_a_module_is_wrapped_again_only_when_its_weights_change():
+    from certlib.api import sources
+
+    net = TinyNet()
+    first = sources.cached_module_model(net, np.zeros((3, 24, 24), np.float32))
+    assert sources.cached_module_model(net, np.zeros((3, 24, 24), np.float32)) is first
+    with torch.no_grad():
+        net.fc.bias.add_(1.0)                                   # an in-place update, as an optimiser step
+    changed = sources.cached_module_model(net, np.zeros((3, 24, 24), np.float32))
+    assert changed is not first and changed.weights_sha256 != first.weights_sha256

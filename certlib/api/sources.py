@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -226,6 +227,27 @@ def module_model(module: nn.Module, pixels: np.ndarray, *, normalize=None, input
     return loaded
 
 
+_BUILT: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, models.LoadedModel]]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(module: nn.Module) -> tuple:
+    """Which tensors the module holds and how often each was changed in place (an optimiser step, load_state_dict):
+    equal fingerprints mean the weights a LoadedModel was built from (and hashed) are still the module's."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (*module.parameters(), *module.buffers()))
+
+
+def cached_module_model(module: nn.Module, pixels: np.ndarray, **options) -> models.LoadedModel:
+    """`module_model`, built once per module and options while its weights stay the same: a notebook that certifies
+    the same network again pays no weights hash and no probe pass (bench/api_overhead.py)."""
+    key = (tuple(pixels.shape), repr(sorted(options.items())))
+    hit = _BUILT.get(module)
+    if hit is not None and hit[0] == (key, _fingerprint(module)):
+        return hit[1]
+    loaded = module_model(module, pixels, **options)
+    _BUILT[module] = ((key, _fingerprint(module)), loaded)
+    return loaded
+
+
 def _module_device(module: nn.Module, device: str | None) -> str:
     if device is not None:
         return models.resolve_device(device)
@@ -348,8 +370,8 @@ def prepared(model: Any, image: Any, method: Any, target: int | None, *, seed: i
     entry = image_entry(image)
     if isinstance(model, nn.Module):
         with evaluating(model):
-            loaded = module_model(model, entry.pixels, normalize=normalize, input_size=input_size,
-                                  in_channels=in_channels, class_names=class_names, device=device)
+            loaded = cached_module_model(model, entry.pixels, normalize=normalize, input_size=input_size,
+                                         in_channels=in_channels, class_names=class_names, device=device)
             ours = isinstance(loaded.module, models.PixelSpaceModel) and loaded.module is not model
             wrapped = loaded.module if ours else None          # the normalisation certlib put in front
             to_net = None if wrapped is None else (lambda xb: (xb - wrapped.mean) / wrapped.std)

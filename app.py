@@ -11,7 +11,9 @@ from ui.frame import loading
 
 _loading = loading("certexplorer")   # shown while the imports below load (cold start)
 
-from certlib import attributions, defaults, images, models
+from certlib.attributions import methods as attributions, defaults
+from certlib.data import images
+from certlib.models import registry as models
 from certlib.viz import probability_bar
 from ui import warmup
 from ui.workbench import current, try_a_photo

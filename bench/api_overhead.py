@@ -28,7 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import side_by_side, write  # noqa: E402
 import certlib  # noqa: E402
-from certlib import attributions, images, models, pixel_cert, prediction_cert, sampling  # noqa: E402
+from certlib.attributions import methods as attributions
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.pixel import cert as pixel_cert, prediction_cert
+from certlib.smoothing import sampling  # noqa: E402
 from certlib.api import sources  # noqa: E402
 
 KEY, PHOTO, METHOD, SIGMA, BATCH, KS = models.photo_model_key(), "chelsea", "grad", 0.25, 8, (5.0,)

@@ -5,7 +5,7 @@
 
 Side by side in one process, interleaved in a fresh random order each repeat (bench/_common.side_by_side):
 - certlib: the default fp32 photo sampling path: `sampling.sample_topk_counts` of Gradient on Chelsea with the
-  bundled EfficientNet-Lite0 as `models.load_model` gives it (channels_last on the CPU, certlib.precision), batch 8,
+  bundled EfficientNet-Lite0 as `models.load_model` gives it (channels_last on the CPU, certlib.models.precision), batch 8,
   n0 + n = 8 + 56 copies, with the prediction's votes: seeded 64-bit noise, the attribution, top-K% counts at the
   default K ladder, the clean map and the class probe included;
 - plain: the same 64 passes written in plain torch, the model as it was before (NCHW weights and inputs, fp32): noise
@@ -29,8 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import side_by_side, write  # noqa: E402
-from certlib import attributions, images, models, precision, sampling, topk  # noqa: E402
-from certlib.noise import CHUNK, ESTIMATION, NoiseStream  # noqa: E402
+from certlib.attributions import methods as attributions
+from certlib.data import images
+from certlib.models import registry as models, precision
+from certlib.smoothing import sampling, topk  # noqa: E402
+from certlib.smoothing.noise import CHUNK, ESTIMATION, NoiseStream  # noqa: E402
 
 N0, N, BATCH, SIGMA = 8, 56, 8, 0.25
 # architecture -> (model key, batch) for the layout table; ResNet with seeded random weights (timing only)

@@ -8,7 +8,7 @@ Writes bench/results/defaults.json after every row. The decision is the Certifie
 certificate targets), and for reference the anytime test on the same counts.
 
 Stages (in this order, so a cut-short run keeps the rows that choose the defaults):
-- timing:  seconds per noisy copy of every applicable method, photo model and digits model (certlib.cost);
+- timing:  seconds per noisy copy of every applicable method, photo model and digits model (certlib.attributions.cost);
            for RISE, Occlusion and Integrated Gradients this is all they get on photos unless a later stage runs
            them: an upper bound on their certified pixel tests per second (every test certified) shows whether
            they could beat the best measured method at all.
@@ -48,9 +48,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS, machine, side_by_side  # noqa: E402
-from certlib import anytime, attributions, cost, engine, images, metrics, models, pixel_cert, sampling  # noqa: E402
-from certlib import defaults  # noqa: E402
-from certlib.noise import ESTIMATION, SELECTION, NoiseStream, gaussian_copies  # noqa: E402
+from certlib.pixel import anytime, cert as pixel_cert
+from certlib.attributions import methods as attributions, cost
+from certlib.smoothing import engine, sampling
+from certlib.data import images
+from certlib.runs import metrics
+from certlib.models import registry as models  # noqa: E402
+from certlib.attributions import defaults  # noqa: E402
+from certlib.smoothing.noise import ESTIMATION, SELECTION, NoiseStream, gaussian_copies  # noqa: E402
 
 PATH = RESULTS / "defaults.json"
 TAU, ALPHA, LEVELS, CORRECTION = defaults.TAU, defaults.ALPHA, defaults.LEVELS, "holm"
@@ -60,7 +65,7 @@ N, N0S, SEED = defaults.N, defaults.N0S, 0
 # unsure one (daisy).
 PHOTOS = ("photo:chelsea", "photo:coffee", "photo:flower")
 # LRP and AblationCAM cost 7–12 GradCAM passes per copy: run on the first two photos, for the method comparison. Their
-# rate cannot reach the winner's even if every test were certified (`certlib.defaults.slow_bounds` checks it).
+# rate cannot reach the winner's even if every test were certified (`certlib.attributions.defaults.slow_bounds` checks it).
 COSTLY = ("lrp", "ablationcam")
 COSTLY_PHOTOS = PHOTOS[:2]
 DIGITS = 10

@@ -46,7 +46,7 @@ GOALS = {"total_over_alone_max": 1.5, "slider_p95_s_max": 1.0, "computations": 1
 CHROMIUM = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 APP = "[data-testid='stApp']"
-WORKER_MARKS = ("certlib._sandbox_worker", "certlib._export_worker")
+WORKER_MARKS = ("certlib.sandbox._worker", "certlib.sandbox._export_worker")
 
 
 def hostile_uploads() -> dict[str, bytes]:
@@ -331,7 +331,10 @@ def core_sharing(copies: int = 24, rounds: int = 2) -> dict:
     Per variant: each run's seconds and the pair's total."""
     import torch
 
-    from certlib import attributions, defaults, images, models, sampling
+    from certlib.attributions import methods as attributions, defaults
+    from certlib.data import images
+    from certlib.models import registry as models
+    from certlib.smoothing import sampling
     from ui.fair_share import TurnGate
 
     chosen = defaults.for_family("imagenet")

@@ -42,7 +42,8 @@ def child(pipeline: str, n: int, method_key: str, device: str, batch: int) -> di
     import torch
 
     from bench.pixel_cert import certlib_run, image_for, paper_pipeline
-    from certlib import attributions, models
+    from certlib.attributions import methods as attributions
+    from certlib.models import registry as models
 
     model = models.load_model("digits_sigma0.25", device)
     x = image_for(model, device)

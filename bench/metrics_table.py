@@ -16,8 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import write  # noqa: E402
-from certlib import attributions, cli, sweep  # noqa: E402
-from certlib.store import Store  # noqa: E402
+from certlib.attributions import methods as attributions
+from certlib.runs import cli, sweep  # noqa: E402
+from certlib.runs.store import Store  # noqa: E402
 
 LEVELS = (5.0, 25.0, 50.0)
 PER_K = ("certified", "certified_top", "abstain", "certified_gridpg")

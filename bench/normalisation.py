@@ -21,7 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import write  # noqa: E402
-from certlib import attributions, images, models, pixel_cert, prediction_cert, sampling  # noqa: E402
+from certlib.attributions import methods as attributions
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.pixel import cert as pixel_cert, prediction_cert
+from certlib.smoothing import sampling  # noqa: E402
 
 SIGMA, N0, N, TAU, ALPHA, LEVELS = 0.25, 32, 256, 0.75, 1e-3, (5.0, 25.0, 50.0)
 

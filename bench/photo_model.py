@@ -20,7 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import write  # noqa: E402
-from certlib import attributions, cost, images, models, sampling  # noqa: E402
+from certlib.attributions import methods as attributions, cost
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.smoothing import sampling  # noqa: E402
 
 EXPENSIVE = ("rise", "occlusion")
 

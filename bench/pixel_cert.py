@@ -31,9 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS, write  # noqa: E402
-from certlib import _attr_utils as U  # noqa: E402
-from certlib import attributions, models, pixel_cert, sampling  # noqa: E402
-from certlib.images import digit_gallery, prepare_image  # noqa: E402
+from certlib.attributions import _utils as U  # noqa: E402
+from certlib.attributions import methods as attributions
+from certlib.models import registry as models
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing import sampling  # noqa: E402
+from certlib.data.images import digit_gallery, prepare_image  # noqa: E402
 
 METHODS = ("grad", "input_x_gradient", "lrp", "gradcam", "integrated_gradients")
 SIGMA, TAU, ALPHA = 0.25, 0.75, 1e-3
@@ -209,7 +212,7 @@ def image_for(model, device):
     if model.spec.family == "digits":
         x = prepare_image(digit_gallery()[0].pixels, 1, (32, 32), True)
     else:  # a real photo from scikit-image, resized to the model's input (random weights: the content is moot)
-        from certlib.images import photo_gallery
+        from certlib.data.images import photo_gallery
 
         spec = model.spec
         x = prepare_image(photo_gallery()[0].pixels, 3, spec.input_size, spec.flexible_size, spec.resize_size)

@@ -19,7 +19,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import timed, write  # noqa: E402
-from certlib import attributions, images, models, pixel_cert, pixel_radius, progressive, sampling  # noqa: E402
+from certlib.attributions import methods as attributions
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.pixel import cert as pixel_cert, radius as pixel_radius, progressive
+from certlib.smoothing import sampling  # noqa: E402
 
 PHOTOS = ("photo:chelsea", "photo:coffee", "photo:flower")
 METHODS = ("gradcam", "grad")

@@ -26,9 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import write  # noqa: E402
-from certlib import attributions, models, sparse_check  # noqa: E402
-from certlib import sparse_smoothgrad as S  # noqa: E402
-from certlib.images import digit_gallery, prepare_image  # noqa: E402
+from certlib.attributions import methods as attributions
+from certlib.models import registry as models
+from certlib.sparse import check as sparse_check  # noqa: E402
+from certlib.sparse import smoothgrad as S  # noqa: E402
+from certlib.data.images import digit_gallery, prepare_image  # noqa: E402
 
 MODEL, METHOD, ALPHA = "digits_sigma0.25", "grad", 1e-3
 SIGMAS = (0.25, 0.5)

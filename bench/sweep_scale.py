@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS, write  # noqa: E402
-from certlib import models, ray_engine, store, sweep  # noqa: E402
+from certlib.models import registry as models
+from certlib.runs import ray_engine, store, sweep  # noqa: E402
 
 IMAGES, METHOD, SIGMA, N, N0 = 16, "grad", 0.25, 256, 32
 

@@ -22,8 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import write  # noqa: E402
-from certlib import images, models, sampling, uniform_bound as ub, uniform_cert, uniform_check  # noqa: E402
-from certlib.attributions import make_attribution  # noqa: E402
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.smoothing import sampling
+from certlib.uniform import bound as ub, cert as uniform_cert, check as uniform_check  # noqa: E402
+from certlib.attributions.methods import make_attribution  # noqa: E402
 
 
 def exact_region_search(d: int, eps_over_r: float, steps: int = 721) -> dict:

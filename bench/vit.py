@@ -22,7 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import side_by_side, write  # noqa: E402
-from certlib import attributions, defaults, images, models, pixel_cert, sampling  # noqa: E402
+from certlib.attributions import methods as attributions, defaults
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing import sampling  # noqa: E402
 
 METHODS = ("grad", "gradcam", "gradcam_pp", "layercam")
 SIGMA, BATCH = 0.25, 8
@@ -80,7 +84,7 @@ def pretrained_figure() -> dict:
         return {"status": reason}
     from PIL import Image
 
-    from certlib.pixel_viz import certified_overlay
+    from certlib.pixel.viz import certified_overlay
 
     model = models.load_model("vit_b_16")
     x = photo(model.spec.input_size[0])

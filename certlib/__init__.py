@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 # The public API is imported on first use, so that `import certlib` stays light (no torch).
-_LAZY = {"load_model": ("certlib.model_formats", "load_model"),
+_LAZY = {"load_model": ("certlib.models.formats", "load_model"),
          # the top-level API (design §12): one call per certificate, results that show, re-decide and save
          "certify_pixels": ("certlib.api", "certify_pixels"),
          "certify_uniform": ("certlib.api", "certify_uniform"),

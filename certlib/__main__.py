@@ -1,7 +1,7 @@
-"""`python -m certlib run | table | export`: see certlib/cli.py. (`python -m certlib.models` and
-`python -m certlib.train_digits` are separate entry points.)"""
+"""`python -m certlib run | table | export`: see certlib/runs/cli.py. (`python -m certlib.models.registry` and
+`python -m certlib.models.train_digits` are separate entry points.)"""
 import sys
 
-from certlib.cli import main
+from certlib.runs.cli import main
 
 sys.exit(main())

@@ -9,8 +9,13 @@ from functools import partial
 
 import numpy as np
 
-from certlib import defaults, export, guarantee, images, pixel_cert, pixel_viz, prediction_cert, progressive, sampling, viz
-from certlib.pixel_check import COLUMN_LABELS, check_certificate
+from certlib import viz
+from certlib.attributions import defaults
+from certlib.runs import export
+from certlib.pixel import guarantee, cert as pixel_cert, viz as pixel_viz, prediction_cert, progressive
+from certlib.data import images
+from certlib.smoothing import sampling
+from certlib.pixel.check import COLUMN_LABELS, check_certificate
 from ui import advice, downloads, figures, looks, preview, progressive_runs, radius_view, runs, share
 from ui.workbench import current, remember
 from ui.controls import ALPHAS, help_for

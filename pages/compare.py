@@ -7,8 +7,10 @@ from ui.frame import loading
 
 _loading = loading("Compare")   # shown while the imports below load (cold start)
 
-from certlib import attributions, cost, defaults, guarantee, images, pixel_cert, pixel_radius, pixel_viz, radius_viz
-from certlib import sampling
+from certlib.attributions import methods as attributions, cost, defaults
+from certlib.pixel import guarantee, cert as pixel_cert, radius as pixel_radius, viz as pixel_viz, radius_viz
+from certlib.data import images
+from certlib.smoothing import sampling
 from ui import compare, runs, share
 from ui.controls import ALPHAS, help_for
 from ui.workbench import current, remember

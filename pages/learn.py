@@ -1,4 +1,4 @@
-"""Learn (design §7): four model-free lessons, each a few sliders over an instant toy from certlib.teaching."""
+"""Learn (design §7): four model-free lessons, each a few sliders over an instant toy from certlib.teaching.lessons."""
 import streamlit as st
 
 from ui.frame import loading
@@ -6,10 +6,12 @@ from ui.frame import loading
 _loading = loading("Learn")   # shown while the imports below load (cold start)
 import numpy as np
 
-from certlib import pixel_cert, pixel_radius, radius_viz, stats, teaching
-from certlib import teaching_viz as tv
+from certlib import stats
+from certlib.pixel import cert as pixel_cert, radius as pixel_radius, radius_viz
+from certlib.teaching import lessons as teaching
+from certlib.teaching import viz as tv
 from certlib.errors import CertlibError
-from certlib.uniform_bound import difference_bound
+from certlib.uniform.bound import difference_bound
 from ui import share
 from ui.workbench import remember, render_sidebar
 from ui.controls import ALPHAS

@@ -8,7 +8,10 @@ _loading = loading("Metrics")   # shown while the imports below load (cold start
 from functools import partial
 
 
-from certlib import attributions, export, metrics, metrics_viz, pixel_cert, sampling, sweep
+from certlib.attributions import methods as attributions
+from certlib.runs import export, metrics, metrics_viz, sweep
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing import sampling
 from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, metrics_runs, share
 from ui.workbench import current, remember

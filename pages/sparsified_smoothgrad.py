@@ -8,9 +8,11 @@ _loading = loading("Sparsified SmoothGrad")   # shown while the imports below lo
 from functools import partial
 
 
-from certlib import export, images, sparse_check
-from certlib import sparse_viz as sv
-from certlib import sparse_smoothgrad as S
+from certlib.runs import export
+from certlib.data import images
+from certlib.sparse import check as sparse_check
+from certlib.sparse import viz as sv
+from certlib.sparse import smoothgrad as S
 from certlib import viz
 from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, figures, share

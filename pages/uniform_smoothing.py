@@ -8,8 +8,10 @@ from functools import partial
 
 import numpy as np
 
-from certlib import export, uniform_cert, uniform_check, uniform_viz, viz
-from certlib.uniform_cert import KINDS
+from certlib import viz
+from certlib.runs import export
+from certlib.uniform import cert as uniform_cert, check as uniform_check, viz as uniform_viz
+from certlib.uniform.cert import KINDS
 from ui import downloads, figures, runs, share, uniform_runs
 from ui.uniform_runs import UniformParams
 from ui.controls import help_for

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from certlib.store import DATA_DIR_ENV
+from certlib.runs.store import DATA_DIR_ENV
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

@@ -204,7 +204,7 @@ def pt2_with_sample_inputs_pickle(data: bytes, marker_path: str) -> bytes:
 
 
 # ------------------------------------------------------------------- TorchScript archives that attack the check
-# (#27: the static check runs in the sandbox worker, and admits only the operators of certlib.op_allowlist)
+# (#27: the static check runs in the sandbox worker, and admits only the operators of certlib.sandbox.op_allowlist)
 
 def torchscript_with_code(source: str, compress: bool = True, extra: dict | None = None) -> bytes:
     """A TorchScript-shaped archive (code/ and constants.pkl) holding `source` as its code: what the check reads.

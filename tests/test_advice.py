@@ -1,10 +1,10 @@
-"""certlib.advice against independent computations: scipy's binomial tail and a numerically integrated mixture."""
+"""certlib.pixel.advice against independent computations: scipy's binomial tail and a numerically integrated mixture."""
 import numpy as np
 import pytest
 from scipy import integrate
 from scipy.stats import binom
 
-from certlib import advice, pixel_cert
+from certlib.pixel import advice, cert as pixel_cert
 from certlib.errors import CertlibError
 
 

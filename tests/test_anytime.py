@@ -1,4 +1,4 @@
-"""The anytime-valid vote test (certlib.anytime): against numerical integration in mpmath (uniform and selection-
+"""The anytime-valid vote test (certlib.pixel.anytime): against numerical integration in mpmath (uniform and selection-
 informed priors), the martingale identity at p = τ, and optional-stopping simulations — of single tests and of whole
 progressive certificates — that the fixed-n binomial test visibly fails."""
 import mpmath
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from certlib import anytime, stats
+from certlib import stats
+from certlib.pixel import anytime
 from certlib.errors import CertlibError
 
 
@@ -150,7 +151,7 @@ def test_holm_over_many_pixels_under_optional_stopping_controls_the_family_wise_
 
 
 def test_anytime_decision_certifies_a_subset_of_the_fixed_n_decision():
-    from certlib import pixel_cert
+    from certlib.pixel import cert as pixel_cert
 
     rng = np.random.default_rng(7)
     n = 256
@@ -213,7 +214,8 @@ MC_TAU, MC_ALPHA, MC_N0, MC_N_MAX, MC_FRAME, MC_SHAPE, MC_REPLICATES = 0.75, 0.1
 
 
 def _null_trajectory(rng: np.random.Generator):
-    from certlib import progressive, sampling
+    from certlib.pixel import progressive
+    from certlib.smoothing import sampling
 
     def counts(n: int, ones: np.ndarray, selection: np.ndarray) -> sampling.TopKCounts:
         return sampling.TopKCounts(k_percents=(50.0,), sigma=0.25, n0=MC_N0, n=n, seed=0, scale=None,
@@ -243,7 +245,7 @@ def _clopper_pearson(errors: int, trials: int) -> tuple[float, float]:
 def null_runs() -> dict[str, int]:
     """Family-wise errors over MC_REPLICATES null runs: the live frames alone (plan_share 0), the default split (live
     frames plus the exact test at the planned budget), and the fixed-n test decided at every frame."""
-    from certlib import pixel_cert, progressive
+    from certlib.pixel import cert as pixel_cert, progressive
 
     live = progressive.StopRule(MC_TAU, MC_ALPHA, (50.0,), plan_share=0.0)
     split = progressive.StopRule(MC_TAU, MC_ALPHA, (50.0,))

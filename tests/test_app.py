@@ -8,7 +8,8 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from certlib import efficientnet_lite, images, models
+from certlib.models import efficientnet_lite, registry as models
+from certlib.data import images
 
 TIMEOUT = 120
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -105,7 +106,7 @@ def test_unavailable_imagenet_models_are_explained_not_offered(at, tmp_path, mon
         pytest.skip("ImageNet weights are installed on this machine")
     assert not any("resnet18" in o for o in offered)
     texts = " ".join(m.value for m in at.sidebar.markdown)
-    assert "python -m certlib.models download resnet18" in texts
+    assert "python -m certlib.models.registry download resnet18" in texts
 
 
 def test_uploaded_image_is_used_and_a_bad_upload_keeps_it(at):

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from certlib import attacks, attributions, models
+from certlib.attributions import attacks, methods as attributions
+from certlib.models import registry as models
 from certlib.errors import CertlibError
-from certlib.images import digit_gallery, prepare_image
+from certlib.data.images import digit_gallery, prepare_image
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_attack_stays_in_the_ball_keeps_the_class_and_beats_random(setup, loss):
         assert result.base_similarity == pytest.approx(_cos(clean, attacked), abs=1e-5)
         assert result.base_similarity < min(_cos(clean, r) for r in randoms) - 0.02
     else:
-        from certlib.pixel_cert import top_k_mask
+        from certlib.pixel.cert import top_k_mask
         s, s_att = top_k_mask(clean[None], 10.0)[0], top_k_mask(attacked[None], 10.0)[0]
         assert result.base_similarity == pytest.approx(float((s & s_att).sum() / s.sum()))
         random_overlaps = [float((s & top_k_mask(r[None], 10.0)[0]).sum() / s.sum()) for r in randoms]

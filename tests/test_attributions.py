@@ -1,4 +1,4 @@
-"""The method registry and the 12 attribution methods (certlib.attributions).
+"""The method registry and the 12 attribution methods (certlib.attributions.methods).
 
 The bundled 32x32 digits CNN runs the full matrix (every method: shape, dtype, determinism, batched == per-copy);
 torchvision ResNet-18 / VGG-11 with random weights at 64x64 check the architecture-specific paths (captum's guided
@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from certlib import _attr_utils, attributions, digits_data, images, models
+from certlib.attributions import _utils as _attr_utils, methods as attributions
+from certlib.data import digits as digits_data, images
+from certlib.models import registry as models
 from certlib.errors import CertlibError
 
 ALL = list(attributions.METHODS)

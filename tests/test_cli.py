@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from certlib import cli, sampling, store
+from certlib.runs import cli, store
+from certlib.smoothing import sampling
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--images", "digits", "--limit", "1", "--methods", "grad,gradcam", "--sigmas", "0.25,0.5", "--n", "16",
@@ -184,14 +185,14 @@ def test_one_damaged_row_is_skipped_with_a_warning(data_dir, tmp_path):
 
 def test_a_read_only_store_still_serves_reads(data_dir, tmp_path):
     """Under Landlock the whole file system is read-only for the child: `table` still reads the store."""
-    from certlib import landlock
+    from certlib.sandbox import landlock
 
     if landlock.abi_version() < 1:
         pytest.skip("needs Landlock to make the file system read-only as root")
     assert _cli("run", *TINY).returncode == 0
     scratch = tmp_path / "scratch"          # a temporary directory stays writable, as on a real read-only mount
     scratch.mkdir()
-    code = ("import sys; from certlib import landlock, cli; "
+    code = ("import sys; from certlib.sandbox import landlock; from certlib.runs import cli; "
             f"landlock.restrict_self(readable=('/',), writable=({str(scratch)!r},)); "
             f"sys.exit(cli.main(['table', *{TINY[:-2]!r}]))")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch)}
@@ -211,7 +212,7 @@ def test_a_full_disk_gives_the_real_error(data_dir):
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({size + 4096}, {size + 4096}))
-from certlib import cli
+from certlib.runs import cli
 sys.exit(cli.main(['run', *{TINY!r}, '--sigmas', '0.5']))
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -229,7 +230,7 @@ ANY = ["--images", "digits", "--limit", "1", "--methods", "grad", "--sigmas", "0
 
 
 def test_anytime_runs_are_stored_apart_resume_and_decide_with_the_anytime_test(data_dir, capsys):
-    from certlib import anytime, progressive
+    from certlib.pixel import anytime, progressive
 
     assert cli.main(["run", *ANY]) == 0
     out = capsys.readouterr().out
@@ -239,7 +240,9 @@ def test_anytime_runs_are_stored_apart_resume_and_decide_with_the_anytime_test(d
     config = store.config_from_dict(run.config)
     assert config.test == "anytime" and config.n == 96 and config.stop_rule == (0.75, 0.1, (5.0, 25.0, 50.0), "holm")
     # the stored counts are where the progressive sampler with that rule stops, exactly
-    from certlib import attributions, images, models
+    from certlib.attributions import methods as attributions
+    from certlib.data import images
+    from certlib.models import registry as models
     model = models.load_model("digits_sigma0.25")
     x = cli.sweep.prepared_input(model, images.digit_gallery()[0])
     fn, logits = attributions.for_target(model, "grad", config.target, 0)

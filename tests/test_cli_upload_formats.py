@@ -10,7 +10,11 @@ import torchvision
 from safetensors.torch import save as safetensors_bytes
 
 import hostile_models as H
-from certlib import attributions, cli, landlock, models, sampling, store
+from certlib.attributions import methods as attributions
+from certlib.runs import cli, store
+from certlib.sandbox import landlock
+from certlib.models import registry as models
+from certlib.smoothing import sampling
 
 RUN = ["run", "--images", "photos", "--limit", "1", "--methods", "grad", "--sigmas", "0.25", "--n", "16", "--n0",
        "4", "--seed", "0", "--batch-size", "8"]

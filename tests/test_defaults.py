@@ -1,4 +1,4 @@
-"""The per-family defaults (certlib.defaults) are the winners of bench/results/defaults.json, the sentence that explains
+"""The per-family defaults (certlib.attributions.defaults) are the winners of bench/results/defaults.json, the sentence that explains
 them is built from that file's figures, and the bench's shortcut (one sampling for n0 = 8 and n0 = 32) gives the
 counts a direct run gives."""
 import math
@@ -6,7 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from certlib import attributions, defaults, images, models, sampling
+from certlib.attributions import methods as attributions, defaults
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.smoothing import sampling
 
 RESULTS = defaults.load_results()
 
@@ -97,7 +100,7 @@ def test_choose_sigma_moves_only_when_a_larger_radius_is_nearly_free():
 
 
 def test_the_app_and_the_cli_start_from_the_defaults():
-    from certlib import cli
+    from certlib.runs import cli
 
     digits = models.get_spec(models.default_model_key())
     assert attributions.default_method(digits) == defaults.DEFAULTS["digits"].method

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from certlib import attributions, engine, images, models, noise, precision, sampling, sparse_smoothgrad
+from certlib.attributions import methods as attributions
+from certlib.smoothing import engine, noise, sampling
+from certlib.data import images
+from certlib.models import registry as models, precision
+from certlib.sparse import smoothgrad as sparse_smoothgrad
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "engine_before.npz"
 NOISE64_FIXTURES = FIXTURES.with_name("engine_noise64.npz")
@@ -118,7 +122,7 @@ class _Recorder:
 
 
 def _noise(seed=0):
-    from certlib.noise import NoiseStream
+    from certlib.smoothing.noise import NoiseStream
 
     return engine.GaussianNoise(0.5, NoiseStream((1, 4, 4), seed, 1))
 

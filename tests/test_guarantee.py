@@ -1,11 +1,11 @@
-"""certlib.guarantee: the numbers and sentences of what a pixel certificate promises for one image."""
+"""certlib.pixel.guarantee: the numbers and sentences of what a pixel certificate promises for one image."""
 import math
 
 import numpy as np
 import pytest
 
-from certlib.guarantee import describe
-from certlib.prediction_cert import certify_prediction
+from certlib.pixel.guarantee import describe
+from certlib.pixel.prediction_cert import certify_prediction
 
 NAMES = tuple(f"class {i}" for i in range(3))
 
@@ -40,8 +40,8 @@ def test_the_prediction_sentence_says_whether_the_class_can_change_within_r():
 
 def test_the_verdict_is_amber_with_the_reason_for_a_variant_that_is_not_noisy_input_only():
     from certlib.errors import CertlibError
-    from certlib.guarantee import NOISY_INPUT_ONLY, verdict
-    from certlib.topk import NORMALISATIONS, PAPER_WARNING
+    from certlib.pixel.guarantee import NOISY_INPUT_ONLY, verdict
+    from certlib.smoothing.topk import NORMALISATIONS, PAPER_WARNING
 
     classes = np.ones((2, 4, 4), dtype=np.int8)
     for norm in NOISY_INPUT_ONLY:

@@ -1,4 +1,4 @@
-"""A user's folder as a sweep's image set (certlib.image_folder, `run --images PATH`): found recursively, labelled by
+"""A user's folder as a sweep's image set (certlib.data.image_folder, `run --images PATH`): found recursively, labelled by
 sub-folder or labels.csv, every bad file reported and skipped while the sweep goes on, stored as a named set."""
 import struct
 import zlib
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from certlib import cli, image_folder, images, store
+from certlib.runs import cli, store
+from certlib.data import image_folder, images
 from certlib.errors import CertlibError, ImageError
 
 
@@ -141,7 +142,7 @@ def test_the_metrics_page_shows_a_stored_folder_set(digit_folder, tmp_path, monk
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from certlib import sampling
+    from certlib.smoothing import sampling
 
     root, _ = digit_folder
     monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path / "data"))

@@ -1,4 +1,4 @@
-"""certlib.images: bundled galleries, upload checks (with real files built in memory) and preprocessing."""
+"""certlib.data.images: bundled galleries, upload checks (with real files built in memory) and preprocessing."""
 import io
 import socket
 import struct
@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from certlib import digits_data, images
+from certlib.data import digits as digits_data, images
 from certlib.errors import CertlibError, ImageError
-from certlib.images import ImageEntry, get_image, load_upload, prepare_image, to_display_rgb
+from certlib.data.images import ImageEntry, get_image, load_upload, prepare_image, to_display_rgb
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -394,7 +394,7 @@ def test_to_display_rgb():
     ((1, 32, 32), 1, (32, 32), True, None),      # nothing to do
 ])
 def test_preprocessing_gain_bounds_the_exact_operator_norm(shape, channels, size, flexible, resize):
-    from certlib.images import preprocessing_gain
+    from certlib.data.images import preprocessing_gain
 
     d = int(np.prod(shape))
     columns = []
@@ -431,7 +431,7 @@ import resource, sys
 sys.path.insert(0, {str(root)!r})
 import numpy as np, torch
 from PIL import Image
-from certlib import images
+from certlib.data import images
 def _clear():
     open('/proc/self/clear_refs', 'w').write('5')    # reset the peak-RSS mark to the current RSS
 def _peak():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from certlib import metrics
+from certlib.runs import metrics
 from certlib.errors import CertlibError
 
 

@@ -13,7 +13,9 @@ from safetensors.torch import save as safetensors_bytes
 
 import certlib
 import hostile_models as H
-from certlib import _export_worker, attributions, export_check, landlock, model_formats, models
+from certlib.sandbox import _export_worker, export_check, landlock
+from certlib.attributions import methods as attributions
+from certlib.models import formats as model_formats, registry as models
 from certlib.errors import ModelError
 
 SIZE = 32                     # ResNet-18 still ends in a 1×1 map; 4× cheaper than 64² on 2 shared cores
@@ -132,7 +134,7 @@ def test_pt2_resnet18_runs_sandboxed_with_the_original_logits_and_gradients(resn
 
 def test_the_shipped_warm_up_program_loads_with_this_torch():
     """Each .pt2 worker loads it before Landlock (no export there); after a torch upgrade, re-export it with
-    `python -m certlib._export_worker`."""
+    `python -m certlib.sandbox._export_worker`."""
     module, header, _ = _export_worker.load(torch, _export_worker.WARMUP_PROGRAM.read_bytes(), {"height": 2,
                                                                                                  "width": 2})
     assert module(torch.rand(3, 1, 2, 2)).shape == (3, 2) and header["in_channels"] == 1
@@ -220,7 +222,7 @@ def test_other_architectures_round_trip_with_their_normalisation(architecture):
     """The digits CNN (normalises inside; its mean/std are state-dict buffers) and the bundled Lite0 (its own
     normalisation, not ImageNet's) load with the reference's logits. (Every torchvision architecture of the list was
     checked once by hand: logits equal, GradCAM runs.)"""
-    from certlib import efficientnet_lite
+    from certlib.models import efficientnet_lite
 
     torch.manual_seed(0)
     if architecture == "digits_cnn":

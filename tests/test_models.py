@@ -9,10 +9,10 @@ import pytest
 import torch
 import torchvision
 
-from certlib import models
-from certlib.digits_data import load_split
+from certlib.models import registry as models
+from certlib.data.digits import load_split
 from certlib.errors import ModelError, ModelUnavailableError
-from certlib.train_digits import TrainConfig, sha256_file, train
+from certlib.models.train_digits import TrainConfig, sha256_file, train
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_missing_imagenet_weights_are_listed_unavailable_with_a_how_to(no_weight
     specs = {s.key: s for s in models.list_models()}
     for key in models.IMAGENET_MODELS:
         assert not specs[key].available
-        assert "python -m certlib.models download" in specs[key].unavailable_reason
+        assert "python -m certlib.models.registry download" in specs[key].unavailable_reason
         assert models.imagenet_weights_file(key) in specs[key].unavailable_reason
     with pytest.raises(ModelUnavailableError, match="weights not found"):
         models.load_model("resnet18")

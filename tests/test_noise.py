@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from certlib.errors import CertlibError
-from certlib.noise import CHUNK, NoiseStream, gaussian_copies, uniform_ball
+from certlib.smoothing.noise import CHUNK, NoiseStream, gaussian_copies, uniform_ball
 
 
 def test_copies_in_one_batch_get_independent_noise():
@@ -72,7 +72,7 @@ def test_every_chunk_of_every_stream_has_its_own_generator_input():
     """The chunk generators are seeded from numpy SeedSequences keyed by the whole (seed, stream, chunk): distinct
     triples are distinct inputs (the 64-bit seed is padded to the 128-bit pool before the spawn key, so no seed
     can imitate a stream), and their 128-bit states differ. So "Check it" streams never reuse a run's noise."""
-    from certlib import noise
+    from certlib.smoothing import noise
 
     run_streams = (noise.SELECTION, noise.ESTIMATION, noise.UNIFORM)
     checks = tuple(range(noise.CHECK_STREAMS, noise.CHECK_STREAMS + noise.MAX_CHECKS))

@@ -129,7 +129,9 @@ def test_the_installed_app_runs_on_its_own_files(installed, tmp_path):
     script = f"""
 from pathlib import Path
 import certlib
-from certlib import defaults, models, resources
+from certlib import resources
+from certlib.attributions import defaults
+from certlib.models import registry as models
 from streamlit.testing.v1 import AppTest
 app = Path({str(installed)!r}) / "certexplorer" / "app"
 assert Path(certlib.__file__).is_relative_to({str(installed)!r}), certlib.__file__

@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import binom
 
-from certlib import sampling
+from certlib.smoothing import sampling
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def _alerts(at, kind="warning"):
 
 
 def _tau_that_certifies(sub, alpha, m):
-    """Independently of certlib.advice: the τ at which the level's best top-K pixel has binomial p-value α/m."""
+    """Independently of certlib.pixel.advice: the τ at which the level's best top-K pixel has binomial p-value α/m."""
     top = sub.modes[0] == 1
     k = int(sub.votes_for_mode[0][top].max())
     return brentq(lambda t: binom.sf(k - 1, sub.n, t) - alpha / m, 0.5, 1 - 1e-9), k
@@ -79,7 +79,7 @@ def test_a_new_n_on_a_seed_already_looked_at_draws_fresh_noise(page):
 def test_an_empty_level_offers_the_measured_default_method(open_page):
     """With Gradient on digits, a level left empty offers the family's measured default (bench/results/
     defaults.json) with its certified share, one click away."""
-    from certlib import defaults
+    from certlib.attributions import defaults
 
     at, _ = open_page("pages/certified_pixels.py", sampling, "sample_topk_counts", lambda *a, **k: None, cp_n=100,
                       cp_test="fixed", cp_levels=[5.0], method="grad", cp_tau=0.99)

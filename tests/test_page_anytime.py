@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import streamlit as st
 
-from certlib import anytime, attributions, progressive, sampling
+from certlib.pixel import anytime, progressive
+from certlib.attributions import methods as attributions
+from certlib.smoothing import sampling
 from ui import cache, progressive_runs
 
 

@@ -7,7 +7,9 @@ import streamlit as st
 from scipy.stats import norm
 from streamlit.testing.v1 import AppTest
 
-from certlib import efficientnet_lite, export, sampling
+from certlib.models import efficientnet_lite
+from certlib.runs import export
+from certlib.smoothing import sampling
 from ui import downloads
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -94,7 +96,7 @@ def test_every_method_certifies_on_the_bundled_model(page):
     at.select_slider(key="cp_n").set_value(32)
     at.select_slider(key="cp_n0").set_value(8)
     at.select_slider(key="cp_alpha").set_value(0.1).run()
-    from certlib.attributions import METHODS
+    from certlib.attributions.methods import METHODS
     for key in METHODS:
         at.selectbox(key="method").set_value(key).run()
         assert not at.exception, (key, at.exception)
@@ -188,7 +190,7 @@ def test_radius_view_shows_every_pixels_radius_and_what_holds_at_eps(page):
     """Issue #29: the map, the ε slider and the curve from the counts on screen; ε only re-reads the radii."""
     import numpy as np
 
-    from certlib import pixel_radius
+    from certlib.pixel import radius as pixel_radius
 
     at, calls = page
     cert, sub = at.session_state["cp_last_certificate"]

@@ -3,7 +3,7 @@ shared decision controls that never resample, and cells shared with the Certifie
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from certlib import sampling
+from certlib.smoothing import sampling
 from tests_paths import APP
 
 

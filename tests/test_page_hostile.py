@@ -9,7 +9,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import hostile_models as H
-from certlib import landlock
+from certlib.sandbox import landlock
 from tests_paths import APP
 
 pytestmark = pytest.mark.skipif(landlock.abi_version() < 1, reason="uploaded models need Landlock")

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.stats import norm
 from streamlit.testing.v1 import AppTest
 
-from certlib import teaching
+from certlib.teaching import lessons as teaching
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -41,7 +41,7 @@ def test_page_renders_five_lessons_with_figures(at):
 
 
 def test_radius_lesson_certifies_at_r_tau_what_bonferroni_certifies_at_tau(at):
-    from certlib import teaching
+    from certlib.teaching import lessons as teaching
 
     for tau in (0.75, 0.6):
         _set(at, "slider", "learn_rd_tau", tau)

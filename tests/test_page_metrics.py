@@ -7,7 +7,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from certlib import sampling, store
+from certlib.smoothing import sampling
+from certlib.runs import store
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 SETTINGS = {"mx_methods": ["gradcam", "layercam"], "mx_images": "grids", "mx_limit": 1, "mx_n": 64, "mx_n0": 8,

@@ -5,7 +5,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from certlib import cost, defaults, images, models
+from certlib.attributions import cost, defaults
+from certlib.data import images
+from certlib.models import registry as models
 from tests_paths import APP
 from ui import cache, preview, runs, warmup
 from ui.workbench import Workbench, front_door
@@ -118,7 +120,7 @@ def test_cost_probes_scale_to_the_passes_of_the_real_method():
     rows the real method runs through the model (counted with a forward hook)."""
     import torch
 
-    from certlib import attributions
+    from certlib.attributions import methods as attributions
 
     model = models.load_model("digits_sigma0.25")
     x = torch.from_numpy(np.array(images.digit_gallery()[0].pixels))[None]

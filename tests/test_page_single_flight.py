@@ -13,7 +13,8 @@ from streamlit import config
 from streamlit.runtime import Runtime
 from streamlit.testing.v1 import AppTest, app_test
 
-from certlib import progressive, sampling
+from certlib.pixel import progressive
+from certlib.smoothing import sampling
 from tests_paths import APP
 from ui import cache, progressive_runs
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from certlib import attacks
-from certlib import sparse_smoothgrad as S
+from certlib.attributions import attacks
+from certlib.sparse import smoothgrad as S
 
 RUNS_PER_SIGMA = 1 + 4       # ĝ(x) and one random direction at each of the four ε
 

@@ -2,7 +2,9 @@
 appear on request and never fall below the proven bound."""
 import pytest
 
-from certlib import export, uniform_sampling, uniform_viz
+from certlib.runs import export
+from certlib.smoothing import uniform_sampling
+from certlib.uniform import viz as uniform_viz
 
 
 @pytest.fixture
@@ -85,8 +87,8 @@ def test_nothing_certified_is_said_in_words_with_the_knob_that_helps(page):
 
 
 def test_the_words_follow_the_certificate():
-    from certlib import uniform_bound as ub
-    from certlib.uniform_cert import UniformCertificate, bound_text, knob_hint, max_eps_text, n_to_certify
+    from certlib.uniform import bound as ub
+    from certlib.uniform.cert import UniformCertificate, bound_text, knob_hint, max_eps_text, n_to_certify
 
     cert = UniformCertificate(h_hat_norm=0.5, h_norm_lower=0.3, delta=1e-3, M=1.0, d=3 * 224 * 224, r=4.0, n=512)
     assert bound_text(cert, 0.001) == f"{cert.bound(0.001):.4f}" and knob_hint(cert, 0.001) is None

@@ -11,7 +11,9 @@ from safetensors.torch import save as safetensors_bytes
 from streamlit.testing.v1 import AppTest
 
 import hostile_models as H
-from certlib import landlock, models, sampling
+from certlib.sandbox import landlock
+from certlib.models import registry as models
+from certlib.smoothing import sampling
 from tests_paths import APP
 
 

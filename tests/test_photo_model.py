@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from certlib import _attr_utils as U
-from certlib import attributions, efficientnet_lite, images, models
+from certlib.attributions import _utils as U
+from certlib.attributions import methods as attributions
+from certlib.models import efficientnet_lite, registry as models
+from certlib.data import images
 
 efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
 
@@ -266,7 +268,7 @@ def test_residual_blocks_route_through_an_explicit_sum_under_lrp(lite0, coffee):
 
 
 def test_sweeps_plan_photo_grids_once_per_cell_with_the_cell_class(lite0):
-    from certlib import sweep
+    from certlib.runs import sweep
 
     grids = sweep.image_set("photo_grids", 2)
     runs = sweep.plan(lite0, grids, ["gradcam"], [0.25], 64, 8, 0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy.stats import binom, binomtest, norm
 
-import certlib.sampling as sampling
+import certlib.smoothing.sampling as sampling
 from certlib.errors import CertlibError
-from certlib.pixel_cert import (PixelCertificate, certified_radius, certify_pixels, clean_scale, decide,
+from certlib.pixel.cert import (PixelCertificate, certified_radius, certify_pixels, clean_scale, decide,
                                 pixel_pvalues, top_k_mask, top_k_masks)
 
 
@@ -171,7 +171,7 @@ def test_partial_topk_thresholds_match_numpy_for_the_upper_levels(shape, ties):
 
 
 def test_all_finite_catches_nan_inf_and_survives_overflowing_sums():
-    from certlib.pixel_cert import all_finite
+    from certlib.pixel.cert import all_finite
 
     big = torch.full((4, 4), 3e38)                       # finite values whose float32 sum overflows to inf
     assert all_finite(big) and all_finite(torch.zeros(3))
@@ -407,7 +407,7 @@ def _direct_counts(run):
     return ones[0], ones[1]
 
 
-# The same base function through the real pipeline (certlib.sampling + top_k_masks): a 32×32 "attribution" whose
+# The same base function through the real pipeline (certlib.smoothing.sampling + top_k_masks): a 32×32 "attribution" whose
 # first P pixels are 0.5 + 0.4·tanh(w_i·x − b_i) and whose other pixels are fixed anchors (100 at 0, 504 at 0.5,
 # 60 at 1). The anchors pin s = 1 and the median at exactly 0.5 whatever the P live pixels do, so "strictly
 # above the median" is exactly w_i·x > b_i.
@@ -510,7 +510,7 @@ def test_monte_carlo_votes_are_unbiased_given_the_selected_class(simulation):
 
 
 def test_too_few_samples_names_the_smallest_useful_n():
-    from certlib.pixel_cert import too_few_samples
+    from certlib.pixel.cert import too_few_samples
 
     # 0.75^n <= 1e-3 / 3072 first at n = 52 (ln(3.26e-7) / ln(0.75) = 51.9)
     message = too_few_samples(32, 0.75, 1e-3, 3072)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from certlib import attributions, models, pixel_cert
-from certlib.attacks import random_directions
-from certlib.images import digit_gallery, prepare_image
-from certlib.pixel_check import check_certificate, reestimate
-from certlib.sampling import sample_topk_counts
+from certlib.attributions import methods as attributions
+from certlib.models import registry as models
+from certlib.pixel import cert as pixel_cert
+from certlib.attributions.attacks import random_directions
+from certlib.data.images import digit_gallery, prepare_image
+from certlib.pixel.check import check_certificate, reestimate
+from certlib.smoothing.sampling import sample_topk_counts
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Per-pixel certified radii (certlib.pixel_radius) against independent computations: the binomial tail that a
+"""Per-pixel certified radii (certlib.pixel.radius) against independent computations: the binomial tail that a
 Clopper–Pearson bound must solve, the Bonferroni test at τ, the scalar anytime bound, and a Monte-Carlo
 falsification on a synthetic attribution whose per-pixel probabilities are simulated here, which fails when the
 bounds are taken at α instead of α/m."""
@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.stats import beta, binom, norm
 
-from certlib import anytime, pixel_cert, pixel_radius, progressive, sampling
+from certlib.pixel import anytime, cert as pixel_cert, radius as pixel_radius, progressive
+from certlib.smoothing import sampling
 from certlib.errors import CertlibError
 
 SIDE, SIGMA, LEVELS = 8, 0.25, (25.0, 50.0)
@@ -145,7 +146,7 @@ def test_monte_carlo_no_more_than_alpha_of_runs_give_any_pixel_too_large_a_radiu
 
 
 def test_radius_figures_draw_the_map_and_the_curves_with_r_tau_marked():
-    from certlib import radius_viz
+    from certlib.pixel import radius_viz
 
     counts = _counts(64, seed=2)
     radii = pixel_radius.fixed_n_radii(counts, 0.1)

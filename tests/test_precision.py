@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from certlib import attributions, models, pixel_cert, precision, sampling
+from certlib.attributions import methods as attributions
+from certlib.models import registry as models, precision
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing import sampling
 from certlib.errors import CertlibError
-from certlib.images import digit_gallery, prepare_image
+from certlib.data.images import digit_gallery, prepare_image
 
 KS = (5.0, 10.0, 25.0, 50.0)
 SLOW = {"rise", "integrated_gradients"}   # forward-heavy: fewer copies (and masks) keep the test quick
@@ -135,7 +138,7 @@ def _nchw_twin(model: models.LoadedModel) -> models.LoadedModel:
 
 
 def _photo_input(model):
-    from certlib import images
+    from certlib.data import images
 
     spec = model.spec
     return images.prepare_image(images.get_image("photo:chelsea").pixels, 3, spec.input_size, spec.flexible_size,

@@ -5,11 +5,13 @@ import pytest
 import torch
 from scipy.stats import binom, binomtest, norm
 
-from certlib import attributions, models, prediction_cert
+from certlib.attributions import methods as attributions
+from certlib.models import registry as models
+from certlib.pixel import prediction_cert
 from certlib.errors import CertlibError
-from certlib.images import digit_gallery, prepare_image
-from certlib.prediction_cert import certify_prediction
-from certlib.sampling import sample_topk_counts
+from certlib.data.images import digit_gallery, prepare_image
+from certlib.pixel.prediction_cert import certify_prediction
+from certlib.smoothing.sampling import sample_topk_counts
 
 
 @pytest.mark.parametrize("n_a, n, alpha", [(90, 100, 0.05), (255, 256, 1e-3), (600, 1000, 1e-6), (51, 100, 0.1)])
@@ -109,7 +111,7 @@ def test_gradient_methods_reuse_their_forward_pass(digits):
 
 def test_the_anytime_prediction_certificate_is_more_cautious_than_clopper_pearson():
     import numpy as np
-    from certlib import anytime
+    from certlib.pixel import anytime
     sel, est = np.array([1, 30, 1]), np.array([5, 180, 15])
     fixed = prediction_cert.certify_prediction(sel, est, 0.25, 1e-3)
     anyt = prediction_cert.certify_prediction(sel, est, 0.25, 1e-3, test="anytime")

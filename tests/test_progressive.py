@@ -1,14 +1,17 @@
-"""Progressive certification (certlib.progressive, sampling.extend_counts): continuing is exact and keeps the run's
+"""Progressive certification (certlib.pixel.progressive, sampling.extend_counts): continuing is exact and keeps the run's
 history, the stop rule stops where an independent computation says it must, no frame ever loses a certified pixel,
 and the look at the planned budget happens once, at that n only."""
 import numpy as np
 import pytest
 import torch
 
-from certlib import anytime, attributions, models, pixel_cert, progressive, sampling
+from certlib.pixel import anytime, cert as pixel_cert, progressive
+from certlib.attributions import methods as attributions
+from certlib.models import registry as models
+from certlib.smoothing import sampling
 from certlib.errors import CertlibError
-from certlib.sweep import prepared_input
-from certlib import images
+from certlib.runs.sweep import prepared_input
+from certlib.data import images
 
 
 @pytest.fixture(scope="module")

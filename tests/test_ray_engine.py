@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import ray
 
-from certlib import models, ray_engine, store, sweep
+from certlib.models import registry as models
+from certlib.runs import ray_engine, store, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRAYS = ("selection_ones", "estimation_ones", "clean_masks", "clean_attr", "selection_classes",
@@ -158,7 +159,7 @@ def test_a_torchscript_model_is_shipped_as_bytes_and_sandboxed_on_the_workers(cl
     own sandbox; the stored counts equal the local engine's."""
     import torch
 
-    from certlib import cli
+    from certlib.runs import cli
 
     path = tmp_path / "tiny.pt"
     torch.jit.save(torch.jit.script(_Tiny().eval()), str(path))

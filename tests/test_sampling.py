@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from certlib.errors import CertlibError
-from certlib.pixel_cert import top_k_masks
-from certlib.sampling import sample_topk_counts
+from certlib.pixel.cert import top_k_masks
+from certlib.smoothing.sampling import sample_topk_counts
 
 
 def _channel_sum(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ def test_attribution_with_wrong_shape_is_refused():
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_result():
     """A device that fits at most 3 copies at once: the sampler splits batches and the counts are unchanged."""
-    from certlib.sampling import sample_topk_counts
+    from certlib.smoothing.sampling import sample_topk_counts
 
     x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     w = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -116,7 +116,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_result():
 
 def test_out_of_memory_for_one_copy_is_a_clear_error():
     from certlib.errors import OutOfMemory
-    from certlib.sampling import sample_uniform_mean
+    from certlib.smoothing.sampling import sample_uniform_mean
 
     def never(xb):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")

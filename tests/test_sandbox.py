@@ -15,10 +15,12 @@ import pytest
 import torch
 
 import hostile_models as H
-from certlib import attributions, landlock, models
+from certlib.attributions import methods as attributions
+from certlib.sandbox import landlock
+from certlib.models import registry as models
 from certlib.errors import ModelError
-from certlib.sandbox import ModelTimeout, SandboxWorker
-from certlib.torchscript_check import check_archive
+from certlib.sandbox.runner import ModelTimeout, SandboxWorker
+from certlib.sandbox.torchscript_check import check_archive
 
 pytestmark = pytest.mark.skipif(landlock.abi_version() < 1, reason="needs a kernel with Landlock")
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +122,7 @@ def test_setstate_cannot_write_during_load(victim, tmp_path):
 
 def test_a_model_that_loops_on_noisy_inputs_is_stopped_within_the_limit():
     worker = SandboxWorker(_archive(H.LoopsOnNoise()), 1, 8, 8, timeout=3.0)   # loads: probes are in [0,1]
-    model = models.LoadedModel(spec=None, module=__import__("certlib.sandbox").sandbox.SandboxedModule(worker),
+    model = models.LoadedModel(spec=None, module=__import__("certlib.sandbox.runner").sandbox.runner.SandboxedModule(worker),
                                weights_sha256="x")
     noisy = torch.rand(4, 1, 8, 8) - 0.5
     start = time.monotonic()
@@ -143,7 +145,7 @@ def test_landlock_denies_files_and_tcp_in_a_restricted_process(secret):
     code = f"""
 import socket, sys
 sys.path.insert(0, {str(ROOT)!r})
-from certlib import landlock
+from certlib.sandbox import landlock
 landlock.restrict_self()
 for attempt in (lambda: open({str(secret)!r}).read(), lambda: open('/tmp/new-file-by-sandbox', 'w')):
     try:
@@ -168,7 +170,7 @@ except OSError as e:
 def test_the_worker_replies_are_checked(monkeypatch):
     worker = SandboxWorker(_archive(H.Honest()), 1, 8, 8)
     monkeypatch.setattr(worker, "num_classes", 5)             # the worker's logits no longer fit the model's spec
-    from certlib.sandbox import SandboxedModule, SandboxError
+    from certlib.sandbox.runner import SandboxedModule, SandboxError
     with pytest.raises(SandboxError, match="expected"):
         SandboxedModule(worker)(torch.rand(2, 1, 8, 8))
     assert np.frombuffer(worker.archive.tobytes(), np.uint8).size > 0
@@ -204,7 +206,7 @@ def test_an_unloadable_archive_gives_a_reason():
 
 
 def test_huge_n_and_targets_are_errors_not_crashes():
-    from certlib import pixel_cert
+    from certlib.pixel import cert as pixel_cert
     from certlib.errors import CertlibError
 
     with pytest.raises(CertlibError, match="n must be an integer in"):

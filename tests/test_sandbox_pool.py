@@ -1,4 +1,4 @@
-"""The process-wide budget of sandbox workers (certlib.sandbox_pool): a bounded number live, least-recently-used idle
+"""The process-wide budget of sandbox workers (certlib.sandbox.pool): a bounded number live, least-recently-used idle
 ones stopped and reloaded on demand, "server busy" instead of one process too many.
 
 The bookkeeping is tested on stand-in workers (no process: instant, and every interleaving of threads is cheap);
@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import hostile_models as H
-from certlib import landlock, sandbox_pool
+from certlib.sandbox import landlock, pool as sandbox_pool
 from certlib.errors import ModelError
-from certlib.sandbox import SandboxedModule, SandboxError, SandboxWorker
-from certlib.sandbox_pool import BUDGET_ENV, WORKERS_ENV, ServerBusy, WorkerPool
+from certlib.sandbox.runner import SandboxedModule, SandboxError, SandboxWorker
+from certlib.sandbox.pool import BUDGET_ENV, WORKERS_ENV, ServerBusy, WorkerPool
 from tests_paths import APP
 
 

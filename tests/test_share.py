@@ -4,7 +4,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from certlib import defaults, models
+from certlib.attributions import defaults
+from certlib.models import registry as models
 from tests_paths import APP
 
 

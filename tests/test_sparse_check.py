@@ -1,10 +1,10 @@
-"""certlib.sparse_check: perturbed re-estimates of Sparsified SmoothGrad and their comparison with the certificate."""
+"""certlib.sparse.check: perturbed re-estimates of Sparsified SmoothGrad and their comparison with the certificate."""
 import dataclasses
 
 import torch
 
-from certlib import sparse_check
-from certlib import sparse_smoothgrad as S
+from certlib.sparse import check as sparse_check
+from certlib.sparse import smoothgrad as S
 
 
 def _attribute(xb):

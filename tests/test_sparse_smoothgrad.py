@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from certlib import sparse_smoothgrad as S
+from certlib.sparse import smoothgrad as S
 from certlib.errors import CertlibError
-from certlib.noise import ESTIMATION, NoiseStream, gaussian_copies
-from certlib.pixel_cert import top_k_masks
+from certlib.smoothing.noise import ESTIMATION, NoiseStream, gaussian_copies
+from certlib.pixel.cert import top_k_masks
 
 
 def _channel_sum(x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +90,9 @@ def test_every_noisy_map_keeps_about_tau_percent():
 
 
 def test_bundled_model_gradient_sums(tmp_path):
-    from certlib import attributions, models
-    from certlib.images import digit_gallery, prepare_image
+    from certlib.attributions import methods as attributions
+    from certlib.models import registry as models
+    from certlib.data.images import digit_gallery, prepare_image
 
     model = models.load_model("digits_sigma0.25")
     x = prepare_image(digit_gallery()[0].pixels, 1, (32, 32), True)
@@ -521,7 +522,7 @@ def test_pixel_csv_and_curve_csv_round_trip():
     import csv
     import io
 
-    from certlib import export
+    from certlib.runs import export
 
     s = S.sample_smoothgrad(_channel_sum, _image(7, size=8), 0.2, 50, (20.0,))
     c = S.certify_topk(s, "sparsified", 20.0, 10.0, 0.0, 0.2)
@@ -538,7 +539,7 @@ def test_pixel_csv_and_curve_csv_round_trip():
 
 
 def test_overlay_colours_certified_and_uncertified_top_pixels_only():
-    from certlib import sparse_viz as sv
+    from certlib.sparse import viz as sv
 
     base = np.full((2, 2, 3), 100, dtype=np.uint8)
     top = np.array([[True, True], [False, False]])

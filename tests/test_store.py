@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from certlib import store
-from certlib.sampling import TopKCounts
-from certlib.store import RunConfig, Store
+from certlib.runs import store
+from certlib.smoothing.sampling import TopKCounts
+from certlib.runs.store import RunConfig, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +130,7 @@ def _script(body: str) -> list[str]:
         import sys, numpy as np
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
         from types import SimpleNamespace
-        from certlib.store import RunConfig, Store
+        from certlib.runs.store import RunConfig, Store
     """)
     # The helpers' own source, so that the processes build the same configs without importing torch.
     helpers = "\n".join(inspect.getsource(f) for f in (_config, _arrays))
@@ -196,14 +196,16 @@ def package_copy(tmp_path_factory):
 
 
 def test_the_code_hash_covers_the_modules_the_counts_depend_on():
-    names = {p.name for p in store.counting_sources(CERTLIB)}
+    names = {p.relative_to(CERTLIB).as_posix() for p in store.counting_sources(CERTLIB)}
     # the modules an audit found missing from the old hand list, the sandbox worker started from a string, and
     # the modules the stored runs are sampled by
-    must = {"topk.py", "engine.py", "precision.py", "lrp_canonizers.py", "efficientnet_lite.py", "noise.py",
-            "uniform_sampling.py", "progressive.py", "anytime.py", "_sandbox_worker.py", "sampling.py", "sweep.py",
-            "attributions.py", "_attr_utils.py", "models.py", "digits_cnn.py", "images.py", "pixel_cert.py"}
+    must = {"smoothing/topk.py", "smoothing/engine.py", "models/precision.py", "models/lrp_canonizers.py",
+            "models/efficientnet_lite.py", "smoothing/noise.py", "smoothing/uniform_sampling.py",
+            "pixel/progressive.py", "pixel/anytime.py", "sandbox/_worker.py", "smoothing/sampling.py",
+            "runs/sweep.py", "attributions/methods.py", "attributions/_utils.py", "models/registry.py",
+            "models/digits_cnn.py", "data/images.py", "pixel/cert.py"}
     assert must <= names
-    assert not names & {"viz.py", "pixel_viz.py", "cli.py", "guarantee.py", "uniform_viz.py"}
+    assert not names & {"viz.py", "pixel/viz.py", "runs/cli.py", "pixel/guarantee.py", "uniform/viz.py"}
     assert store.library_versions()["certlib_code"] == store.code_hash(CERTLIB)
 
 
@@ -223,7 +225,7 @@ def test_editing_any_counting_module_changes_the_key(package_copy):
 
 def test_editing_a_module_outside_the_sampling_path_keeps_the_key(package_copy):
     before = store.code_hash(package_copy)
-    for name in ("viz.py", "cli.py", "pixel_viz.py"):
+    for name in ("viz.py", "runs/cli.py", "pixel/viz.py"):
         path = package_copy / name
         text = path.read_bytes()
         path.write_bytes(text + b"\nEDITED = 1\n")
@@ -235,7 +237,7 @@ def test_editing_a_module_outside_the_sampling_path_keeps_the_key(package_copy):
 
 def test_a_new_import_on_the_sampling_path_joins_the_hash(package_copy):
     """The set follows the code: a counting module that starts importing viz.py makes viz.py count."""
-    topk = package_copy / "topk.py"
+    topk = package_copy / "smoothing" / "topk.py"
     text = topk.read_bytes()
     topk.write_bytes(text + b"\ndef _late():\n    from certlib import viz  # noqa: F401\n")
     try:

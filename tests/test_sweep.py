@@ -1,10 +1,12 @@
-"""certlib.sweep: planning, resumable sampling into the store, and the targets of a plan."""
+"""certlib.runs.sweep: planning, resumable sampling into the store, and the targets of a plan."""
 import numpy as np
 import pytest
 
-from certlib import models, sampling, sweep
+from certlib.models import registry as models
+from certlib.smoothing import sampling
+from certlib.runs import sweep
 from certlib.errors import CertlibError
-from certlib.store import Store
+from certlib.runs.store import Store
 
 
 def test_an_interrupted_sweep_resumes_where_it_stopped(monkeypatch):

@@ -1,4 +1,4 @@
-"""The Learn page's toys (certlib.teaching) against independent computations: closed forms (normal CDF, noncentral
+"""The Learn page's toys (certlib.teaching.lessons) against independent computations: closed forms (normal CDF, noncentral
 χ², circle and sphere intersections), direct loops and sums, brute-force adversaries and Monte-Carlo falsification."""
 import math
 from fractions import Fraction
@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import cdist
 from scipy.stats import beta, ncx2, norm
 
-from certlib import teaching
+from certlib.teaching import lessons as teaching
 from certlib.errors import CertlibError
 
 HALF_PLANE = teaching.PlaneClassifier(centres=((-1.0, 0.0), (1.0, 0.0)), names=("left", "right"))  # border x₁ = 0

@@ -1,8 +1,9 @@
-"""certlib.topk beyond tests/test_pixel_cert.py (which checks h^K against numpy through its public path)."""
+"""certlib.smoothing.topk beyond tests/test_pixel_cert.py (which checks h^K against numpy through its public path)."""
 import numpy as np
 import torch
 
-from certlib import pixel_cert, topk
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing import topk
 
 
 def test_the_public_path_is_the_same_function():

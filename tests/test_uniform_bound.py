@@ -5,7 +5,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from certlib import uniform_bound as ub
+from certlib.uniform import bound as ub
 from certlib.errors import CertlibError
 
 mpmath.mp.dps = 60
@@ -144,7 +144,7 @@ def test_uniform_sampler_mean_of_a_linear_map():
     """g(x) = x (one channel): h(x) = x exactly since E[η] = 0; the estimate is within its standard error."""
     import torch
 
-    from certlib.sampling import sample_uniform_mean
+    from certlib.smoothing.sampling import sample_uniform_mean
 
     x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     r, n, d = 0.8, 4000, 64
@@ -158,7 +158,7 @@ def test_uniform_sampler_mean_of_a_linear_map():
 def test_bound_modes_enforce_the_norm():
     import torch
 
-    from certlib.sampling import bound_maps
+    from certlib.smoothing.sampling import bound_maps
 
     attr = torch.randn(5, 6, 6) * torch.tensor([0.1, 1, 10, 100, 0.0]).view(5, 1, 1)
     norms = bound_maps(attr, 2.0, "normalise").flatten(1).norm(dim=1)

@@ -4,10 +4,13 @@ dimension, the bounding of ‖g‖ or the confidence bound on ‖h‖ is wrong i
 import numpy as np
 import pytest
 
-from certlib import images, models, sampling, uniform_bound as ub, uniform_cert, uniform_check
-from certlib.attributions import make_attribution
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.smoothing import sampling
+from certlib.uniform import bound as ub, cert as uniform_cert, check as uniform_check
+from certlib.attributions.methods import make_attribution
 from certlib.errors import CertlibError
-from certlib.sampling import SmoothedMap
+from certlib.smoothing.sampling import SmoothedMap
 
 
 def _smoothed(norm: float, n: int = 100, M: float = 1.0, r: float = 2.0) -> SmoothedMap:

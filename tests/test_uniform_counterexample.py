@@ -8,7 +8,7 @@ attribution function" in the sense of Wang & Kong's Theorem 1 (‖g‖ ≤ M eve
 import numpy as np
 import pytest
 
-from certlib import uniform_bound as ub
+from certlib.uniform import bound as ub
 
 
 def _uniform_ball(rng, n, d, r):

@@ -1,5 +1,5 @@
 """#27 items 1, 2 and 5: the static check of uploaded TorchScript runs in the sandbox worker (the app process stays
-responsive), admits only certlib.op_allowlist's operators, and the app bounds and checks what a worker replies.
+responsive), admits only certlib.sandbox.op_allowlist's operators, and the app bounds and checks what a worker replies.
 
 Hostile archives come from tests/hostile_models.py. Tests that start a worker need Landlock, like tests/test_sandbox.py."""
 import io
@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import hostile_models as H
-from certlib import _ipc, export_check, landlock, models, op_allowlist, torchscript_check, worker_checks
+from certlib.sandbox import _ipc, export_check, landlock, op_allowlist, torchscript_check, worker_checks
+from certlib.models import registry as models
 from certlib.errors import ModelError
-from certlib.sandbox import SandboxedModule, SandboxError, SandboxWorker
+from certlib.sandbox.runner import SandboxedModule, SandboxError, SandboxWorker
 
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1, reason="needs a kernel with Landlock")
 
@@ -220,9 +221,9 @@ def test_a_check_past_its_time_limit_is_stopped(monkeypatch):
     """The parse time limit: the parent kills the worker when the check runs past CHECK_TIMEOUT_S (here 0.5 s;
     30 s by default; the largest code the size limits admit, 1 MiB, takes 2.5 to 10 s on 2 busy cores, a
     classifier's code (at most 150 KiB) under 1 s)."""
-    import certlib.sandbox
+    import certlib.sandbox.runner
 
-    monkeypatch.setattr(certlib.sandbox, "CHECK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(certlib.sandbox.runner, "CHECK_TIMEOUT_S", 0.5)
     stall, error = _max_stall(lambda: SandboxWorker(H.heavy_code_under_limits(files=1), 1, 8, 8))
     assert isinstance(error, ModelError) and "took longer than 0.5 s" in str(error), repr(error)
     assert stall < 1.0

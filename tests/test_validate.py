@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from certlib import noise, pixel_cert, sparse_smoothgrad, uniform_bound, validate
+from certlib import validate
+from certlib.smoothing import noise
+from certlib.pixel import cert as pixel_cert
+from certlib.sparse import smoothgrad as sparse_smoothgrad
+from certlib.uniform import bound as uniform_bound
 from certlib.errors import CertlibError
 
 

@@ -1,4 +1,4 @@
-"""Vision Transformers: the CAM family on the patch-token grid (certlib.cam_layers), gradient methods unchanged, LRP
+"""Vision Transformers: the CAM family on the patch-token grid (certlib.models.cam_layers), gradient methods unchanged, LRP
 refused with the reason.
 
 Small randomly initialised models, built offline: a torchvision VisionTransformer (32x32, 8x8 patches, 2 blocks) and
@@ -17,7 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VisionTransformer
 
-from certlib import attributions, cam_layers, models, pixel_cert, sampling
+from certlib.attributions import methods as attributions
+from certlib.models import cam_layers, registry as models
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing import sampling
 from certlib.errors import CertlibError
 
 TARGET = 3

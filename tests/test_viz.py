@@ -21,7 +21,7 @@ def test_probability_bar_highlights_the_target():
 
 
 def test_certified_levels_by_hand():
-    from certlib.pixel_viz import certified_levels
+    from certlib.pixel.viz import certified_levels
 
     # K ladder given out of order (50, 5, 25); four pixels: top at 5% (and so 25, 50), top only at 50%,
     # abstaining somewhere and top nowhere, certified "not top" everywhere
@@ -34,7 +34,7 @@ def test_certified_levels_by_hand():
 
 
 def test_certified_overlay_colours_by_smallest_level_and_never_hides_abstain():
-    from certlib.pixel_viz import ABSTAIN_RGB, LEVEL_RGB, certified_overlay
+    from certlib.pixel.viz import ABSTAIN_RGB, LEVEL_RGB, certified_overlay
 
     base = np.full((1, 4, 3), 100, dtype=np.uint8)
     classes = np.array([[1, 1, -1, 0], [1, 0, 0, 0]], dtype=np.int8).reshape(2, 1, 4)
@@ -51,7 +51,8 @@ def test_one_palette_with_fixed_meanings_on_every_certificate_figure():
     """Certified-in is blue, abstain orange, not-certified vermillion, certified-out light grey, on the pixel overlay,
     its bars and the Sparsified SmoothGrad overlay; all four are distinct for the three common colour-vision
     deficiencies (simulated with the Viénot/Brettel matrices), and legends sit inside the figures."""
-    from certlib import pixel_viz, sparse_viz
+    from certlib.pixel import viz as pixel_viz
+    from certlib.sparse import viz as sparse_viz
 
     base = np.full((4, 4, 3), 255, np.uint8)
     classes = np.array([[[1, 0, -1, 0]] * 4, [[1, 1, -1, 0]] * 4], dtype=np.int8)
@@ -89,7 +90,7 @@ def test_attribution_figures_are_one_sided_for_unsigned_maps():
 
 
 def test_overlay_figure_with_a_single_level():
-    from certlib import pixel_viz
+    from certlib.pixel import viz as pixel_viz
 
     classes = np.array([[[1, 0], [-1, 0]]], dtype=np.int8)
     levels = pixel_viz.certified_levels(classes, (25.0,))

@@ -12,8 +12,8 @@ import torch
 import torchvision
 from streamlit.testing.v1 import AppTest
 
-from certlib import models, weights_download
-from certlib.weights_download import WeightsDownloadError
+from certlib.models import registry as models, weights_download
+from certlib.models.weights_download import WeightsDownloadError
 
 from tests_paths import APP
 

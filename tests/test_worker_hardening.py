@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from certlib import landlock, worker_diagnostics
-from certlib._sandbox_worker import _short
-from certlib.sandbox import SandboxError, SandboxWorker
+from certlib.sandbox import landlock, worker_diagnostics
+from certlib.sandbox._worker import _short
+from certlib.sandbox.runner import SandboxError, SandboxWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1, reason="the worker needs Landlock")
@@ -28,7 +28,7 @@ SYSCALLS = {"x86_64": {"connect": 42, "bind": 49, "ptrace": 101, "process_vm_rea
 PROBE = """
 import ctypes, os, socket, sys, threading
 sys.path.insert(0, ROOT)
-from certlib import _sandbox_worker
+from certlib.sandbox import _worker as _sandbox_worker
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long

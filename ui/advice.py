@@ -1,6 +1,6 @@
 """Say what is certified, and what would help when a level certifies nothing (issue #26, item 5).
 
-Each suggestion is computed from the counts on screen (certlib.advice) and is one click: the button's callback sets
+Each suggestion is computed from the counts on screen (certlib.pixel.advice) and is one click: the button's callback sets
 the widget's value before the next run, and asks for a rerun of the whole page when the change needs new samples
 (the decision fragment alone cannot sample)."""
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from certlib import advice, attributions, cost, defaults, pixel_cert
+from certlib.pixel import advice, cert as pixel_cert
+from certlib.attributions import methods as attributions, cost, defaults
 from certlib.errors import SHOWN_ERRORS
-from certlib.prediction_cert import PredictionCertificate
-from certlib.sampling import TopKCounts
+from certlib.pixel.prediction_cert import PredictionCertificate
+from certlib.smoothing.sampling import TopKCounts
 from ui import looks
 from ui.workbench import Workbench
 
@@ -66,7 +67,7 @@ def empty_levels(wb: Workbench, sub: TopKCounts, cert: pixel_cert.PixelCertifica
                  n_choices: Sequence[int], paths: Sequence[tuple[str, float]] = (("fixed", 1.0),)) -> None:
     """For every level whose certificate has no top-K pixel: the best pixel's votes, the τ at which these counts
     certify one (confirmed by re-deciding), and the n at which it would if its vote share held — each a button.
-    `paths`: the tests behind the certificate and their shares of α (certlib.advice.advise_level)."""
+    `paths`: the tests behind the certificate and their shares of α (certlib.pixel.advice.advise_level)."""
     ks = sub.k_percents
     for i, k in enumerate(ks):
         if (cert.classes[i] == 1).any():

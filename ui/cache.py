@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from certlib.models import LoadedModel, load_model
+from certlib.models.registry import LoadedModel, load_model
 from ui.single_flight import SingleFlight
 
 

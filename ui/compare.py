@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from certlib import attributions, cost, models
+from certlib.attributions import methods as attributions, cost
+from certlib.models import registry as models
 from ui import runs
 from ui.workbench import Workbench, model_input, probabilities, registry_model
 
@@ -42,6 +43,6 @@ def missing(cells: list[Cell], params: runs.SamplingParams) -> list[Cell]:
 
 
 def expected_seconds(cells: list[Cell], params: runs.SamplingParams) -> float:
-    """Time to sample the cells not cached yet (each method timed on this machine, certlib.cost)."""
+    """Time to sample the cells not cached yet (each method timed on this machine, certlib.attributions.cost)."""
     return sum(cost.seconds_per_copy(c.wb.model, c.wb.method, c.wb.x, c.wb.target) * (params.n0 + params.n)
                for c in missing(cells, params))

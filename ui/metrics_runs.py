@@ -1,5 +1,5 @@
 """Glue for the metrics page: the sweep of the page's selection, the on-disk store, progress bars and the metric
-tables. The sampled counts live in certlib.store (shared with `python -m certlib run`), so a second visit, another
+tables. The sampled counts live in certlib.runs.store (shared with `python -m certlib run`), so a second visit, another
 session or a CLI sweep never samples a stored config again; τ, α, K and the replacement only re-decide."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from certlib import cost, sweep
-from certlib.store import RunConfig, Store, StoredRun
+from certlib.attributions import cost
+from certlib.runs import sweep
+from certlib.runs.store import RunConfig, Store, StoredRun
 from ui import cache
 from ui.workbench import Workbench
 
@@ -49,7 +50,7 @@ def stored_runs(wb: Workbench, choice: "SweepChoice") -> tuple[list[sweep.Planne
     seed and normalisation, and a sentence of what the set holds (for when nothing matches)."""
     import torch
 
-    from certlib.store import config_from_dict
+    from certlib.runs.store import config_from_dict
 
     name = choice.image_set[len(STORED_PREFIX):]
     runs, held = [], set()
@@ -104,7 +105,7 @@ def plan(wb: Workbench, choice: SweepChoice) -> list[sweep.PlannedRun]:
 
 def estimate_seconds(store: Store, wb: Workbench, runs: list[sweep.PlannedRun]) -> float:
     """Time to sample `runs`: this store's past timings of each method on this model (per copy), else the method
-    timed now on a few copies of each input size (certlib.cost, cached per process)."""
+    timed now on a few copies of each input size (certlib.attributions.cost, cached per process)."""
     total = 0.0
     past: dict[str, float | None] = {}
     for r in runs:

@@ -6,7 +6,10 @@ import time
 
 import streamlit as st
 
-from certlib import attributions, engine, images, viz
+from certlib import viz
+from certlib.attributions import methods as attributions
+from certlib.smoothing import engine
+from certlib.data import images
 from ui import cache, runs
 from ui.workbench import Workbench
 

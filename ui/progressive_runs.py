@@ -1,5 +1,5 @@
 """Progressive (anytime-valid) sampling for the Certified pixels page: a valid frame after every batch, stop and
-continue, and exact resumption from the counts cached at the last frame (certlib.progressive)."""
+continue, and exact resumption from the counts cached at the last frame (certlib.pixel.progressive)."""
 from __future__ import annotations
 
 import time
@@ -8,9 +8,10 @@ from typing import Callable
 
 import streamlit as st
 
-from certlib import pixel_cert, progressive, sampling
-from certlib.progressive import StopRule
-from certlib.sampling import TopKCounts
+from certlib.pixel import cert as pixel_cert, progressive
+from certlib.smoothing import sampling
+from certlib.pixel.progressive import StopRule
+from certlib.smoothing.sampling import TopKCounts
 from ui import cache, runs
 from ui.single_flight import Flight, FlightView
 from ui.workbench import Workbench

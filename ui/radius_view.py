@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from certlib import pixel_radius, radius_viz
-from certlib.progressive import Trajectory
-from certlib.sampling import TopKCounts
+from certlib.pixel import radius as pixel_radius, radius_viz
+from certlib.pixel.progressive import Trajectory
+from certlib.smoothing.sampling import TopKCounts
 
 HELP_EPS = ("ε: an ℓ2 radius in the model's input. A pixel is certified at ε when its own radius R_i (from its votes, "
             "all radii valid together at 1 − α) is at least ε. R(τ) = σ·Φ⁻¹(τ) is the one radius the decision above "

@@ -11,9 +11,12 @@ import streamlit as st
 import torch
 from streamlit.logger import get_logger
 
-from certlib import attributions, cost, images, pixel_cert, sampling
+from certlib.attributions import methods as attributions, cost
+from certlib.data import images
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing import sampling
 from certlib.errors import SHOWN_ERRORS, describe_error
-from certlib.sampling import TopKCounts
+from certlib.smoothing.sampling import TopKCounts
 from ui import cache
 from ui.fair_share import CORES
 from ui.single_flight import Flight, FlightView
@@ -153,7 +156,7 @@ def seconds_left(wb: Workbench, copies: int) -> float | None:
 
 
 def seconds_per_copy(wb: Workbench) -> float | None:
-    """certlib.cost's timing of the workbench's method (None when even that fails: the sampling that follows shows
+    """certlib.attributions.cost's timing of the workbench's method (None when even that fails: the sampling that follows shows
     the error); timed once when many sessions open the same page at once, like the runs themselves."""
     key = ("seconds_per_copy", wb.model.weights_sha256, wb.model.compute_key, wb.method, tuple(wb.x.shape),
            wb.target)
@@ -175,7 +178,7 @@ def is_cached(wb: Workbench, kind: str, params) -> bool:
 
 def expected_time(wb: Workbench, copies: int, what: str = "noisy attributions") -> str | None:
     """'Expected time: about 25 s (288 noisy attributions × 85 ms, timed on this machine's CPU)', from a timing
-    of the workbench's method on a few copies (certlib.cost; once per model, method and input size); None when
+    of the workbench's method on a few copies (certlib.attributions.cost; once per model, method and input size); None when
     even that timing fails (the sampling that follows shows the error)."""
     per_copy = seconds_per_copy(wb)
     if per_copy is None:

@@ -1,14 +1,14 @@
 """Glue between the workbench and the expensive stages of Sparsified SmoothGrad (design §5): cached sampling at x
-and at perturbed inputs (certlib.sparse_check), with progress bars. Everything that K, ε, τ, the variant or α
+and at perturbed inputs (certlib.sparse.check), with progress bars. Everything that K, ε, τ, the variant or α
 change is recomputed by the page from these cached sums; nothing here depends on them (the attack's K% target
 excepted)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from certlib import sparse_check
-from certlib import sparse_smoothgrad as S
-from certlib.sparse_check import PerturbedRun
+from certlib.sparse import check as sparse_check
+from certlib.sparse import smoothgrad as S
+from certlib.sparse.check import PerturbedRun
 from ui import cache
 from ui.runs import attribution_fn, cached_run, progress_bar, run_key, shown_in_page
 from ui.workbench import Workbench

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from certlib import uniform_check, uniform_sampling
-from certlib.uniform_sampling import SmoothedMap
+from certlib.uniform import check as uniform_check
+from certlib.smoothing import uniform_sampling
+from certlib.smoothing.uniform_sampling import SmoothedMap
 from ui import cache, runs
 from ui.workbench import Workbench
 

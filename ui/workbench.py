@@ -12,7 +12,10 @@ import numpy as np
 import streamlit as st
 import torch
 
-from certlib import attributions, defaults, images, models, resources, weights_download
+from certlib import resources
+from certlib.attributions import methods as attributions, defaults
+from certlib.data import images
+from certlib.models import registry as models, weights_download
 from certlib.errors import SHOWN_ERRORS, CertlibError, describe_error
 from certlib.viz import top_k_classes
 from ui import cache, share
@@ -189,7 +192,7 @@ def _model_picker(device: str) -> models.LoadedModel | None:
 
 def _reload_if_stopped(model: models.LoadedModel) -> None:
     """An uploaded model whose worker is not running (the server stopped it while idle to make room for other
-    sessions' models, certlib.sandbox_pool; or it crashed) starts again from its bytes here, visibly: it takes
+    sessions' models, certlib.sandbox.pool; or it crashed) starts again from its bytes here, visibly: it takes
     seconds. Raises ModelError (e.g. "server busy") for the picker to show."""
     worker = getattr(model.module, "worker", None)
     if worker is None or worker.live:
@@ -274,7 +277,7 @@ def _move_user_model(key: str, device: str) -> models.LoadedModel:
 
 
 def _model_uploader() -> None:
-    from certlib.safetensors_load import architecture_names
+    from certlib.models.safetensors_load import architecture_names
 
     with st.expander("Upload a model"):
         st.caption("Safest first: a **safetensors** state dict for a known architecture (weights only, no code runs), "
@@ -300,7 +303,7 @@ def _model_uploader() -> None:
 
 def _load_uploaded_model() -> None:
     """Button callback: runs before the script, so it may select the new model in the model picker."""
-    from certlib import model_formats
+    from certlib.models import formats as model_formats
 
     st.session_state["model_upload_error"] = ""
     f = st.session_state.get("model_upload")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 import certlib
-from certlib import export
+from certlib.runs import export
 from certlib.api import store
 from certlib.errors import CertlibError
 

@@ -13,15 +13,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certlib import guarantee, images, pixel_cert, pixel_radius, pixel_viz, prediction_cert, progressive, radius_viz
-from certlib import sampling, stats, validate
+from certlib.pixel import (guarantee, cert as pixel_cert, radius as pixel_radius, viz as pixel_viz, prediction_cert,
+                           progressive, radius_viz)
+from certlib.data import images
+from certlib import stats, validate
+from certlib.smoothing import sampling
 from certlib.api import common, store
 from certlib.api.sources import prepared
 from certlib.errors import CertlibError
-from certlib.pixel_cert import PixelCertificate
-from certlib.prediction_cert import PredictionCertificate
-from certlib.progressive import Trajectory
-from certlib.sampling import TopKCounts
+from certlib.pixel.cert import PixelCertificate
+from certlib.pixel.prediction_cert import PredictionCertificate
+from certlib.pixel.progressive import Trajectory
+from certlib.smoothing.sampling import TopKCounts
 
 MODES = ("fixed", "anytime")
 for _cls in (TopKCounts, Trajectory, PixelCertificate, PredictionCertificate):
@@ -214,7 +217,7 @@ def certify_pixels(model: Any, image: Any, *, method: Any = "gradcam", target: i
     `torch.nn.Module` (trusted, run in this process; timm and torchvision models bring their own normalisation,
     others take [0,1] pixels unless `normalize=(mean, std)`), or a callable attribute(x_batch, target) -> maps.
     image: a bundled key ("chelsea", "digit:2"), a path, a PIL image, a numpy array or a tensor.
-    method: a key of certlib.attributions.METHODS (or "gradient"), a captum Attribution, a torch-cam CAM, or an
+    method: a key of certlib.attributions.methods.METHODS (or "gradient"), a captum Attribution, a torch-cam CAM, or an
     object called as pytorch-grad-cam's cam(input_tensor=..., targets=[...]).
     mode "fixed": n estimation copies and the exact binomial test; "anytime": n is the budget n_max, the run stops
     when every pixel test is decided, and the certificate is valid whenever it stops (design §15).

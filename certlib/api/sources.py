@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from certlib import attributions, images, models
-from certlib._attr_utils import upsample
+from certlib.attributions import methods as attributions
+from certlib.data import images
+from certlib.models import registry as models
+from certlib.attributions._utils import upsample
 from certlib.errors import CertlibError, ImageError, ModelError
 
 # Other names people use for the library's methods (the example says method='gradient').

@@ -7,8 +7,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certlib import images, sparse_viz, stats, validate
-from certlib import sparse_smoothgrad as S
+from certlib import stats, validate
+from certlib.data import images
+from certlib.sparse import viz as sparse_viz
+from certlib.sparse import smoothgrad as S
 from certlib.api import common, store
 from certlib.api.sources import prepared
 

@@ -7,11 +7,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certlib import uniform_cert, uniform_sampling, uniform_viz, validate, viz
+from certlib import validate, viz
+from certlib.uniform import cert as uniform_cert, viz as uniform_viz
+from certlib.smoothing import uniform_sampling
 from certlib.api import common, store
 from certlib.api.sources import prepared
-from certlib.uniform_cert import UniformCertificate
-from certlib.uniform_sampling import SmoothedMap
+from certlib.uniform.cert import UniformCertificate
+from certlib.smoothing.uniform_sampling import SmoothedMap
 
 store.storable(SmoothedMap)
 store.storable(UniformCertificate)

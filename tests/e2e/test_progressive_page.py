@@ -26,7 +26,10 @@ def _votes(csv_bytes: bytes) -> tuple[int, np.ndarray]:
 
 
 def test_stop_keeps_a_valid_certificate_and_continue_equals_one_uninterrupted_run(page):
-    from certlib import attributions, images, models, sampling
+    from certlib.attributions import methods as attributions
+    from certlib.data import images
+    from certlib.models import registry as models
+    from certlib.smoothing import sampling
 
     page.set_viewport_size({"width": 1440, "height": 1000})
     start = time.monotonic()

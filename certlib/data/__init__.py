@@ -1,0 +1,1 @@
+"""What gets explained: bundled galleries, checked uploads and preprocessing, the digits split, image folders."""

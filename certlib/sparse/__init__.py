@@ -1,0 +1,1 @@
+"""Sparsified SmoothGrad: the certified top-K overlap, the empirical check, figures."""

@@ -1,0 +1,1 @@
+"""The Learn page's toys (exact, instant) and their figures."""

@@ -94,6 +94,9 @@ def test_overlay_figure_with_a_single_level():
 
     classes = np.array([[[1, 0], [-1, 0]]], dtype=np.int8)
     levels = pixel_viz.certified_levels(classes, (25.0,))
-    fig = pixel_viz.overlay_figure(np.zeros((2, 2, 3), np.uint8), np.zeros((1, 2, 2)), (25.0,), levels)
-    assert [row[0] for row in fig.data[0].customdata[0]] == ["certified top-25%", "certified not top"]
-    assert fig.data[0].customdata[1][0][0] == "abstain"
+    freq = np.array([[[0.25, 1.0], [0.504, 0.0]]])
+    fig = pixel_viz.overlay_figure(np.zeros((2, 2, 3), np.uint8), freq, (25.0,), levels)
+    assert np.array_equal(np.asarray(fig.data[0].customdata)[..., 0], [[25, 100], [50, 0]])   # whole percentages
+    assert "in the top 25% in %{customdata[0]}% of noisy copies" in fig.data[0].hovertemplate
+    import plotly.io as pio
+    assert '"bdata"' in pio.to_json(fig, validate=False)          # sent as one binary block, not per-pixel text

@@ -30,11 +30,13 @@ def radius_map(radii: PixelRadii, level: float, eps: float | None = None) -> go.
     z = radii.radii[i].copy()
     if eps is not None:
         z = np.where(z >= eps, z, np.nan)
-    kind = np.where(radii.classes[i] == 1, f"in the top {level:g}%", f"not in the top {level:g}%")
-    heat = go.Heatmap(z=z, customdata=kind, colorscale="Viridis", zmin=0.0,
+    # numeric hover data (one base64 block), not a string per pixel: see pixel.viz.overlay_figure
+    member = (radii.classes[i] == 1).astype(np.uint8)
+    heat = go.Heatmap(z=z.astype(np.float32), customdata=member, colorscale="Viridis", zmin=0.0,
                       zmax=float(np.nanmax(radii.radii)) if np.isfinite(radii.radii).any() else 1.0,
                       colorbar=dict(title="R_i", thickness=12),
-                      hovertemplate="x %{x}, y %{y}: %{customdata}, certified up to R = %{z:.3f}<extra></extra>")
+                      hovertemplate=f"x %{{x}}, y %{{y}}: in the top {level:g}% = %{{customdata}} (1 yes, 0 no), "
+                                    "certified up to R = %{z:.3f}<extra></extra>")
     h, w = z.shape
     abstain = palette.hex_colour(palette.ABSTAIN)
     title = f"certified radius per pixel, top {level:g}%" + ("" if eps is None else f" (radius ≥ ε = {eps:.3f})")

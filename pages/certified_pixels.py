@@ -16,7 +16,7 @@ from certlib.pixel import guarantee, cert as pixel_cert, viz as pixel_viz, predi
 from certlib.data import images
 from certlib.smoothing import sampling
 from certlib.pixel.check import COLUMN_LABELS, check_certificate
-from ui import advice, downloads, figures, looks, preview, progressive_runs, radius_view, runs, share
+from ui import advice, downloads, fair_share, figures, looks, preview, progressive_runs, radius_view, runs, share
 from ui.workbench import current, remember
 from ui.controls import ALPHAS, help_for
 
@@ -281,6 +281,11 @@ def _downloads(counts, sub, cert, said, overlay, decided: dict) -> None:
 
 @st.fragment
 def decision(counts) -> None:
+    with fair_share.FOREGROUND.work():          # sampling of other sessions waits at its next batch boundary
+        _decision(counts)
+
+
+def _decision(counts) -> None:
     advice.rerun_page_if_asked()
     st.markdown("**Decision** — re-decided from the cached counts, no resampling")
     tau, alpha, levels, correction, alpha_pred = _decision_controls(counts)

@@ -255,3 +255,41 @@ def test_waiters_of_one_flight_are_not_woken_by_the_others():
         thread.join(10)
     assert [out["value"] for _, out in waiters] == ["v"] * 4
     assert len(polls) <= 4 * (1.0 / 0.2 + 3)           # about one poll per 0.2 s each, not a storm
+
+
+def test_a_decision_a_user_waits_for_goes_before_the_next_sampling_batch():
+    """fair_share.FOREGROUND: while a slider's re-decision runs, samplers wait at their batch boundary; afterwards
+    they go on; a decision that never ends holds them only for the bound."""
+    from ui import fair_share
+
+    gate, foreground = TurnGate(), fair_share.Foreground(limit_s=5.0)
+    started: list[float] = []
+    stop = threading.Event()
+
+    def batch() -> None:
+        started.append(time.monotonic())
+        time.sleep(0.01)
+
+    def sampler() -> None:
+        while not stop.is_set():
+            foreground.wait_until_clear()
+            with gate.turn():
+                batch()
+
+    worker = threading.Thread(target=sampler)
+    worker.start()
+    time.sleep(0.1)
+    with foreground.work():
+        held = time.monotonic()
+        time.sleep(0.3)                                        # the decision
+        during = [t for t in started if t > held + 0.02]       # one batch may have been under way already
+    after = time.monotonic()
+    time.sleep(0.1)
+    stop.set()
+    worker.join()
+    assert during == [] and any(t > after for t in started)
+    stuck = fair_share.Foreground(limit_s=0.2)
+    with stuck.work():
+        t0 = time.monotonic()
+        stuck.wait_until_clear()                               # bounded: sampling is never stopped for good
+        assert 0.15 < time.monotonic() - t0 < 1.0

@@ -64,11 +64,40 @@ class TurnGate:
             return len(self._line)
 
     def gated(self, fn: F) -> F:
-        """`fn`, taking a turn for each call."""
+        """`fn`, taking a turn for each call, after any decision a user is waiting for (FOREGROUND)."""
         def in_turn(*args, **kwargs):
+            FOREGROUND.wait_until_clear()
             with self.turn():
                 return fn(*args, **kwargs)
         return in_turn  # type: ignore[return-value]
 
 
-CORES = TurnGate()        # one per app process: all sessions' sampling runs share it
+class Foreground:
+    """Work a user is watching for right now — a slider that re-decides from cached counts — goes before the next
+    batch of any sampling run: samplers wait at their batch boundary while it runs. On 2 cores a re-decision that
+    competes with torch's sampling threads took 7–20 s in the load test (bench/load.py); a batch is 0.1–0.4 s, so
+    the decision waits at most that long. The wait is bounded (`limit_s`), so a stuck decision cannot stop sampling."""
+
+    def __init__(self, limit_s: float = 2.0) -> None:
+        self._active = 0
+        self._changed = threading.Condition()
+        self.limit_s = limit_s
+
+    @contextmanager
+    def work(self) -> Iterator[None]:
+        with self._changed:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._active -= 1
+                self._changed.notify_all()
+
+    def wait_until_clear(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._active == 0, timeout=self.limit_s)
+
+
+FOREGROUND = Foreground()   # decisions of every session in this process
+CORES = TurnGate()          # one per app process: all sessions' sampling runs share it

@@ -98,7 +98,7 @@ def grid() -> None:
     curves = {cell.title: pixel_radius.fixed_n_radii(c, alpha, [k]) for cell, c in zip(cells, counts)}
     st.plotly_chart(radius_viz.radius_curve(curves, pixel_cert.certified_radius(sigma, tau), (k,)),
                     key="cmp_radius_curve")
-    st.caption("Share of each cell's top-K pixels certified in the top K against the radius ε, every radius valid "
+    st.caption("Share of each cell's top-K pixels certified as top-K against the radius ε, every radius valid "
                f"together at 1 − α per cell; the dashed line is R(τ) = {pixel_cert.certified_radius(sigma, tau):.3f}.")
 
 

@@ -42,6 +42,10 @@ HELP: dict[str, str] = {
                         "function of the noisy input alone. " + RESAMPLES,
     "cp_tau": "τ: vote threshold. A pixel is certified when its class wins more than τ of the noisy votes "
               "(with confidence 1 − α); the radius is R = σ·Φ⁻¹(τ), so τ = 0.5 certifies nothing. " + REDECIDES,
+    "cp_eps": "ε: an ℓ2 radius in the model's input. A pixel is certified at ε when its own radius R_i (from its "
+              "votes; all radii hold together with probability ≥ 1 − α) is at least ε. R(τ) = σ·Φ⁻¹(τ) is the one "
+              "radius the decision above uses; the curve shows every radius at once. " + REDECIDES,
+    "cp_radius_level": "Which top-K% level the radius map shows. " + REDECIDES,
     "cp_alpha": "α: probability that any certified pixel is wrong (Holm or Bonferroni over all pixels and "
                 "levels). " + REDECIDES,
     "cp_levels": "Top-K% levels shown: a pixel is 'top K%' when its |attribution| is among the K% largest. "

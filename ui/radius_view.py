@@ -8,10 +8,8 @@ import streamlit as st
 from certlib.pixel import radius as pixel_radius, radius_viz
 from certlib.pixel.progressive import Trajectory
 from certlib.smoothing.sampling import TopKCounts
+from ui.controls import help_for
 
-HELP_EPS = ("ε: an ℓ2 radius in the model's input. A pixel is certified at ε when its own radius R_i (from its votes, "
-            "all radii valid together at 1 − α) is at least ε. R(τ) = σ·Φ⁻¹(τ) is the one radius the decision above "
-            "uses; the curve shows every radius at once.")
 
 
 def radii_for(counts: TopKCounts, levels: tuple[float, ...], trajectory: Trajectory | None,
@@ -57,9 +55,9 @@ def show(counts: TopKCounts, levels: tuple[float, ...], trajectory: Trajectory |
         st.session_state["cp_radius_level"] = radii.k_percents[0]
     c1, c2 = st.columns([3, 1])
     eps = c1.slider("ε (radius to look at)", 0.0, top, step=max(top / 200, 1e-4), key="cp_eps",
-                    format="%.3f", help=HELP_EPS)
+                    format="%.3f", help=help_for("cp_eps"))
     level = c2.selectbox("level of the map", list(radii.k_percents), key="cp_radius_level",
-                         format_func=lambda k: f"top {k:g}%")
+                         format_func=lambda k: f"top {k:g}%", help=help_for("cp_radius_level"))
     at_eps = radii.certified_at(eps)
     shares = ", ".join(f"top {k:g}%: {int((at_eps[i] == 1).sum()):,} certified in, {int((at_eps[i] == 0).sum()):,} out"
                        for i, k in enumerate(radii.k_percents))

@@ -132,6 +132,7 @@ def test_the_comparison_grid(page):
         page.get_by_text("certified in the top K").first.wait_for(timeout=120_000)
     finally:
         page.screenshot(path=str(ARTIFACTS / "09_compare.png"), full_page=True)
-    assert page.get_by_text("certified in the top K").count() == 2
+    assert page.locator("[data-testid='stMetricLabel']").filter(has_text="certified in the top K").count() == 3
+    assert page.get_by_text("certified as top-K against the radius").count() == 1   # one plot of their radius curves
     assert_no_exception(page, "compare")
     page.screenshot(path=str(ARTIFACTS / "09_compare.png"), full_page=True)

@@ -20,7 +20,7 @@ KIND = "anytime_counts"
 FRAME_SECONDS = 0.25          # the live view redraws at most this often (every frame stays valid; drawing costs)
 # a session waiting for another's run redraws its frames less often: 8 sessions drawing 4 overlays and plotly
 # figures a second would take the cores the run itself needs
-WAITER_FRAME_SECONDS = 1.0
+WAITER_FRAME_SECONDS = 2.5
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,11 @@ def test_radius_figures_draw_the_map_and_the_curves_with_r_tau_marked():
     counts = _counts(64, seed=2)
     radii = pixel_radius.fixed_n_radii(counts, 0.1)
     fig = radius_viz.radius_map(radii, 25.0, eps=0.1)
-    z = np.asarray(fig.data[0].z, dtype=float)
+    z = np.asarray(fig.data[2].z, dtype=float)
     assert z.shape == (SIDE, SIDE) and np.isnan(z[radii.radii[0] < 0.1]).all()
+    absent, below = (np.isfinite(np.asarray(fig.data[j].z, dtype=float)) for j in (0, 1))
+    assert np.array_equal(absent, np.isnan(radii.radii[0]))            # abstain: exactly the tests with no radius
+    assert np.array_equal(below, np.isfinite(radii.radii[0]) & (radii.radii[0] < 0.1))   # a radius, below ε
     other = pixel_radius.fixed_n_radii(_counts(64, seed=3), 0.1)
     curve = radius_viz.radius_curve({"a": radii, "b": other}, 0.17, (25.0, 50.0), marked_eps=0.1)
     assert len(curve.data) == 4 and any(a.text == "R(τ)" for a in curve.layout.annotations)

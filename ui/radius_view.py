@@ -34,9 +34,10 @@ def summary_sentence(radii: pixel_radius.PixelRadii, radius_tau: float) -> str:
     if finite.size == 0:
         return (f"No pixel test has a certified radius at α = {radii.alpha:g} over all {radii.num_tests:,} tests: "
                 "more samples or a larger α would give some.")
+    capped = " — the largest n votes can show, all agreeing" if np.median(finite) >= finite.max() - 1e-12 else ""
     return (f"**{finite.size:,}** of {radii.num_tests:,} pixel tests are certified at *some* radius "
             f"({at_tau:,} of them up to R(τ) = {radius_tau:.3f}); median radius {np.median(finite):.3f}, "
-            f"90th percentile {np.quantile(finite, 0.9):.3f}, largest {finite.max():.3f}. All radii hold together "
+            f"90th percentile {np.quantile(finite, 0.9):.3f}, largest {finite.max():.3f}{capped}. All radii hold together "
             f"with probability ≥ 1 − {radii.alpha:g} ({'Clopper–Pearson' if radii.scheme == 'bonferroni' else 'anytime-valid bounds'}"
             " at α/m).")
 
@@ -61,7 +62,8 @@ def show(counts: TopKCounts, levels: tuple[float, ...], trajectory: Trajectory |
     at_eps = radii.certified_at(eps)
     shares = ", ".join(f"top {k:g}%: {int((at_eps[i] == 1).sum()):,} certified in, {int((at_eps[i] == 0).sum()):,} out"
                        for i, k in enumerate(radii.k_percents))
-    st.caption(f"Certified for every ‖δ‖₂ ≤ ε = {eps:.3f}: {shares}.")
+    st.caption(f"Certified for every ‖δ‖₂ ≤ ε = {eps:.3f}: {shares}. In the map: colour = the pixel's radius, grey = "
+               "a radius below ε, orange = no radius (abstains at every ε).")
     left, right = st.columns(2)
     left.plotly_chart(radius_viz.radius_map(radii, level, eps), key="cp_radius_map")
     right.plotly_chart(radius_viz.radius_curve({"": radii}, radius_tau, radii.k_percents, marked_eps=eps,

@@ -23,6 +23,16 @@ def eps_grid(radii: PixelRadii | list[PixelRadii], points: int = 121) -> np.ndar
     return np.linspace(0.0, 1.05 * top, points)
 
 
+BELOW_EPS_COLOUR = "#d9d9d9"
+
+
+def _flat_layer(mask: np.ndarray, colour: str, label: str) -> go.Heatmap:
+    """One colour where `mask` holds, transparent elsewhere; hover names what it is."""
+    return go.Heatmap(z=np.where(mask, 1.0, np.nan).astype(np.float32), showscale=False,
+                      colorscale=[[0.0, colour], [1.0, colour]], zmin=0.0, zmax=1.0,
+                      hovertemplate=f"x %{{x}}, y %{{y}}: {label}<extra></extra>")
+
+
 def radius_map(radii: PixelRadii, level: float, eps: float | None = None) -> go.Figure:
     """Heat map of R_i at one level; pixels with no radius (abstain) in the abstain colour. With `eps`, pixels
     whose radius is below ε are drawn as not certified at ε (greyed), so the map shows what holds at that ε."""
@@ -39,9 +49,14 @@ def radius_map(radii: PixelRadii, level: float, eps: float | None = None) -> go.
                                     "certified up to R = %{z:.3f}<extra></extra>")
     h, w = z.shape
     abstain = palette.hex_colour(palette.ABSTAIN)
+    # "no radius" (abstain) and "a radius below ε" drawn as their own layers under the radii, exactly on the map's
+    # pixels (a background colour would also fill the margins that the equal-aspect axes leave)
+    none = np.isnan(radii.radii[i])
+    absent = _flat_layer(none, abstain, "no radius (abstain)")
+    below = _flat_layer(~none & np.isnan(z), BELOW_EPS_COLOUR, f"a radius below ε = {eps:.3f}" if eps else "")
     title = f"certified radius per pixel, top {level:g}%" + ("" if eps is None else f" (radius ≥ ε = {eps:.3f})")
-    return go.Figure([heat], layout=dict(
-        title=dict(text=title, x=0.5, xanchor="center"), plot_bgcolor=abstain, height=380,
+    return go.Figure([absent, below, heat], layout=dict(
+        title=dict(text=title, x=0.5, xanchor="center"), plot_bgcolor="white", height=380,
         xaxis=dict(showgrid=False, visible=False, range=[-0.5, w - 0.5], constrain="domain"),
         yaxis=dict(showgrid=False, visible=False, autorange="reversed", scaleanchor="x", constrain="domain"),
         margin=dict(l=10, r=10, t=36, b=10)))

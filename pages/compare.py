@@ -96,10 +96,10 @@ def grid() -> None:
             st.caption(f"abstain {abstain:.1%} · {said.text}")
     # Every radius at once, from the same counts (Clopper–Pearson at α/m per cell; design §18)
     curves = {cell.title: pixel_radius.fixed_n_radii(c, alpha, [k]) for cell, c in zip(cells, counts)}
-    st.plotly_chart(radius_viz.radius_curve(curves, pixel_cert.certified_radius(sigma, tau), (k,)),
-                    key="cmp_radius_curve")
+    radius_tau = pixel_cert.certified_radius(sigma, tau)
+    st.plotly_chart(radius_viz.radius_curve(curves, radius_tau, (k,)), key="cmp_radius_curve")
     st.caption("Share of each cell's top-K pixels certified as top-K against the radius ε, every radius valid "
-               f"together at 1 − α per cell; the dashed line is R(τ) = {pixel_cert.certified_radius(sigma, tau):.3f}.")
+               f"together at 1 − α per cell; the dashed line is R(τ) = {radius_tau:.3f}.")
 
 
 with st.container(border=True):

@@ -79,15 +79,6 @@ class PixelRadii:
             top[:, j] = (ins.size - np.searchsorted(ins, grid, side="left")) / max(1.0, k / 100.0 * pixels)
         return {"eps": grid, "tests": tests, "top": top}
 
-    def summary(self) -> dict[str, object]:
-        """Counts and radius quantiles per level (over the tests that have a radius)."""
-        out = {}
-        for i, k in enumerate(self.k_percents):
-            r = self.radii[i][np.isfinite(self.radii[i])]
-            out[f"top {k:g}%"] = {"with_radius": int(r.size), "median": float(np.median(r)) if r.size else None,
-                                  "p90": float(np.quantile(r, 0.9)) if r.size else None}
-        return out
-
 
 def radius_from_bound(lower: np.ndarray, sigma: float) -> np.ndarray:
     """σ·Φ⁻¹(p̲) where p̲ > ½, NaN elsewhere (no radius)."""

@@ -21,8 +21,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy.special import betaln
-from scipy.stats import beta
+from scipy.special import betaincc, betaln
 
 from certlib import stats
 from certlib.errors import CertlibError
@@ -41,10 +40,17 @@ def log_evalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.ndarray
         raise CertlibError(f"tau must be in (0, 1), got {stats.first_bad(t, (t > 0) & (t < 1))!r}")
     k_f, n_f = k_arr.astype(np.float64), n_arr.astype(np.float64)
     a, b = k_f + 1.0, n_f - k_f + 1.0
-    with np.errstate(divide="ignore"):
-        upper_tail = beta.logsf(t, a, b)                       # log(1 − I_τ(k + 1, n − k + 1))
+    upper_tail = _log_upper_tail(t, a, b)                      # log(1 − I_τ(k + 1, n − k + 1))
     log_m = betaln(a, b) + upper_tail - np.log1p(-t) - k_f * np.log(t) - (n_f - k_f) * np.log1p(-t)
     return stats._scalar_or_array(np.where(n_arr == 0, 0.0, log_m), k, n, tau)
+
+
+def _log_upper_tail(t: ArrayLike, a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """log(1 − I_t(a, b)), the upper tail of Beta(a, b) at t: scipy's complementary regularised incomplete beta is
+    accurate near 0 and near 1 by itself. (scipy.stats' beta.logsf adds argument checks and a median search per
+    call, which cost more than the tail on the small tables here: the τ slider re-decides through them.)"""
+    with np.errstate(divide="ignore"):
+        return np.log(betaincc(a, b, t))
 
 
 def anytime_pvalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.ndarray:
@@ -69,8 +75,8 @@ def log_evalue_beta(k: ArrayLike, n: ArrayLike, tau: float, a: ArrayLike, b: Arr
     No checks (internal, called on tables); −inf where the prior has no mass above τ in floating point."""
     k, n, a, b = (np.asarray(v, dtype=np.float64) for v in (k, n, a, b))
     with np.errstate(divide="ignore", invalid="ignore"):
-        mass = betaln(a, b) + beta.logsf(tau, a, b)                   # log ∫_τ^1 prior before normalising
-        joint = betaln(a + k, b + n - k) + beta.logsf(tau, a + k, b + n - k)
+        mass = betaln(a, b) + _log_upper_tail(tau, a, b)              # log ∫_τ^1 prior before normalising
+        joint = betaln(a + k, b + n - k) + _log_upper_tail(tau, a + k, b + n - k)
         out = joint - mass - k * np.log(tau) - (n - k) * np.log1p(-tau)
     return np.where(np.isfinite(mass) & ~np.isnan(out), out, -np.inf)
 
@@ -100,19 +106,25 @@ def log_evalue_table(n: int, tau: float, n0: int = 0, floor: float = 1.0, rows: 
 def pvalues(k: np.ndarray, n: int, tau: float, s: np.ndarray | None = None, n0: int = 0,
             floor: float = 1.0) -> np.ndarray:
     """min(1, 1/M_n) for every test: k estimation votes for the mode out of n, and s of n0 selection votes for it
-    (the prior's input; unused when floor = 1). A lookup: only the table's rows and columns between the smallest and
-    largest s and k present are evaluated (the mode is the majority: at most n0/2 + 1 rows), whatever the number of
-    pixels."""
-    k = np.asarray(k, dtype=np.int64)
+    (the prior's input; unused when floor = 1)."""
+    return np.exp(-np.maximum(log_evalues(k, n, tau, s, n0, floor), 0.0))
+
+
+def log_evalues(k: np.ndarray, n: int, tau: float, s: np.ndarray | None = None, n0: int = 0,
+                floor: float = 1.0) -> np.ndarray:
+    """log M_n for every test (as pvalues, before min(1, 1/M)). A lookup: only the table's rows and columns between
+    the smallest and largest s and k present are evaluated (the mode is the majority: at most n0/2 + 1 rows),
+    whatever the number of pixels; the lookup is one flat gather."""
+    k = np.asarray(k)
     k_low, k_high = int(k.min(initial=0)), int(k.max(initial=0))
     columns = np.arange(k_low, k_high + 1)
     if s is None or check_floor(floor) == 1.0 or n0 == 0:
-        table = log_evalue_table(n, tau, columns=columns)[0]
-        return np.exp(-np.maximum(table[k - k_low], 0.0))
-    s = np.asarray(s, dtype=np.int64)
+        return log_evalue_table(n, tau, columns=columns)[0][k - k_low]
+    s = np.asarray(s)
     s_low, s_high = int(s.min(initial=0)), int(s.max(initial=0))
     table = log_evalue_table(n, tau, n0, floor, np.arange(s_low, s_high + 1), columns)
-    return np.exp(-np.maximum(table[s - s_low, k - k_low], 0.0))
+    flat = (s - s_low).astype(np.intp) * len(columns) + (k - k_low)
+    return np.ascontiguousarray(table).ravel()[flat]
 
 
 def pvalue_table(n: int, tau: float) -> np.ndarray:

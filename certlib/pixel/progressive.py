@@ -156,15 +156,25 @@ class Trajectory:
         key = (float(tau), float(floor))
         p_min = self._memo.get(key)
         if p_min is None:
-            p_min = np.ones(self.counts.estimation_ones.shape)
-            for n, ones in self.ones():
-                p_min = np.minimum(p_min, _pvalues_at(self.counts, ones, n, tau, floor))
+            p_min = self._running_min(tau, floor)
         with _MEMO_LOCK:                   # a cached trajectory is shared by every session of the app
             self._memo.pop(key, None)
             self._memo[key] = p_min        # most recently used last: the one a later frame carries on
             while len(self._memo) > 4:
                 self._memo.pop(next(iter(self._memo)), None)
         return p_min
+
+    def _running_min(self, tau: float, floor: float) -> np.ndarray:
+        # min over boundaries of exp(−max(log M, 0)) is exp(−max(max log M, 0)): one exp at the end, and the
+        # selection votes for the mode (the prior's input) are the same at every boundary.
+        counts = self.counts
+        is_one = counts.modes == 1
+        s = np.where(is_one, counts.selection_ones, counts.n0 - counts.selection_ones)
+        best = np.zeros(counts.estimation_ones.shape)                  # log M_0 = 0: p = 1 before any vote
+        for n, ones in self.ones():
+            k = np.where(is_one, ones, n - ones)
+            np.maximum(best, anytime.log_evalues(k, n, tau, s, counts.n0, floor), out=best)
+        return np.exp(-best)
 
     def planned_pvalues(self, tau: float) -> np.ndarray | None:
         """The exact fixed-n p-values at n = plan_n ([K,H,W]), or None before n reaches plan_n."""

@@ -314,8 +314,6 @@ def _decision(args) -> sweep.Decision:
 
 
 def cmd_run(args) -> int:
-    from tqdm import tqdm
-
     _check_engine_args(args)
     # With Ray the runs compute on the workers: the driver only plans (predictions, hashes) and times one batch, on
     # its CPU when it has no GPU, but plans them with the workers' compute key.
@@ -327,6 +325,22 @@ def cmd_run(args) -> int:
     workers_key = precision_mod.compute_key(args.device, args.precision) \
         if driver_device != args.device and torchscript is None else None
     plan = _plan(args, model, workers_key)
+    todo = _missing_runs(args, store, plan)
+    if not todo:
+        _summary_of_skipped(plan)
+        return 0
+    _print_estimate(args, model, todo, driver_device)
+    if args.dry_run:
+        return 0
+    if not _sample(args, model, torchscript, store, plan.runs, todo):
+        return INTERRUPTED
+    _print_results(args, model, store, plan)
+    return 0
+
+
+def _missing_runs(args, store: Store, plan: Plan) -> list[sweep.PlannedRun]:
+    """Warn of skipped files, tag a folder's runs with its name, and say how many runs are planned and stored;
+    returns the runs still to sample."""
     runs = plan.runs
     if plan.skipped:
         print(f"warning: {_skipped_text(plan.skipped)}", file=sys.stderr)
@@ -336,9 +350,12 @@ def cmd_run(args) -> int:
     print(f"{len(runs)} runs planned ({len(args.methods)} methods × {plan.images} images of {plan.what} × "
           f"{len(args.sigmas)} σ; grids are explained once per cell), {len(runs) - len(todo)} already stored in "
           f"{store.path}")
-    if not todo:
-        _summary_of_skipped(plan)
-        return 0
+    return todo
+
+
+def _print_estimate(args, model: models.LoadedModel, todo: list[sweep.PlannedRun], driver_device: str) -> None:
+    """The expected time of the missing runs, from one timed batch per method on the driver; with Ray (unless
+    --dry-run) it connects to the cluster and divides the time among its actors."""
     seconds, per_copy = sweep.estimate_seconds(model, todo, args.batch_size or 16)
     rates = ", ".join(f"{m} {s * 1000:.1f} ms" for m, s in per_copy.items())
     bound = "at most " if args.anytime else ""   # an anytime run stops once decided, usually well before --max-n
@@ -352,8 +369,14 @@ def cmd_run(args) -> int:
         where = f"{actors} Ray actor{'s' if actors != 1 else ''} as fast as this machine's {driver_device}"
     print(f"estimated time: {bound}{cost.describe_seconds(seconds)} for {bound}{sum(r.samples for r in todo)} noisy "
           f"attributions on {where} (per copy: {rates})")
-    if args.dry_run:
-        return 0
+
+
+def _sample(args, model: models.LoadedModel, torchscript: bytes | None, store: Store, runs: list[sweep.PlannedRun],
+            todo: list[sweep.PlannedRun]) -> bool:
+    """Sample the missing runs into the store under a progress bar, here or on Ray; False when interrupted (every
+    run finished before that is stored, and the same command resumes)."""
+    from tqdm import tqdm
+
     bar = tqdm(total=sum(r.samples for r in todo), unit="copy", desc="sampling", dynamic_ncols=True)
 
     def progress(done: int, total: int, run: sweep.PlannedRun) -> None:
@@ -370,16 +393,20 @@ def cmd_run(args) -> int:
         bar.close()
         left = len(sweep.missing(store, runs))
         print(f"\ninterrupted: {len(runs) - left} of {len(runs)} runs are stored; run the same command to resume")
-        return INTERRUPTED
+        return False
     finally:
         bar.close()             # before any error message, so the bar never redraws after it
-    rows, _, _ = sweep.collect_metrics(store, runs, _decision(args), sweep.model_prob_fn(model))
+    return True
+
+
+def _print_results(args, model: models.LoadedModel, store: Store, plan: Plan) -> None:
+    """The metrics of every planned run at the command line's decision, and what was skipped."""
+    rows, _, _ = sweep.collect_metrics(store, plan.runs, _decision(args), sweep.model_prob_fn(model))
     print(format_table(sweep.summarise(rows)))
     if args.anytime:
-        print(_anytime_usage(rows, runs))
+        print(_anytime_usage(rows, plan.runs))
     _summary_of_skipped(plan)
     _report_skipped(store)
-    return 0
 
 
 def _load_model(args, device: str) -> tuple[models.LoadedModel, bytes | None]:

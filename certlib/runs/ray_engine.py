@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from certlib.errors import CertlibError
-from certlib.runs.store import Store
+from certlib.runs.store import Store, counts_from_bytes, library_versions
 
 MAX_ATTEMPTS = 4           # a run whose actor died this many times is reported, not retried forever
 PREFETCH = 2               # runs queued per actor, so an actor never waits for the driver's commit
@@ -162,85 +162,120 @@ def run_missing(store: Store, recipe: ModelRecipe, todo: Sequence, batch_size: i
     on_started(placement) once the actors are up; on_retry(run, error) for each run lost with a dead worker.
     KeyboardInterrupt stops the actors and propagates: what was committed stays, a re-run resumes."""
     ray = import_ray()
-    from certlib.runs import store as store_mod
-
     if not todo:
         return 0
     count, resources, torch_threads = plan_actors(recipe.device, actors, threads)
-    versions = tuple(sorted(store_mod.library_versions().items()))
+    versions = tuple(sorted(library_versions().items()))
     remote = ray.remote(max_restarts=-1, max_task_retries=0)(SweepWorker)
     pool = [remote.options(**resources).remote(recipe, torch_threads, versions) for _ in range(count)]
-    queue = deque((r, 0) for r in todo)
-    inflight: dict = {}          # task ref -> (actor, run, attempts)
-    probes: dict = {}            # ref of a health call to an actor whose task died -> actor
-    total = sum(r.samples for r in todo)
-    done = stored = 0
-
-    def submit(actor) -> None:
-        run, attempts = queue.popleft()
-        x = run.x.numpy()               # read on the driver (folders: from disk), shipped with the task
-        inflight[actor.run.remote(run.config.canonical(), x, batch_size)] = (actor, run, attempts)
-
     try:
-        try:
-            placed = ray.get([a.where.remote() for a in pool], timeout=START_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            raise CertlibError(f"the Ray workers did not start within {START_TIMEOUT_S} s: the cluster may not have "
-                               f"the resources asked for ({count} actors × {resources}); see `ray status`") from None
-        failed = [p for p in placed if p["error"]]
-        if failed:                                      # no weights on a node, other code, a model that fails
-            raise CertlibError(f"a Ray worker could not start on node {failed[0]['node']}: {failed[0]['error']}")
+        placed = _placement(ray, pool, resources)
         if on_started is not None:
             on_started(placed)
-        for actor in pool:
-            for _ in range(PREFETCH):
-                if queue:
-                    submit(actor)
-        while inflight or queue:
-            if not inflight and not probes:
-                raise CertlibError("no Ray worker is left to run the remaining runs; the runs stored so far are "
-                                   "kept, run the same command to resume")
-            (ref,), _ = ray.wait([*inflight, *probes], num_returns=1)
-            if ref in probes:                                 # an actor is back after a restart: feed it again
-                actor = probes.pop(ref)
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayActorError:
-                    continue                                  # gone for good: the others take its share
-                for _ in range(PREFETCH):
-                    if queue:
-                        submit(actor)
-                continue
-            actor, run, attempts = inflight.pop(ref)
-            try:
-                key, blob, seconds = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:       # the run itself failed: the same error as locally
-                raise _cause(exc) from None
-            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
-                if attempts + 1 >= MAX_ATTEMPTS:
-                    raise CertlibError(f"{run.image_label or run.config.image_key}: its worker died "
-                                       f"{MAX_ATTEMPTS} times ({type(exc).__name__}); the runs stored so far are "
-                                       "kept, run the same command to resume") from None
-                queue.appendleft((run, attempts + 1))        # lost with its worker: it runs again, elsewhere
-                if on_retry is not None:
-                    on_retry(run, exc)
-                if actor not in probes.values():
-                    probes[actor.where.remote()] = actor     # fed again once Ray has restarted it
-                continue
-            if key != run.config.key:
-                raise CertlibError(f"a worker returned run {key[:12]} for {run.config.key[:12]}")
-            counts, x = store_mod.counts_from_bytes(blob)
-            store.put(run.config, counts, x, seconds)
-            stored += 1
-            done += run.samples
-            if progress is not None:
-                progress(done, total, run)
-            if queue:
-                submit(actor)
+        return _Driver(ray, store, todo, batch_size, progress, on_retry).run(pool)
     finally:
         for actor in pool:
             ray.kill(actor, no_restart=True)
-    return stored
+
+
+def _placement(ray, pool: list, resources: dict) -> list[dict]:
+    """Where each actor started (its `where()`), once all have; a CertlibError when they do not start in time or
+    one could not load the model."""
+    try:
+        placed = ray.get([a.where.remote() for a in pool], timeout=START_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise CertlibError(f"the Ray workers did not start within {START_TIMEOUT_S} s: the cluster may not have "
+                           f"the resources asked for ({len(pool)} actors × {resources}); see `ray status`") from None
+    failed = [p for p in placed if p["error"]]
+    if failed:                                      # no weights on a node, other code, a model that fails
+        raise CertlibError(f"a Ray worker could not start on node {failed[0]['node']}: {failed[0]['error']}")
+    return placed
+
+
+class _Driver:
+    """The driver's loop over the runs: keeps every actor fed (PREFETCH runs each), commits each result to the
+    store as it arrives, and sends the runs of a dead worker back to the queue (probing the actor until Ray has
+    restarted it)."""
+
+    def __init__(self, ray, store: Store, todo: Sequence, batch_size: int | None,
+                 progress: Callable[[int, int, object], None] | None,
+                 on_retry: Callable[[object, BaseException], None] | None) -> None:
+        self.ray, self.store, self.batch_size = ray, store, batch_size
+        self.progress, self.on_retry = progress, on_retry
+        self.queue = deque((r, 0) for r in todo)
+        self.inflight: dict = {}          # task ref -> (actor, run, attempts)
+        self.probes: dict = {}            # ref of a health call to an actor whose task died -> actor
+        self.total = sum(r.samples for r in todo)
+        self.done = self.stored = 0
+
+    def run(self, pool: list) -> int:
+        """Until every run is stored; returns how many were."""
+        for actor in pool:
+            self._feed(actor)
+        while self.inflight or self.queue:
+            if not self.inflight and not self.probes:
+                raise CertlibError("no Ray worker is left to run the remaining runs; the runs stored so far are "
+                                   "kept, run the same command to resume")
+            (ref,), _ = self.ray.wait([*self.inflight, *self.probes], num_returns=1)
+            if ref in self.probes:
+                self._actor_probed(ref)
+            else:
+                self._task_ended(ref)
+        return self.stored
+
+    def _submit(self, actor) -> None:
+        run, attempts = self.queue.popleft()
+        x = run.x.numpy()               # read on the driver (folders: from disk), shipped with the task
+        self.inflight[actor.run.remote(run.config.canonical(), x, self.batch_size)] = (actor, run, attempts)
+
+    def _feed(self, actor) -> None:
+        for _ in range(PREFETCH):
+            if self.queue:
+                self._submit(actor)
+
+    def _actor_probed(self, ref) -> None:
+        """An actor is back after a restart: feed it again (or, gone for good, the others take its share)."""
+        actor = self.probes.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:
+            return
+        self._feed(actor)
+
+    def _task_ended(self, ref) -> None:
+        actor, run, attempts = self.inflight.pop(ref)
+        try:
+            key, blob, seconds = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:       # the run itself failed: the same error as locally
+            raise _cause(exc) from None
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.ObjectLostError) as exc:
+            self._lost(actor, run, attempts, exc)
+            return
+        self._commit(run, key, blob, seconds)
+        if self.queue:
+            self._submit(actor)
+
+    def _lost(self, actor, run, attempts: int, exc: BaseException) -> None:
+        """A run lost with its worker goes back to the queue, to run elsewhere; its actor is probed."""
+        if attempts + 1 >= MAX_ATTEMPTS:
+            raise CertlibError(f"{run.image_label or run.config.image_key}: its worker died {MAX_ATTEMPTS} times "
+                               f"({type(exc).__name__}); the runs stored so far are kept, run the same command to "
+                               "resume") from None
+        self.queue.appendleft((run, attempts + 1))
+        if self.on_retry is not None:
+            self.on_retry(run, exc)
+        if actor not in self.probes.values():
+            self.probes[actor.where.remote()] = actor     # fed again once Ray has restarted it
+
+    def _commit(self, run, key: str, blob: bytes, seconds: float) -> None:
+        if key != run.config.key:
+            raise CertlibError(f"a worker returned run {key[:12]} for {run.config.key[:12]}")
+        counts, x = counts_from_bytes(blob)
+        self.store.put(run.config, counts, x, seconds)
+        self.stored += 1
+        self.done += run.samples
+        if self.progress is not None:
+            self.progress(self.done, self.total, run)
 
 
 def _cause(exc) -> BaseException:

@@ -11,7 +11,11 @@ _LAZY = {"load_model": ("certlib.models.formats", "load_model"),
          "load": ("certlib.api", "load"),
          "PixelResult": ("certlib.api", "PixelResult"),
          "UniformResult": ("certlib.api", "UniformResult"),
-         "TopKResult": ("certlib.api", "TopKResult")}
+         "TopKResult": ("certlib.api", "TopKResult"),
+         # the errors every caller may meet: the library's own, and those an app shows the user in words
+         "CertlibError": ("certlib.errors", "CertlibError"),
+         "SHOWN_ERRORS": ("certlib.errors", "SHOWN_ERRORS"),
+         "describe_error": ("certlib.errors", "describe_error")}
 
 
 def __getattr__(name: str):

@@ -4,43 +4,30 @@ import streamlit as st
 from ui.frame import loading
 
 _loading = loading("Certified pixels")   # shown while the imports below load (cold start)
-import math
-from functools import partial
-
-import numpy as np
-
-from certlib import viz
-from certlib.attributions import defaults
-from certlib.runs import export
-from certlib.pixel import guarantee, cert as pixel_cert, viz as pixel_viz, prediction_cert, progressive
-from certlib.data import images
-from certlib.smoothing import sampling
+from certlib.pixel import TopKCounts, cert as pixel_cert, guarantee, prediction_cert, progressive, viz as pixel_viz
 from certlib.pixel.check import COLUMN_LABELS, check_certificate
 from ui import advice, downloads, fair_share, figures, looks, preview, progressive_runs, radius_view, runs, share
 from ui.workbench import current, remember
-from ui.controls import ALPHAS, help_for
+from ui.controls import ALPHAS, K_PERCENTS, help_for, normalisation_picker
 
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000, 2000]
 NMAX_CHOICES = [64, 128, 256, 500, 1000, 2000, 5000]
 N0_CHOICES = [8, 16, 32, 64, 128]
 _loading.empty()
 wb = current()
-remember(cp_sigma=0.25, cp_n=256, cp_nmax=256, cp_test="anytime", cp_n0=defaults.for_family(wb.model.spec.family).n0, cp_seed=0, cp_tau=0.75, cp_alpha=1e-3,
-         cp_levels=[5.0, 25.0, 50.0], cp_correction="holm", cp_normalisation=pixel_cert.DEFAULT_NORMALISATION,
-         cp_alpha_pred=1e-3,
+remember(cp_sigma=0.25, cp_n=256, cp_nmax=256, cp_test="anytime", cp_n0=advice.default_n0(wb), cp_seed=0, cp_tau=0.75,
+         cp_alpha=1e-3, cp_levels=[5.0, 25.0, 50.0], cp_correction="holm",
+         cp_normalisation=pixel_cert.DEFAULT_NORMALISATION, cp_alpha_pred=1e-3,
          choices={"cp_sigma": (0.05, 1.0), "cp_n": N_CHOICES, "cp_nmax": NMAX_CHOICES, "cp_n0": N0_CHOICES,
                   "cp_test": list(progressive.TESTS), "cp_seed": (0, 2**31 - 1),
                   "cp_tau": (0.5, 0.99), "cp_alpha": ALPHAS, "cp_alpha_pred": ALPHAS,
-                  "cp_levels": list(sampling.DEFAULT_K_PERCENTS), "cp_correction": list(pixel_cert.CORRECTIONS),
+                  "cp_levels": K_PERCENTS, "cp_correction": list(pixel_cert.CORRECTIONS),
                   "cp_normalisation": list(pixel_cert.NORMALISATIONS)})
 st.title("Certified pixels")
 st.caption("Anani, Lorenz, Fritz & Schiele (ICML 2025): each pixel's top-K% membership is smoothed under Gaussian "
            "noise and certified for every ℓ2 perturbation of radius R = σ·Φ⁻¹(τ), or the pixel abstains.")
 
-if wb.model.spec.family in defaults.DEFAULTS:
-    with st.expander(f"Why {defaults.method_label(wb.model.spec.family)} and n0 = "
-                     f"{defaults.for_family(wb.model.spec.family).n0} are this model family's defaults (measured)"):
-        st.caption(defaults.why(wb.model.spec.family))
+advice.why_the_defaults(wb)
 
 with st.container(border=True):
     st.markdown("**Sampling** — changing these draws new noisy samples")
@@ -56,16 +43,13 @@ with st.container(border=True):
                              help=help_for("cp_nmax"))
     n0 = c3.select_slider("n0 (selection samples)", N0_CHOICES, key="cp_n0", help=help_for("cp_n0"))
     seed = int(c4.number_input("seed", 0, 2**31 - 1, key="cp_seed", help=help_for("cp_seed")))
-    normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
-                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="cp_normalisation", help=help_for("cp_normalisation"))
-    if normalisation == "paper":
-        st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
+    normalisation = normalisation_picker("cp_normalisation")
 
 # Before sampling, warn with the decision last chosen (the decision widgets below are drawn after sampling).
 chosen = st.session_state
 chosen_levels = tuple(sorted(chosen["cp_levels"] or [5.0]))
 shortfall = progressive.too_few_samples(test, n, chosen["cp_tau"], chosen["cp_alpha"],
-                                        int(np.prod(wb.x.shape[-2:])) * len(chosen_levels))
+                                        wb.input_pixels * len(chosen_levels))
 if shortfall:
     st.warning(shortfall)
 
@@ -78,11 +62,11 @@ def _live_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> N
     st.caption(f"Frame at n = {frame.counts.n:,} of at most {state.n_max:,} ({frame.passes:,} model passes, "
                f"{frame.seconds:.1f} s) · {progressive.TEST_LABELS['anytime']}: this frame is a valid certificate "
                f"at α = {cert.alpha:g} · {frame.undecided:,} pixel tests undecided")
-    said = guarantee.verdict(cert.classes, ks, cert.radius, cert.radius / math.sqrt(wb.x[0].numel()),
+    said = guarantee.verdict(cert.classes, ks, cert.radius, wb.rms(cert.radius),
                              progressive.too_few_samples("anytime", state.n_max, cert.tau, cert.alpha,
                                                          cert.num_tests))
     st.markdown(said.text)
-    base = images.to_display_rgb(wb.x[0].cpu().numpy())
+    base = wb.display_rgb()
     left, right = st.columns(2)
     left.image(pixel_viz.certified_overlay(base, cert.classes, ks), caption="certified overlay (this frame)",
                width=min(320, max(160, base.shape[1])))
@@ -124,7 +108,7 @@ def _decided(state: progressive_runs.Progress, params: progressive_runs.AnytimeP
               on_click=_continue_with, args=(budget, params))
 
 
-def _progressive_counts() -> tuple[sampling.TopKCounts, progressive_runs.AnytimeParams, progressive_runs.Progress]:
+def _progressive_counts() -> tuple[TopKCounts, progressive_runs.AnytimeParams, progressive_runs.Progress]:
     params = progressive_runs.AnytimeParams(sigma, n0, seed, normalisation=normalisation)
     rule = progressive.StopRule(chosen["cp_tau"], chosen["cp_alpha"], chosen_levels, chosen["cp_correction"])
     if progressive_runs.needs_sampling(wb, params, n):
@@ -194,7 +178,7 @@ else:
 gain = runs.preprocessing_gain(wb)
 
 
-def _decision_controls(counts: sampling.TopKCounts) -> tuple[float, float, list[float], str, float]:
+def _decision_controls(counts: TopKCounts) -> tuple[float, float, list[float], str, float]:
     """τ, α, the levels, the correction and the prediction's α: what re-decides without sampling."""
     d1, d2, d3, d4, d5 = st.columns([2, 2, 3, 2, 2])
     tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cp_tau", help=help_for("cp_tau"))
@@ -210,7 +194,7 @@ def _decision_controls(counts: sampling.TopKCounts) -> tuple[float, float, list[
     return tau, alpha, levels, correction, alpha_pred
 
 
-def _decide_at(sub: sampling.TopKCounts, tau: float, alpha: float, correction: str) -> pixel_cert.PixelCertificate:
+def _decide_at(sub: TopKCounts, tau: float, alpha: float, correction: str) -> pixel_cert.PixelCertificate:
     """The certificate of the counts on screen; for the anytime test, of the whole run's trajectory (it only grows
     and includes the look at the budget)."""
     if progress_state is None:
@@ -218,7 +202,7 @@ def _decide_at(sub: sampling.TopKCounts, tau: float, alpha: float, correction: s
     return progressive.decide_trajectory(progress_state.trajectory, tau, alpha, correction, sub.k_percents)
 
 
-def _advise(sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate, alpha: float, correction: str) -> None:
+def _advise(sub: TopKCounts, cert: pixel_cert.PixelCertificate, alpha: float, correction: str) -> None:
     """Which knob would help a level that certifies nothing (ui.advice), from the counts on screen."""
     if cert.radius <= 0:
         return
@@ -231,11 +215,11 @@ def _advise(sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate, alpha: 
                         (("anytime", 1 - plan),) + ((("fixed", plan),) if trajectory.looked else ()))
 
 
-def _figures(counts, sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate, vacuous: bool):
+def _figures(counts, sub: TopKCounts, cert: pixel_cert.PixelCertificate, vacuous: bool):
     """Input and clean map, the certified overlay, the bars per level (and the growth of a progressive run);
     returns the overlay and the bars for the dimmed view and the downloads."""
     ks = sub.k_percents
-    base = images.to_display_rgb(wb.x[0].cpu().numpy())
+    base = wb.display_rgb()
     overlay = pixel_viz.certified_overlay(base, cert.classes, ks)
     if vacuous:               # nothing is certified: grey, so it cannot be read as a result
         overlay = pixel_viz.greyed(overlay)
@@ -243,9 +227,7 @@ def _figures(counts, sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate
     with left:
         st.image(base, caption=f"input ({base.shape[1]}×{base.shape[0]}), target "
                  f"{wb.model.spec.class_names[wb.target]}", width=160)
-        st.plotly_chart(figures.remembered("cp_attr", counts, lambda: viz.attribution_figure(counts.clean_attr,
-                                                                                            "clean attribution")),
-                        key="cp_attr")
+        st.plotly_chart(figures.attribution("cp_attr", counts, counts.clean_attr, "clean attribution"), key="cp_attr")
     mid.plotly_chart(pixel_viz.overlay_figure(overlay, sub.top_frequency, ks, pixel_viz.certified_levels(cert.classes, ks),
                                               f"certified for every ‖δ‖₂ ≤ R = {cert.radius:.3g}"
                                               + (" (vacuous)" if vacuous else "")), key="cp_overlay")
@@ -259,24 +241,12 @@ def _figures(counts, sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate
 
 def _downloads(counts, sub, cert, said, overlay, decided: dict) -> None:
     """Overlay PNG, per-pixel CSV and the config + summary JSON, built only when a button is clicked."""
-    ks = sub.k_percents
     config = {"model": wb.model.spec.key, "weights_sha256": wb.model.weights_sha256, "image": wb.image.key,
               "image_sha256": wb.image.sha256, "target": wb.target, "method": wb.method, "sigma": counts.sigma,
               "n0": counts.n0, "n": counts.n, "test": test, "n_max": n if test == "anytime" else None,
-              "seed": counts.seed, **decided, "k_percents": ks, "normalisation": counts.normalisation,
+              "seed": counts.seed, **decided, "k_percents": sub.k_percents, "normalisation": counts.normalisation,
               "scale_s": counts.scale}
-    summary = {"radius": cert.radius, "radius_image_pixels": said.radius_image, "rms_per_pixel": said.rms,
-               "prediction": None if said.prediction is None else said.prediction.__dict__,
-               "prediction_covers_R": said.prediction_covers,
-               **{name: dict(zip(map(str, ks), np.round(v, 5).tolist())) for name, v in cert.fractions.items()}}
-    b1, b2, b3 = st.columns(3)
-    downloads.button(b1, "overlay PNG", partial(export.png_bytes, overlay, upscale=8 if overlay.shape[0] < 128 else 1),
-                     "certified_overlay.png", "image/png", key="cp_dl_png")
-    downloads.button(b2, "per-pixel CSV", partial(export.pixel_csv, sub.clean_attr, ks, cert.classes,
-                                                  sub.votes_for_mode, sub.top_frequency, cert.pvalues, sub.n),
-                     "certified_pixels.csv", "text/csv", key="cp_dl_csv")
-    downloads.button(b3, "config + summary JSON", partial(export.summary_json, config, summary), "certificate.json",
-                     "application/json", key="cp_dl_json")
+    downloads.pixel_certificate(config, sub, cert, said, overlay)
 
 
 @st.fragment
@@ -295,7 +265,7 @@ def _decision(counts) -> None:
     sub = counts.select_levels(sorted(levels))
     cert = _decide_at(sub, tau, alpha, correction)
     shortfall = progressive.too_few_samples(test, cert.n, tau, alpha, cert.num_tests)
-    said = guarantee.describe(cert.radius, alpha, tuple(wb.x.shape[1:]), tuple(wb.image.pixels.shape), gain,
+    said = guarantee.describe(cert.radius, alpha, wb.input_shape, tuple(wb.image.pixels.shape), gain,
                               wb.target, wb.model.spec.class_names,
                               prediction_cert.from_counts(counts, alpha_pred, test))
     said_briefly = guarantee.verdict(cert.classes, sub.k_percents, cert.radius, said.rms, shortfall,
@@ -320,7 +290,7 @@ def _decision(counts) -> None:
     st.session_state["cp_last_certificate"] = (cert, sub)
 
 
-def _which_test(sub: sampling.TopKCounts, cert: pixel_cert.PixelCertificate) -> None:
+def _which_test(sub: TopKCounts, cert: pixel_cert.PixelCertificate) -> None:
     """Which test produced the certificate below (`cert`, of the counts `sub`), at which n and why sampling ended;
     for the anytime test also how many pixel tests the current decision leaves undecided."""
     if progress_state is None:
@@ -364,7 +334,7 @@ with st.expander("Check it: perturb by exactly R and re-estimate"):
         bar = st.progress(0.0, text="Checking…")
         with runs.shown_in_page(bar):
             checks = check_certificate(runs.attribution_fn(wb, counts.seed), runs.logit_fn(wb),
-                                       wb.x.to(wb.model.device), sub, cert.classes, cert.radius,
+                                       wb.model_x(), sub, cert.classes, cert.radius,
                                        alpha=st.session_state["cp_alpha"],
                                        progress=lambda d, t: bar.progress(min(1.0, d / t), text=f"Checking: {d}/{t}"))
         for c in checks:

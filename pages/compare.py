@@ -7,28 +7,22 @@ from ui.frame import loading
 
 _loading = loading("Compare")   # shown while the imports below load (cold start)
 
-from certlib.attributions import methods as attributions, cost, defaults
 from certlib.pixel import guarantee, cert as pixel_cert, radius as pixel_radius, viz as pixel_viz, radius_viz
-from certlib.data import images
-from certlib.smoothing import sampling
 from ui import compare, runs, share
-from ui.controls import ALPHAS, help_for
-from ui.workbench import current, remember
+from ui.controls import ALPHAS, K_PERCENTS, help_for
+from ui.workbench import current, method_label, remember, usable_methods
 
 N_CHOICES = [64, 100, 128, 200, 256, 500]
 N0_CHOICES = [8, 16, 32, 64]
 
 _loading.empty()
 wb = current()
-usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, wb.model.spec) is None]
-# Three methods by default: the family's measured default, GradCAM and plain gradients (their radius curves differ most)
-first_three = list(dict.fromkeys(m for m in (defaults.for_family(wb.model.spec.family).method, "gradcam", "grad", *usable)
-                                 if m in usable))[:3]
-remember(cmp_mode="methods", cmp_methods=first_three,
+usable = usable_methods(wb.model.spec)
+remember(cmp_mode="methods", cmp_methods=compare.default_methods(wb, usable),
          cmp_sigma=0.25, cmp_n=256, cmp_n0=32, cmp_tau=0.75, cmp_alpha=1e-3, cmp_k=25.0,
          choices={"cmp_mode": list(compare.MODES), "cmp_methods": usable, "cmp_sigma": (0.05, 1.0),
                   "cmp_n": N_CHOICES, "cmp_n0": N0_CHOICES, "cmp_tau": (0.5, 0.99), "cmp_alpha": ALPHAS,
-                  "cmp_k": list(sampling.DEFAULT_K_PERCENTS)})
+                  "cmp_k": K_PERCENTS})
 st.title("Compare")
 st.caption("The same image, target class and settings, certified for several methods or models at once: which "
            "explanation keeps more pixels certified, and where.")
@@ -44,7 +38,7 @@ with st.container(border=True):
     n0 = c4.select_slider("n0 (selection samples)", N0_CHOICES, key="cmp_n0", help=help_for("cp_n0"))
     if mode == "methods":
         methods = st.multiselect("methods (2 to 4)", usable, key="cmp_methods", max_selections=4,
-                                 format_func=lambda k: attributions.METHODS[k].label, help=help_for("cmp_methods"))
+                                 format_func=method_label, help=help_for("cmp_methods"))
 share.publish("cmp_")
 if mode == "methods" and len(methods) < 2:
     st.info("Choose at least two methods.")
@@ -53,9 +47,9 @@ cells = compare.method_cells(wb, methods) if mode == "methods" else compare.chec
 params = runs.SamplingParams(float(sigma), int(n0), int(n), 0)
 todo = compare.missing(cells, params)
 if todo:
-    seconds = compare.expected_seconds(cells, params)
-    st.info(f"{len(todo)} of {len(cells)} cells are not sampled yet: about {cost.describe_seconds(seconds)} on "
-            f"this machine's {'GPU' if wb.device == 'cuda' else 'CPU'} ({len(todo)} × {n0 + n} noisy attributions).",
+    where = "GPU" if wb.device == "cuda" else "CPU"
+    st.info(f"{len(todo)} of {len(cells)} cells are not sampled yet: about {compare.expected_time(cells, params)} "
+            f"on this machine's {where} ({len(todo)} × {n0 + n} noisy attributions).",
             icon=":material/schedule:")
     label = "Certify the missing cell" if len(todo) == 1 else f"Certify the {len(todo)} missing cells"
     if not st.button(label, key="cmp_go", type="primary"):
@@ -70,7 +64,7 @@ def grid() -> None:
     tau = d1.slider("τ (vote threshold)", 0.5, 0.99, step=0.01, key="cmp_tau", help=help_for("cp_tau"))
     alpha = d2.select_slider("α (error probability)", ALPHAS, key="cmp_alpha", format_func=lambda a: f"{a:g}",
                              help=help_for("cp_alpha"))
-    k = d3.select_slider("top-K% level", list(sampling.DEFAULT_K_PERCENTS), key="cmp_k",
+    k = d3.select_slider("top-K% level", K_PERCENTS, key="cmp_k",
                          format_func=lambda v: f"top {v:g}%", help=help_for("cmp_k"))
     share.publish("cmp_")
     columns = st.columns(len(cells))
@@ -78,10 +72,8 @@ def grid() -> None:
         sub = c.select_levels([k])
         cert = pixel_cert.decide(sub.votes_for_mode, sub.modes, sub.n, sub.sigma, tau, alpha, "holm")
         shortfall = pixel_cert.too_few_samples(cert.n, tau, alpha, cert.num_tests)
-        rms = cert.radius / float(cell.wb.x[0].numel()) ** 0.5
-        said = guarantee.verdict(cert.classes, sub.k_percents, cert.radius, rms, shortfall)
-        base = images.to_display_rgb(cell.wb.x[0].cpu().numpy())
-        overlay = pixel_viz.certified_overlay(base, cert.classes, sub.k_percents)
+        said = guarantee.verdict(cert.classes, sub.k_percents, cert.radius, cell.wb.rms(cert.radius), shortfall)
+        overlay = pixel_viz.certified_overlay(cell.wb.display_rgb(), cert.classes, sub.k_percents)
         if said.vacuous:
             overlay = pixel_viz.greyed(overlay)
         with column:

@@ -6,12 +6,9 @@ from ui.frame import loading
 _loading = loading("Learn")   # shown while the imports below load (cold start)
 import numpy as np
 
-from certlib import stats
-from certlib.pixel import cert as pixel_cert, radius as pixel_radius, radius_viz
+from certlib import CertlibError
 from certlib.teaching import lessons as teaching
 from certlib.teaching import viz as tv
-from certlib.errors import CertlibError
-from certlib.uniform.bound import difference_bound
 from ui import share
 from ui.workbench import remember, render_sidebar
 from ui.controls import ALPHAS
@@ -109,7 +106,7 @@ def pixel_lesson() -> None:
     correction = c3.radio("correction", ["holm", "bonferroni"], key="learn_px_correction", horizontal=True)
     seed = int(c4.number_input("seed", 0, 2**31 - 1, key="learn_px_seed"))
     cert = teaching.pixel_toy_certificate(flip, n, tau, alpha, seed, correction=correction)
-    n_min = stats.min_samples_to_certify(tau, alpha, cert.pvalues.size)
+    n_min = cert.samples_needed
     if n < n_min:
         st.warning(f"With n = {n} nothing can be certified: even {n} votes out of {n} give the p-value τⁿ, "
                    f"above α/{cert.pvalues.size} at τ = {tau:g}, α = {alpha:g}. It needs n ≥ {n_min}.")
@@ -146,7 +143,7 @@ def overlap_lesson() -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("shared volume in d = 2", f"{teaching.overlap_versus_dimension(ratio, [2])[0]:.4f}")
     m2.metric(f"shared volume V∩/V in d = {d}", f"{fraction:.4g}")
-    m3.metric("bound factor V_U/V", f"{difference_bound(1.0, d, 1.0, ratio):.4g}",
+    m3.metric("bound factor V_U/V", f"{teaching.bound_factor(d, ratio):.4g}",
               help="‖h(x+δ) − h(x)‖ ≤ M times this (computed without cancellation when V∩/V is near 1)")
     m4.metric(f"ε/r keeping half the volume (d = {d})", f"{teaching.eps_over_r_for_overlap(d, 0.5):.4g}")
     left, right = st.columns(2)
@@ -197,17 +194,15 @@ def radius_lesson() -> None:
     n = c2.select_slider("n (noisy copies)", PIXEL_N, key="learn_rd_n")
     alpha = c3.select_slider("α (error probability)", ALPHAS, key="learn_rd_alpha", format_func=lambda a: f"{a:g}")
     tau = c4.slider("τ (marks R(τ) on the curve)", 0.5, 0.99, step=0.01, key="learn_rd_tau")
-    toy = teaching.pixel_toy_certificate(0.3, n, tau, alpha, 0, correction="bonferroni")
-    radii = pixel_radius.radii_from_votes(toy.votes[None], toy.mode[None].astype(np.int8), n, sigma, alpha, (25.0,))
-    r_tau = pixel_cert.certified_radius(sigma, tau)
-    with_radius = int(np.isfinite(radii.radii).sum())
+    toy = teaching.radius_toy(n, sigma, alpha, tau)
     m1, m2 = st.columns(2)
-    m1.metric("pixels with a radius", f"{with_radius} of {toy.votes.size}")
-    m2.metric(f"certified at R(τ) = {r_tau:.3f}", int((radii.certified_at(r_tau) >= 0).sum()),
+    m1.metric("pixels with a radius", f"{toy.with_radius} of {toy.pixels}")
+    m2.metric(f"certified at R(τ) = {toy.r_tau:.3f}", toy.certified_at_tau,
               help="the same pixels Bonferroni certifies at τ")
+    radius_map, radius_curve = tv.radius_toy_figures(toy)
     g1, g2 = st.columns(2)
-    g1.plotly_chart(radius_viz.radius_map(radii, 25.0), key="learn_rd_map")
-    g2.plotly_chart(radius_viz.radius_curve({"": radii}, r_tau, (25.0,), kind="tests"), key="learn_rd_curve")
+    g1.plotly_chart(radius_map, key="learn_rd_map")
+    g2.plotly_chart(radius_curve, key="learn_rd_curve")
 
 
 LESSONS = {"Smoothing in 2-D": smoothing_lesson, "A per-pixel certificate": pixel_lesson,

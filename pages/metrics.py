@@ -7,15 +7,12 @@ from ui.frame import loading
 _loading = loading("Metrics")   # shown while the imports below load (cold start)
 from functools import partial
 
-
-from certlib.attributions import methods as attributions
-from certlib.runs import export, metrics, metrics_viz, sweep
-from certlib.pixel import cert as pixel_cert
-from certlib.smoothing import sampling
-from certlib.errors import SHOWN_ERRORS, describe_error
+from certlib import SHOWN_ERRORS, describe_error
+from certlib.runs import metrics, metrics_viz, sweep
 from ui import downloads, metrics_runs, share
-from ui.workbench import current, remember
-from ui.controls import ALPHAS, help_for
+from ui.workbench import current, method_label, method_label_with_family, remember, usable_methods
+from ui.controls import (ALPHAS, CORRECTIONS, DEFAULT_NORMALISATION, K_PERCENTS, NORMALISATIONS, help_for,
+                         normalisation_picker)
 
 SIGMAS = [0.12, 0.15, 0.25, 0.33, 0.5, 0.75, 1.0]
 N_CHOICES = [32, 64, 100, 128, 200, 256, 500, 1000]
@@ -24,17 +21,18 @@ RANKED = {"certified": "certified pixels", "certified_top": "certified top-K", "
 
 _loading.empty()
 wb = current()
-usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, wb.model.spec) is None]
+usable = usable_methods(wb.model.spec)
 remember(mx_methods=[m for m in ("grad", "input_x_gradient", "gradcam", "layercam") if m in usable],
-         mx_images="grids", mx_limit=4, mx_sigmas=[0.25], mx_n=100, mx_n0=32, mx_seed=0, mx_normalisation=pixel_cert.DEFAULT_NORMALISATION, mx_tau=0.75,
+         mx_images="grids", mx_limit=4, mx_sigmas=[0.25], mx_n=100, mx_n0=32, mx_seed=0,
+         mx_normalisation=DEFAULT_NORMALISATION, mx_tau=0.75,
          mx_alpha=1e-3, mx_levels=[5.0, 25.0, 50.0], mx_correction="holm", mx_replacement="blur",
          mx_view_sigma=0.25, mx_line_k=25.0,
          choices={"mx_methods": usable, "mx_images": list(metrics_runs.IMAGE_SETS), "mx_limit": (1, 40),
                   "mx_sigmas": SIGMAS, "mx_n": N_CHOICES, "mx_n0": [8, 16, 32, 64], "mx_seed": (0, 2**31 - 1),
-                  "mx_normalisation": list(pixel_cert.NORMALISATIONS), "mx_tau": (0.5, 0.99), "mx_alpha": ALPHAS,
-                  "mx_levels": list(sampling.DEFAULT_K_PERCENTS), "mx_correction": list(pixel_cert.CORRECTIONS),
+                  "mx_normalisation": NORMALISATIONS, "mx_tau": (0.5, 0.99), "mx_alpha": ALPHAS,
+                  "mx_levels": K_PERCENTS, "mx_correction": CORRECTIONS,
                   "mx_replacement": list(metrics.REPLACEMENTS), "mx_view_sigma": SIGMAS,
-                  "mx_line_k": list(sampling.DEFAULT_K_PERCENTS)})
+                  "mx_line_k": K_PERCENTS})
 st.session_state["mx_methods"] = [m for m in st.session_state["mx_methods"] if m in usable]
 
 st.title("Metrics")
@@ -47,7 +45,7 @@ with st.container(border=True):
     st.markdown("**Sweep** — methods × images × σ; each run is sampled once and stored")
     c1, c2, c3 = st.columns([3, 2, 2])
     methods = c1.multiselect("methods", usable, key="mx_methods", help=help_for("mx_methods"),
-                             format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
+                             format_func=method_label_with_family)
     stored_sets = metrics_runs.stored_sets()
     offered = metrics_runs.image_sets_for(wb.model.spec.family, stored_sets)
     if st.session_state.get("mx_images") not in offered:     # another model family: its own first set
@@ -62,15 +60,12 @@ with st.container(border=True):
     n = c5.select_slider("n (estimation samples)", N_CHOICES, key="mx_n", help=help_for("mx_n"))
     n0 = c6.select_slider("n0 (selection samples)", [8, 16, 32, 64], key="mx_n0", help=help_for("mx_n0"))
     seed = int(c7.number_input("seed", 0, 2**31 - 1, key="mx_seed", help=help_for("mx_seed")))
-    normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
-                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key="mx_normalisation", help=help_for("mx_normalisation"))
-    if normalisation == "paper":
-        st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
+    normalisation = normalisation_picker("mx_normalisation")
     st.caption("A grid is explained once per cell (four targets); the time of the missing runs is stated on the "
                "Compute button, from this store's past runs or a timing of each method on this machine.")
 
 share.publish("mx_")
-slow = [attributions.METHODS[m].label for m in methods if m in metrics_runs.SLOW_ON_CPU]
+slow = [method_label(m) for m in methods if m in metrics_runs.SLOW_ON_CPU]
 if slow and wb.device == "cpu":
     st.info(f"{', '.join(slow)}: slow on the CPU — expect minutes per image. Results are stored, so this is paid once.")
 if not methods or not sigmas:
@@ -123,7 +118,8 @@ def _decision_controls(runs) -> sweep.Decision | None:
     alpha = d2.select_slider("α (error probability)", ALPHAS, key="mx_alpha", help=help_for("mx_alpha"), format_func=lambda a: f"{a:g}")
     levels = d3.multiselect("top-K% levels", list(runs[0].config.k_percents), key="mx_levels", help=help_for("mx_levels"),
                             format_func=lambda k: f"top {k:g}%")
-    correction = d4.radio("correction", list(pixel_cert.CORRECTIONS), key="mx_correction", help=help_for("mx_correction"), horizontal=True)
+    correction = d4.radio("correction", CORRECTIONS, key="mx_correction", help=help_for("mx_correction"),
+                          horizontal=True)
     replacement = d5.radio("deleted pixels become", list(metrics.REPLACEMENTS), key="mx_replacement", help=help_for("mx_replacement"),
                            horizontal=True)
     if not levels:
@@ -221,8 +217,7 @@ def results(runs) -> None:
         rows, curves, absent = got
         summary = sweep.summarise(rows)
     _faithfulness_and_ranking(curves, summary, view_sigma)
-    downloads.button(st, "metrics CSV (one row per run and K)", partial(export.metrics_csv, rows),   # built on click
-                     "certified_metrics.csv", "text/csv", key="mx_dl_csv")
+    downloads.metrics(rows)     # built on click
 
 
 with st.container(border=True):

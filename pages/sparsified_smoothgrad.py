@@ -5,16 +5,10 @@ import streamlit as st
 from ui.frame import loading
 
 _loading = loading("Sparsified SmoothGrad")   # shown while the imports below load (cold start)
-from functools import partial
-
-
-from certlib.runs import export
-from certlib.data import images
+from certlib import SHOWN_ERRORS, describe_error
 from certlib.sparse import check as sparse_check
 from certlib.sparse import viz as sv
 from certlib.sparse import smoothgrad as S
-from certlib import viz
-from certlib.errors import SHOWN_ERRORS, describe_error
 from ui import downloads, figures, share
 from ui import smoothgrad_runs as runs
 from ui.controls import ALPHAS, help_for
@@ -118,11 +112,9 @@ def _metrics(cert: S.TopKCertificate, eps: float, target: float) -> None:
 
 
 def _maps(cert: S.TopKCertificate, variant: str, level: float):
-    base = images.to_display_rgb(wb.x[0].cpu().numpy())
-    overlay = sv.topk_certified_overlay(base, cert.top_mask, cert.certified_mask)
+    overlay = sv.topk_certified_overlay(wb.display_rgb(), cert.top_mask, cert.certified_mask)
     left, mid, right = st.columns(3)
-    plain = figures.remembered("sg_plain", samples, lambda: viz.attribution_figure(
-        samples.smoothgrad, f"plain SmoothGrad (mean of {samples.n} maps)"))
+    plain = figures.attribution("sg_plain", samples, samples.smoothgrad, f"plain SmoothGrad (mean of {samples.n} maps)")
     left.plotly_chart(plain, key="sg_plain")
     mid.plotly_chart(sv.unit_map_figure(cert.mean, f"{variant} SmoothGrad ĝ, κ = {level:g}%"), key="sg_sparse")
     right.plotly_chart(sv.topk_overlay_figure(overlay, cert.mean, cert.lower, cert.upper, cert.radii, cert.top_mask),
@@ -152,21 +144,6 @@ def _empirical(decided, eps: float):
     return curves, checks
 
 
-def _downloads(cert: S.TopKCertificate, overlay, curves, checks) -> None:
-    b1, b2, b3 = st.columns(3)   # the files are built only when a button is clicked
-    downloads.button(b1, "overlay PNG", partial(export.png_bytes, overlay, upscale=8 if overlay.shape[0] < 128 else 1),
-                     "topk_certified_overlay.png", "image/png", key="sg_dl_png")
-    downloads.button(b2, "per-pixel CSV", partial(export.smoothgrad_pixel_csv, samples.smoothgrad, cert.mean,
-                                                  cert.lower, cert.upper, cert.top_mask, cert.certified_mask,
-                                                  cert.radii),
-                     "sparsified_smoothgrad.csv", "text/csv", key="sg_dl_csv")
-    rows = [(c.label, c.kind, c.eps, c.empirical, c.certified) for c in checks]
-    downloads.button(b3, "curve + points CSV",
-                     partial(export.overlap_curve_csv, [(f"{c.kind} {c.label}", c.eps, c.certified) for c in curves],
-                             rows),
-                     "certified_overlap_curve.csv", "text/csv", key="sg_dl_curve")
-
-
 @st.fragment
 def decision() -> None:
     variant, level, k_percent, eps, alpha, bound, target = _controls()
@@ -181,7 +158,7 @@ def decision() -> None:
     overlay = _maps(cert, variant, level)
     attacked = [a for v in runs.attack_runs(wb, params).values() for a in v]
     curves, checks = _empirical([(params, cert, samples, randoms + attacked)] + more, eps)
-    _downloads(cert, overlay, curves, checks)
+    downloads.smoothgrad(samples.smoothgrad, cert, overlay, curves, checks)   # built only when a button is clicked
 
 
 with st.container(border=True):

@@ -4,12 +4,6 @@ import streamlit as st
 from ui.frame import loading
 
 _loading = loading("Uniformly smoothed attributions")   # shown while the imports below load (cold start)
-from functools import partial
-
-import numpy as np
-
-from certlib import viz
-from certlib.runs import export
 from certlib.uniform import cert as uniform_cert, check as uniform_check, viz as uniform_viz
 from certlib.uniform.cert import KINDS
 from ui import downloads, figures, runs, share, uniform_runs
@@ -43,7 +37,7 @@ with st.container(border=True):
     clean = uniform_runs.clean_map(wb, seed)
     if mode == "clip":
         factor = c3.slider("M / ‖g(x)‖", 0.5, 4.0, step=0.1, key="us_mfactor", help=help_for("us_mfactor"))
-        M = float(factor * np.linalg.norm(clean)) or 1.0
+        M = uniform_runs.clip_bound(clean, factor)
     else:
         M = 1.0
 
@@ -54,13 +48,11 @@ stale = runs.stale_view("us", wb, params, "uniform_mean")
 smoothed = uniform_runs.smoothed_map(wb, params)
 notice.empty()
 stale.empty()
-d = int(wb.x[0].numel())
+d = wb.input_dim
 
 left, right = st.columns(2)
-left.plotly_chart(figures.remembered("us_raw", clean, lambda: viz.attribution_figure(clean, "raw attribution g(x)")),
-                  key="us_raw")
-smooth_figure = figures.remembered("us_smooth", smoothed, lambda: viz.attribution_figure(
-    smoothed.mean, f"smoothed ĥ(x), n = {n}, r = {radius:g}"))
+left.plotly_chart(figures.attribution("us_raw", clean, clean, "raw attribution g(x)"), key="us_raw")
+smooth_figure = figures.attribution("us_smooth", smoothed, smoothed.mean, f"smoothed ĥ(x), n = {n}, r = {radius:g}")
 right.plotly_chart(smooth_figure, key="us_smooth")
 runs.keep_view("us", wb, params, [("figure", smooth_figure)])
 
@@ -98,11 +90,7 @@ def certificate() -> None:
     curves = {k: cert.curve(eps_axis, k) for k in KINDS}
     st.plotly_chart(uniform_viz.bound_figure(eps_axis, curves, points, marked_eps=eps), key="us_curves")
     _verdict(cert, points)
-    b1, b2 = st.columns(2)   # the files are built only when a button is clicked
-    downloads.button(b1, "plot PNG", partial(uniform_viz.bound_png, eps_axis, curves, points), "uniform_bound.png",
-                     "image/png", key="us_dl_png")
-    downloads.button(b2, "curves + points CSV", partial(export.uniform_curves_csv, eps_axis, curves, points),
-                     "uniform_bound.csv", "text/csv", key="us_dl_csv")
+    downloads.uniform_bound(eps_axis, curves, points)     # the files are built only when a button is clicked
 
 
 def _min_radius_text(cert, eps: float, T: float, kind: str) -> str:

@@ -124,6 +124,21 @@ def _show_level(wb, k: float, adv: advice.LevelAdvice, cert, test: str, certifie
                        args=({n_key: budget}, True, n_key if test == "fixed" else None))
 
 
+def default_n0(wb: Workbench) -> int:
+    """The selection samples n0 measured as the model family's default (certlib.attributions.defaults)."""
+    return defaults.for_family(wb.model.spec.family).n0
+
+
+def why_the_defaults(wb: Workbench) -> None:
+    """An expander saying why the family's default method and n0 are what they are (measured on the bench)."""
+    family = wb.model.spec.family
+    if family not in defaults.DEFAULTS:
+        return
+    with st.expander(f"Why {defaults.method_label(family)} and n0 = {defaults.for_family(family).n0} are this "
+                     "model family's defaults (measured)"):
+        st.caption(defaults.why(family))
+
+
 def _measured_default(wb: Workbench) -> tuple[str, str] | None:
     """(method, sentence) when the model family's measured default is another method that applies here: what it
     certified on the bench's images (bench/results/defaults.json), at the page's default decision."""

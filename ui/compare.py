@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from certlib.attributions import methods as attributions, cost
+from certlib.attributions import methods as attributions, cost, defaults
 from certlib.models import registry as models
 from ui import runs
 from ui.workbench import Workbench, model_input, probabilities, registry_model
@@ -18,6 +18,13 @@ MODES = {"methods": "attribution methods", "checkpoints": "the three σ_train ch
 class Cell:
     title: str
     wb: Workbench
+
+
+def default_methods(wb: Workbench, usable: list[str]) -> list[str]:
+    """Three methods to start with: the family's measured default, GradCAM and plain gradients (their radius curves
+    differ most), or the first usable ones."""
+    wanted = (defaults.for_family(wb.model.spec.family).method, "gradcam", "grad", *usable)
+    return list(dict.fromkeys(m for m in wanted if m in usable))[:3]
 
 
 def method_cells(wb: Workbench, methods: list[str]) -> list[Cell]:
@@ -46,3 +53,8 @@ def expected_seconds(cells: list[Cell], params: runs.SamplingParams) -> float:
     """Time to sample the cells not cached yet (each method timed on this machine, certlib.attributions.cost)."""
     return sum(cost.seconds_per_copy(c.wb.model, c.wb.method, c.wb.x, c.wb.target) * (params.n0 + params.n)
                for c in missing(cells, params))
+
+
+def expected_time(cells: list[Cell], params: runs.SamplingParams) -> str:
+    """`expected_seconds` in words."""
+    return cost.describe_seconds(expected_seconds(cells, params))

@@ -1,10 +1,19 @@
-"""Choices and help texts shared by the pages' controls, so the same slider offers the same values and says the
-same thing everywhere. Every control's tooltip says what it does and whether moving it samples again
+"""Choices, help texts and the controls shared by the pages, so the same slider offers the same values and says
+the same thing everywhere. Every control's tooltip says what it does and whether moving it samples again
 ("resamples": noisy copies are drawn, with a progress bar and an expected time) or only re-decides from what is
 cached (instant). One name per symbol across pages: τ is always the vote threshold of the pixel certificate;
 Levine et al.'s share of pixels kept per noisy map is κ."""
+import streamlit as st
+
+from certlib.pixel import cert as pixel_cert
+from certlib.smoothing.sampling import DEFAULT_K_PERCENTS
 
 ALPHAS = [0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5, 1e-6]        # error probabilities offered by every α slider
+# The pixel certificate's choices (Certified pixels, Compare, Metrics), as certlib defines them
+K_PERCENTS = list(DEFAULT_K_PERCENTS)                     # the top-K% levels that are sampled
+CORRECTIONS = list(pixel_cert.CORRECTIONS)
+NORMALISATIONS = list(pixel_cert.NORMALISATIONS)
+DEFAULT_NORMALISATION = pixel_cert.DEFAULT_NORMALISATION
 
 RESAMPLES = "Changing it samples again (cached afterwards)."
 REDECIDES = "Re-decided from the cached samples: instant, nothing is resampled."
@@ -110,3 +119,12 @@ HELP: dict[str, str] = {
 def help_for(key: str) -> str:
     """The tooltip of the control with this session-state key."""
     return HELP[key]
+
+
+def normalisation_picker(key: str) -> str:
+    """How each noisy map is ranked into top-K% membership (h^K), with a warning under the paper's variant."""
+    normalisation = st.selectbox("h^K: how each noisy attribution map is ranked", pixel_cert.NORMALISATIONS,
+                                 format_func=pixel_cert.NORMALISATION_LABELS.get, key=key, help=help_for(key))
+    if normalisation == "paper":
+        st.warning(f"Paper variant — {pixel_cert.PAPER_WARNING}. Use it only to reproduce the paper's numbers.")
+    return normalisation

@@ -6,6 +6,8 @@ from typing import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
+from certlib import viz
+
 
 def remembered(name: str, source: object, build: Callable[[], go.Figure]) -> go.Figure:
     """`build()`'s figure of `source` (a cached result object: sampled counts, a smoothed map), rebuilt only when
@@ -18,3 +20,8 @@ def remembered(name: str, source: object, build: Callable[[], go.Figure]) -> go.
     figure = build()
     memo[name] = (source, figure)
     return figure
+
+
+def attribution(name: str, source: object, values, title: str) -> go.Figure:
+    """The attribution map `values` as a heatmap (certlib.viz), remembered while `source` is shown."""
+    return remembered(name, source, lambda: viz.attribution_figure(values, title))

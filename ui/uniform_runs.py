@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from certlib.uniform import check as uniform_check
 from certlib.smoothing import uniform_sampling
 from certlib.smoothing.uniform_sampling import SmoothedMap
@@ -44,3 +46,8 @@ def clean_map(wb: Workbench, seed: int):
     """g(x) as a numpy [H,W] map (cached: one attribution call)."""
     return runs.cached_run(wb, "clean_map", seed,
                            lambda _: runs.attribution_fn(wb, seed)(wb.x.to(wb.model.device))[0].cpu().numpy())
+
+
+def clip_bound(clean, factor: float) -> float:
+    """M for the clip mode: `factor` times the clean map's norm (1 for an all-zero map)."""
+    return float(factor * np.linalg.norm(clean)) or 1.0

@@ -6,6 +6,7 @@ Errors are shown in the sidebar and never discard what the user had chosen befor
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,33 @@ class Workbench:
     @property
     def prediction(self) -> int:
         return int(np.argmax(self.probs))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the model input."""
+        return tuple(self.x.shape[1:])
+
+    @property
+    def input_dim(self) -> int:
+        """d = C·H·W, the number of values in the model input."""
+        return int(self.x[0].numel())
+
+    @property
+    def input_pixels(self) -> int:
+        """H·W: the pixels each top-K% level ranks."""
+        return int(np.prod(self.x.shape[-2:]))
+
+    def rms(self, radius: float) -> float:
+        """An ℓ2 radius in the model input as the RMS change of one input value, R/√d."""
+        return radius / math.sqrt(self.input_dim)
+
+    def display_rgb(self) -> np.ndarray:
+        """The model input as the picture to show (certlib.data.images)."""
+        return images.to_display_rgb(self.x[0].cpu().numpy())
+
+    def model_x(self) -> torch.Tensor:
+        """The model input on the model's device, as sampling and checks take it."""
+        return self.x.to(self.model.device)
 
 
 def current() -> Workbench:
@@ -440,12 +468,27 @@ def _target_picker(spec: models.ModelSpec, image: images.ImageEntry, probs: np.n
     return models.validate_target(target, spec.num_classes)
 
 
+def usable_methods(spec: models.ModelSpec) -> list[str]:
+    """The attribution methods that apply to this model, in the registry's order."""
+    return [k for k in attributions.METHODS if attributions.unavailable_reason(k, spec) is None]
+
+
+def method_label(key: str) -> str:
+    """An attribution method's name as every page shows it."""
+    return attributions.METHODS[key].label
+
+
+def method_label_with_family(key: str) -> str:
+    """The method's name and its family, as a method picker shows it."""
+    return f"{attributions.METHODS[key].label} ({attributions.METHODS[key].family})"
+
+
 def _method_picker(spec: models.ModelSpec) -> str:
-    usable = [k for k in attributions.METHODS if attributions.unavailable_reason(k, spec) is None]
+    usable = usable_methods(spec)
     if st.session_state.get("method") not in usable:
         st.session_state["method"] = attributions.default_method(spec)
     method = st.selectbox("Attribution method", usable, key="method", help=help_for("method"),
-                          format_func=lambda k: f"{attributions.METHODS[k].label} ({attributions.METHODS[k].family})")
+                          format_func=method_label_with_family)
     st.caption(attributions.METHODS[method].summary)
     blocked = [(k, attributions.unavailable_reason(k, spec)) for k in attributions.METHODS if k not in usable]
     if blocked:

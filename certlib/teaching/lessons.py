@@ -1,12 +1,13 @@
 """Toy computations behind the Learn page (design §7): small, exact, instant (numpy/scipy only).
 
-Four lessons, one per section of this module:
+Five lessons, one per section of this module:
 1. randomized smoothing on the plane (Cohen et al. 2019): a hand-made classifier f on R², the smoothed classifier
    g(x) = argmax_c P[f(x + N(0, σ²I)) = c], its certified ℓ2 radius σ·Φ⁻¹(p_A) and the τ-threshold radius σ·Φ⁻¹(τ)
    of the segmentation form (Fischer et al. 2021) that the pixel certificate of design §3 uses;
 2. a per-pixel certificate on an 8×8 toy "attribution" whose top-K pixels flip under noise: votes, p-values, Holm;
 3. the ball-overlap geometry behind the uniform-smoothing bound (design §4);
-4. the certified top-K overlap of sparsified SmoothGrad (design §5) on a toy map of per-pixel values in [0, 1].
+4. the certified top-K overlap of sparsified SmoothGrad (design §5) on a toy map of per-pixel values in [0, 1];
+5. every pixel's own radius (design §18), from the votes of lesson 2's toy (certlib.pixel.radius).
 
 Nothing here touches a model; every sample is drawn from a seeded numpy generator, so the page is reproducible.
 """
@@ -23,7 +24,8 @@ from scipy.stats import norm
 from certlib import stats
 from certlib import validate
 from certlib.errors import CertlibError
-from certlib.uniform.bound import ball_overlap_fraction
+from certlib.pixel import cert as pixel_cert, radius as pixel_radius
+from certlib.uniform.bound import ball_overlap_fraction, difference_bound
 
 SELECTION_SAMPLES = 31   # n0: odd, so a per-pixel majority never ties
 
@@ -233,6 +235,11 @@ class PixelToyCertificate:
     def vote_fraction(self) -> np.ndarray:
         return self.votes / self.n
 
+    @property
+    def samples_needed(self) -> int:
+        """The smallest n at which anything can be certified at this τ and α over the toy's pixels."""
+        return stats.min_samples_to_certify(self.tau, self.alpha, self.pvalues.size)
+
 
 def _noisy_memberships(clean_top: np.ndarray, flip_prob: np.ndarray, draws: int, rng: np.random.Generator):
     flips = rng.random((draws, *clean_top.shape)) < flip_prob
@@ -287,6 +294,12 @@ def overlap_versus_dimension(eps_over_r: float, dims: Sequence[int]) -> np.ndarr
     """vol(B(0,1) ∩ B(ε/r·e1, 1)) / vol(B(0,1)) for each d in `dims` (the fraction depends on ε/r only)."""
     ratio = _non_negative("eps_over_r", eps_over_r)
     return np.array([ball_overlap_fraction(int(d), 1.0, ratio) for d in dims])
+
+
+def bound_factor(d: int, eps_over_r: float) -> float:
+    """V_U/V: ‖h(x+δ) − h(x)‖ ≤ M times this for ‖δ‖₂ ≤ ε (certlib.uniform.bound, computed without cancellation
+    when V∩/V is near 1)."""
+    return difference_bound(1.0, d, 1.0, eps_over_r)
 
 
 def eps_over_r_for_overlap(d: int, overlap: float = 0.5) -> float:
@@ -385,3 +398,31 @@ def topk_overlap_curve(eps_values: Sequence[float], sigma: float, k: int, half_w
     low = norm.cdf(norm.ppf(toy.lower.ravel()) - shift)                       # [E, N]
     high = norm.cdf(norm.ppf(toy.upper.ravel()) + shift)
     return _stays_in_top_k(low, high, toy.k).sum(-1) / toy.k
+
+
+# ------------------------------------------------------------------------------------ 5. a pixel's own radius
+
+RADIUS_TOY_LEVEL = 25.0        # the toy's top-K% level
+RADIUS_TOY_FLIP = 0.3
+
+
+@dataclass(frozen=True)
+class RadiusToy:
+    """Every pixel's own radius from the toy's votes (Clopper–Pearson at α/m, Bonferroni: all hold together)."""
+
+    radii: pixel_radius.PixelRadii
+    r_tau: float              # R(τ) = σ·Φ⁻¹(τ), the one radius the τ-decision certifies
+    pixels: int
+    with_radius: int          # pixels whose lower bound is above 1/2
+    certified_at_tau: int     # pixels certified at R(τ): the ones Bonferroni certifies at τ
+    level: float = RADIUS_TOY_LEVEL
+
+
+def radius_toy(n: int, sigma: float, alpha: float, tau: float) -> RadiusToy:
+    """The radii of lesson 2's toy (flip probability 0.3, seed 0) at noise level σ, and R(τ) marked among them."""
+    toy = pixel_toy_certificate(RADIUS_TOY_FLIP, n, tau, alpha, 0, correction="bonferroni")
+    radii = pixel_radius.radii_from_votes(toy.votes[None], toy.mode[None].astype(np.int8), n, sigma, alpha,
+                                          (RADIUS_TOY_LEVEL,))
+    r_tau = pixel_cert.certified_radius(sigma, tau)
+    return RadiusToy(radii, r_tau, int(toy.votes.size), int(np.isfinite(radii.radii).sum()),
+                     int((radii.certified_at(r_tau) >= 0).sum()))

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from certlib import palette
 from certlib.teaching import lessons as teaching
+from certlib.pixel import radius_viz
 from certlib.pixel.viz import ABSTAIN_RGB, LEVEL_RGB
 
 CLASS_FILL = ("#c6dbef", "#fdd0a2", "#c7e9c0", "#dadaeb")     # light: regions
@@ -228,3 +229,11 @@ def overlap_curve_figure(eps_values: np.ndarray, overlaps: np.ndarray, eps_now: 
     fig.update_layout(height=360, margin=MARGIN, title="certified top-K overlap vs ε", xaxis_title="ε (ℓ2)",
                       yaxis=dict(range=[0, 1.02], title="overlap", tickformat=".0%"), legend=dict(orientation="h"))
     return fig
+
+
+# ------------------------------------------------------------------------------------ 5. a pixel's own radius
+
+def radius_toy_figures(toy: teaching.RadiusToy) -> tuple[go.Figure, go.Figure]:
+    """The toy's radius map and its curve: the Certified pixels page's own figures (certlib.pixel.radius_viz)."""
+    return (radius_viz.radius_map(toy.radii, toy.level),
+            radius_viz.radius_curve({"": toy.radii}, toy.r_tau, (toy.level,), kind="tests"))

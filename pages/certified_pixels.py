@@ -57,7 +57,8 @@ share.publish("cp_")
 
 
 def _live_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> None:
-    """One progressive frame: which test, the verdict, the overlay and the bars — a valid certificate at α."""
+    """One progressive frame: which test, the verdict, the overlay and the shares per level — a valid certificate
+    at α. The shares are a table, not the final view's chart: frames are redrawn in every session watching the run."""
     cert, ks = frame.certificate, tuple(sorted(state.rule.levels))
     st.caption(f"Frame at n = {frame.counts.n:,} of at most {state.n_max:,} ({frame.passes:,} model passes, "
                f"{frame.seconds:.1f} s) · {progressive.TEST_LABELS['anytime']}: this frame is a valid certificate "
@@ -70,8 +71,7 @@ def _live_frame(frame: progressive.Frame, state: progressive_runs.Progress) -> N
     left, right = st.columns(2)
     left.image(pixel_viz.certified_overlay(base, cert.classes, ks), caption="certified overlay (this frame)",
                width=min(320, max(160, base.shape[1])))
-    with right:
-        st.plotly_chart(pixel_viz.certificate_bars(ks, cert.fractions), key=f"cp_live_bars_{frame.counts.n}")
+    right.markdown(pixel_viz.shares_table(ks, cert.fractions))
 
 
 def _first_picture(wanted: bool):
@@ -251,7 +251,8 @@ def _downloads(counts, sub, cert, said, overlay, decided: dict) -> None:
 
 @st.fragment
 def decision(counts) -> None:
-    with fair_share.FOREGROUND.work():          # sampling of other sessions waits at its next batch boundary
+    # sampling of other sessions waits at its next batch boundary, and a moment more for a browser on this machine
+    with fair_share.FOREGROUND.work(drawing_s=preview.local_browser_pause()):
         _decision(counts)
 
 

@@ -81,6 +81,19 @@ def certificate_bars(k_percents: tuple[float, ...], fractions: dict[str, np.ndar
                                        legend=dict(orientation="h", y=-0.12, yanchor="top")))
 
 
+def shares_table(k_percents: tuple[float, ...], fractions: dict[str, np.ndarray]) -> str:
+    """The shares of certificate_bars as a Markdown table, one row per K: what a live frame shows. A frame is
+    replaced every few seconds in every watching session; a table costs a browser next to nothing to draw, a new
+    plotly chart a noticeable share of a core (bench/load.py: eight sessions watching one run on 2 cores)."""
+    order = np.argsort(k_percents)
+    names = ("certified top-K", "certified not top-K", "abstain")
+    rows = ["| level | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for i in order:
+        rows.append(f"| top {k_percents[i]:g}% | "
+                    + " | ".join(f"{float(np.asarray(fractions[name])[i]):.1%}" for name in names) + " |")
+    return "\n".join(rows)
+
+
 def greyed(rgb: np.ndarray) -> np.ndarray:
     """An RGB uint8 overlay in grey (BT.601 luma, lightened): shown when the certificate is vacuous."""
     luma = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

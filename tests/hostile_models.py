@@ -1,4 +1,4 @@
-"""TorchScript source of hostile models for tests/test_sandbox.py (torch.jit.script needs them in a real file)."""
+"""TorchScript source of hostile models for tests/sandbox/ (torch.jit.script needs them in a real file)."""
 import torch
 
 

@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+# The browser tests import each other and this file by plain name (`from test_walkthrough import ...`,
+# `from conftest import ARTIFACTS`); under --import-mode=importlib only this folder on sys.path makes that work.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", ROOT / "tests" / "e2e" / "artifacts"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",

@@ -1,4 +1,4 @@
-"""certlib.smoothing.topk beyond tests/test_pixel_cert.py (which checks h^K against numpy through its public path)."""
+"""certlib.smoothing.topk beyond tests/pixel/test_cert.py (which checks h^K against numpy through its public path)."""
 import numpy as np
 import torch
 

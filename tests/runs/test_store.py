@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ import pytest
 from certlib.runs import store
 from certlib.smoothing.sampling import TopKCounts
 from certlib.runs.store import RunConfig, Store
+from tests_paths import ROOT, TESTS
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +127,7 @@ def test_derived_values_are_keyed_by_run_and_parameters():
 def _script(body: str) -> list[str]:
     prelude = textwrap.dedent(f"""
         import sys, numpy as np
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(TESTS)!r})
         from types import SimpleNamespace
         from certlib.runs.store import RunConfig, Store
     """)

@@ -1,7 +1,8 @@
 """#27 items 1, 2 and 5: the static check of uploaded TorchScript runs in the sandbox worker (the app process stays
 responsive), admits only certlib.sandbox.op_allowlist's operators, and the app bounds and checks what a worker replies.
 
-Hostile archives come from tests/hostile_models.py. Tests that start a worker need Landlock, like tests/test_sandbox.py."""
+Hostile archives come from tests/hostile_models.py. Tests that start a worker need Landlock, like
+tests/sandbox/test_runner.py."""
 import io
 import os
 import threading

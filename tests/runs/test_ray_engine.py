@@ -15,8 +15,8 @@ import ray
 
 from certlib.models import registry as models
 from certlib.runs import ray_engine, store, sweep
+from tests_paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 ARRAYS = ("selection_ones", "estimation_ones", "clean_masks", "clean_attr", "selection_classes",
           "estimation_classes")
 

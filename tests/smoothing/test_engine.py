@@ -12,8 +12,9 @@ from certlib.smoothing import engine, noise, sampling
 from certlib.data import images
 from certlib.models import registry as models, precision
 from certlib.sparse import smoothgrad as sparse_smoothgrad
+from tests_paths import FIXTURES as FIXTURE_DIR
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "engine_before.npz"
+FIXTURES = FIXTURE_DIR / "engine_before.npz"
 NOISE64_FIXTURES = FIXTURES.with_name("engine_noise64.npz")
 REGENERATE = os.environ.get("CERTEXPLORER_REGENERATE_FIXTURES") == "1"
 

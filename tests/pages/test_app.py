@@ -1,6 +1,5 @@
 """The real app through Streamlit's AppTest: workbench selections, page switches, bad uploads."""
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from certlib.models import efficientnet_lite, registry as models
 from certlib.data import images
+from tests_paths import APP
 
 TIMEOUT = 120
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/certified_pixels.py", "pages/uniform_smoothing.py", "pages/sparsified_smoothgrad.py",
          "pages/metrics.py", "pages/learn.py", "app.py"]
 
@@ -88,7 +87,7 @@ def test_workbench_state_survives_page_switches(at):
 
 
 def test_photo_on_digits_model_is_converted_and_explained(at, monkeypatch):
-    # Photos select the bundled photo model (tests/test_page_photo.py); without its weights they stay on the digits
+    # Photos select the bundled photo model (tests/pages/test_photo.py); without its weights they stay on the digits
     # model, converted to what it takes.
     monkeypatch.setattr(efficientnet_lite, "weights_file", lambda: None)
     at.selectbox(key="image_source").set_value("photo").run()

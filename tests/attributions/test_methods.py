@@ -45,7 +45,7 @@ def test_every_method_applies_to_the_bundled_cnn():
 
 
 def test_cam_lrp_and_guided_backprop_are_unavailable_on_vit_with_the_reason():
-    # The other CAM methods run on ViT's patch-token grid (tests/test_vit.py).
+    # The other CAM methods run on ViT's patch-token grid (tests/models/test_vit.py).
     spec = models.get_spec("vit_b_16")
     reasons = {k: attributions.unavailable_reason(k, spec) for k in attributions.METHODS}
     blocked = {k for k, r in reasons.items() if r}

@@ -1,6 +1,5 @@
 """The certified-pixels page through AppTest: sampling sliders resample, decision sliders only re-decide."""
 import re
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -11,8 +10,8 @@ from certlib.models import efficientnet_lite
 from certlib.runs import export
 from certlib.smoothing import sampling
 from ui import downloads
+from tests_paths import APP
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +20,9 @@ from certlib.models import registry as models
 from certlib.errors import ModelError
 from certlib.sandbox.runner import ModelTimeout, SandboxWorker
 from certlib.sandbox.torchscript_check import check_archive
+from tests_paths import ROOT
 
 pytestmark = pytest.mark.skipif(landlock.abi_version() < 1, reason="needs a kernel with Landlock")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _archive(module: torch.nn.Module) -> bytes:

@@ -1,7 +1,6 @@
 """The Learn page through AppTest: it renders without a model's help, and every control reruns the page and moves
 the numbers it should (checked against closed forms, not against the page's own library calls)."""
 import math
-from pathlib import Path
 
 import pytest
 import numpy as np
@@ -9,8 +8,8 @@ from scipy.stats import norm
 from streamlit.testing.v1 import AppTest
 
 from certlib.teaching import lessons as teaching
+from tests_paths import APP
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 @pytest.fixture

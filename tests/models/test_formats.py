@@ -1,8 +1,8 @@
 """Safe model formats first (DESIGN §13): certlib.load_model reads a .safetensors state dict of a real torchvision
 ResNet-18 (random weights: no network here) and a torch.export .pt2 of it with the original network's logits and
-input gradients (their certificates: tests/test_cli_upload_formats.py and tests/test_page_upload_formats.py); wrong
-keys and shapes are named; pickles, forbidden operators and hostile archive contents are refused before anything
-runs."""
+input gradients (their certificates: tests/runs/test_cli_upload_formats.py and
+tests/pages/test_upload_formats.py); wrong keys and shapes are named; pickles, forbidden operators and hostile archive
+contents are refused before anything runs."""
 import io
 import time
 
@@ -75,7 +75,7 @@ def test_a_registry_key_loads_the_registered_model():
 # ------------------------------------------------------------------------------------------------ safetensors
 
 def test_safetensors_resnet18_has_the_original_logits_and_gradients(resnet, tmp_path):
-    """(Its certificate: tests/test_cli_upload_formats.py, through the CLI, against the in-process network.)"""
+    """(Its certificate: tests/runs/test_cli_upload_formats.py, through the CLI, against the in-process network.)"""
     net, pixel, x = resnet
     path, names = tmp_path / "resnet18.safetensors", tmp_path / "classes.txt"
     path.write_bytes(safetensors_bytes(net.state_dict()))
@@ -116,7 +116,7 @@ def test_a_wrong_key_a_wrong_shape_and_a_wrong_class_count_are_named(resnet):
 
 @needs_landlock
 def test_pt2_resnet18_runs_sandboxed_with_the_original_logits_and_gradients(resnet, pt2, tmp_path):
-    """(Its certificate: tests/test_cli_upload_formats.py, through the CLI, against the in-process network.)"""
+    """(Its certificate: tests/runs/test_cli_upload_formats.py, through the CLI, against the in-process network.)"""
     _, pixel, x = resnet
     (tmp_path / "resnet18.pt2").write_bytes(pt2)
     model = certlib.load_model(tmp_path / "resnet18.pt2")

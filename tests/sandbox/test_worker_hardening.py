@@ -10,7 +10,6 @@ import platform
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +17,8 @@ import torch
 from certlib.sandbox import landlock, worker_diagnostics
 from certlib.sandbox._worker import _short
 from certlib.sandbox.runner import SandboxError, SandboxWorker
+from tests_paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1, reason="the worker needs Landlock")
 # raw numbers of calls Python has no wrapper for, per architecture (asm/unistd.h)
 SYSCALLS = {"x86_64": {"connect": 42, "bind": 49, "ptrace": 101, "process_vm_readv": 310},

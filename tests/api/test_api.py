@@ -4,7 +4,6 @@ the call takes, and errors that name the bad argument. Small n and the digits mo
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ from certlib.pixel import cert as pixel_cert, progressive
 from certlib.smoothing import sampling
 from certlib.api import store
 from certlib.errors import CertlibError, ImageError, ModelError
+from tests_paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DIGITS, IMAGE = "digits_cnn", "digit:2"
 QUICK = dict(n=64, n0=8, progress=False, device="cpu")
 

@@ -1,7 +1,6 @@
 """The metrics page through AppTest: stored runs show at once (also in a new session), Compute samples only the
 missing ones, decision widgets never resample, and the store lives in a temporary directory."""
 import json
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -9,8 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from certlib.smoothing import sampling
 from certlib.runs import store
+from tests_paths import APP
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 SETTINGS = {"mx_methods": ["gradcam", "layercam"], "mx_images": "grids", "mx_limit": 1, "mx_n": 64, "mx_n0": 8,
             "mx_alpha": 0.01}
 

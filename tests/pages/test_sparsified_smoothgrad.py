@@ -70,7 +70,7 @@ def test_two_sigmas_show_two_curves_and_switching_back_is_cached(page):
 
 
 def test_attack_button_adds_attacked_points(page, monkeypatch):
-    """The attack itself is tested in tests/test_attacks.py; here a stand-in keeps the page test fast."""
+    """The attack itself is tested in tests/attributions/test_attacks.py; here a stand-in keeps the page test fast."""
     at, calls = page
     seen = []
 

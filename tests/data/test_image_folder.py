@@ -11,6 +11,7 @@ from PIL import Image
 from certlib.runs import cli, store
 from certlib.data import image_folder, images
 from certlib.errors import CertlibError, ImageError
+from tests_paths import APP
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -153,7 +154,7 @@ def test_the_metrics_page_shows_a_stored_folder_set(digit_folder, tmp_path, monk
     sampled = []
     monkeypatch.setattr(sampling, "sample_topk_counts", lambda *a, **k: sampled.append(1))
     name = "stored:" + str(root.resolve())
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=300)
     for key, value in {"mx_methods": ["grad"], "mx_sigmas": [0.25], "mx_n": 32, "mx_n0": 8, "mx_alpha": 0.1}.items():
         at.session_state[key] = value
     at.run()

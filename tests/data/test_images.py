@@ -423,9 +423,9 @@ def _peak_rss_mb(code: str) -> float:
     """Run `code` in a fresh interpreter and return its peak RSS in MiB above the baseline after imports."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    from tests_paths import ROOT as root
+
     script = f"""
 import resource, sys
 sys.path.insert(0, {str(root)!r})

@@ -5,14 +5,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from certlib.runs import cli, store
 from certlib.smoothing import sampling
+from tests_paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--images", "digits", "--limit", "1", "--methods", "grad,gradcam", "--sigmas", "0.25,0.5", "--n", "16",
         "--n0", "4", "--alpha", "0.1", "--batch-size", "8"]
 

@@ -251,8 +251,7 @@ def _downloads(counts, sub, cert, said, overlay, decided: dict) -> None:
 
 @st.fragment
 def decision(counts) -> None:
-    # sampling of other sessions waits at its next batch boundary, and a moment more for a browser on this machine
-    with fair_share.FOREGROUND.work(drawing_s=preview.local_browser_pause()):
+    with fair_share.FOREGROUND.work():          # sampling of other sessions waits at its next batch boundary
         _decision(counts)
 
 

@@ -10,7 +10,6 @@ A thread that already holds the gate passes through (a logit call inside an attr
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
@@ -77,18 +76,15 @@ class Foreground:
     """Work a user is watching for right now — a slider that re-decides from cached counts — goes before the next
     batch of any sampling run: samplers wait at their batch boundary while it runs. On 2 cores a re-decision that
     competes with torch's sampling threads took 7–20 s in the load test (bench/load.py); a batch is 0.1–0.4 s, so
-    the decision waits at most that long. The wait is bounded (`limit_s`), so a stuck decision cannot stop sampling.
-    `work(drawing_s=…)` keeps the samplers waiting that much longer after the work, for a browser on this machine to
-    draw what the work sent (ui.preview.local_browser_pause: 0 for a browser elsewhere)."""
+    the decision waits at most that long. The wait is bounded (`limit_s`), so a stuck decision cannot stop sampling."""
 
     def __init__(self, limit_s: float = 2.0) -> None:
         self._active = 0
-        self._quiet_from = 0.0               # monotonic time before which samplers still wait (a browser draws)
         self._changed = threading.Condition()
         self.limit_s = limit_s
 
     @contextmanager
-    def work(self, drawing_s: float = 0.0) -> Iterator[None]:
+    def work(self) -> Iterator[None]:
         with self._changed:
             self._active += 1
         try:
@@ -96,18 +92,11 @@ class Foreground:
         finally:
             with self._changed:
                 self._active -= 1
-                self._quiet_from = max(self._quiet_from, time.monotonic() + drawing_s)
                 self._changed.notify_all()
 
     def wait_until_clear(self) -> None:
-        deadline = time.monotonic() + self.limit_s
         with self._changed:
-            while True:
-                now = time.monotonic()
-                if now >= deadline or (self._active == 0 and now >= self._quiet_from):
-                    return
-                until = min(deadline, self._quiet_from) if self._active == 0 else deadline
-                self._changed.wait(until - now)
+            self._changed.wait_for(lambda: self._active == 0, timeout=self.limit_s)
 
 
 FOREGROUND = Foreground()   # decisions of every session in this process

@@ -53,12 +53,8 @@ def show(wb: Workbench, seed: int) -> None:
     right.image(viz.attribution_rgb(attr), caption="clean attribution — not certified yet", width=width)
 
 
-def local_browser_pause() -> float:
-    """LOCAL_BROWSER_PAUSE_S when this session's browser runs on this machine (a loopback connection), else 0."""
-    return LOCAL_BROWSER_PAUSE_S if st.context.ip_address is None and st.context.headers.get("Host") else 0.0
-
-
 def let_a_local_browser_draw() -> None:
-    """Pause before sampling when the browser runs on this machine, so it can draw the first picture before the
-    sampling threads take the cores."""
-    time.sleep(local_browser_pause())
+    """Pause before sampling when the browser runs on this machine (a loopback connection), so it can draw the
+    first picture before the sampling threads take the cores."""
+    if st.context.ip_address is None and st.context.headers.get("Host"):
+        time.sleep(LOCAL_BROWSER_PAUSE_S)

@@ -119,6 +119,24 @@ def test_setstate_cannot_write_during_load(victim, tmp_path):
     assert victim.read_bytes() == b"SAFE-and-sound"
 
 
+def test_the_worker_yields_the_cores_to_the_app_process_and_its_session_group():
+    """nice 10 for the worker and, where the kernel groups sessions (autogroup), for its own session's group: the
+    worker starts a session of its own, and between groups only the group's nice counts."""
+    from certlib.sandbox._worker import WORKER_NICENESS
+
+    worker = SandboxWorker(_archive(H.Honest()), 1, 8, 8)
+    try:
+        pid = worker._proc.pid
+        stat = open(f"/proc/{pid}/stat").read()
+        assert int(stat[stat.rindex(")") + 2:].split()[16]) == os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS
+        assert os.getsid(pid) == pid != os.getsid(0)                      # a session of its own
+        if os.path.exists("/proc/self/autogroup"):
+            group = open(f"/proc/{pid}/autogroup").read().split()
+            assert group[0] != open("/proc/self/autogroup").read().split()[0] and group[-1] == str(WORKER_NICENESS)
+    finally:
+        worker.close()
+
+
 def test_a_model_that_loops_on_noisy_inputs_is_stopped_within_the_limit():
     worker = SandboxWorker(_archive(H.LoopsOnNoise()), 1, 8, 8, timeout=3.0)   # loads: probes are in [0,1]
     model = models.LoadedModel(spec=None, module=__import__("certlib.sandbox.runner").sandbox.runner.SandboxedModule(worker),

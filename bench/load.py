@@ -11,12 +11,14 @@
    21 KiB, code nested 100 000 deep, aten::_reshape_alias, getattr on torch by string). Then, at once: the 8 press
    "Certify a photo" and the 4 press "Load model", while the idle session moves the τ slider one step at a time
    (a decision: it re-decides its cached run, never samples) and times each move until the page is idle again.
-Recorded: each honest session's seconds to its final certificate, the crowd's total (first click to last
-certificate) against the alone run, how many times the run was computed (the server's "computing anytime_counts"
+Recorded: each honest session's seconds to its final certificate, twice: until the server had delivered it (the
+first websocket message that holds it) and until the page had drawn it; the crowd's totals (first click to the last
+session's certificate) against the alone run's, how many times the run was computed (the server's "computing anytime_counts"
 log lines, ui/runs.py), each hostile upload's message, the most sandbox workers alive at once (sampled every
 0.2 s from /proc), and the slider's latencies (p50, p95), idle and under the crowd.
-Passes when every honest session is certified, the crowd's total is at most 1.5 × the alone run (one run shared by
-all, plus the cost of 8 browsers and 4 uploads on the same 2 cores), the run was computed once, every hostile upload
+Passes when every honest session is certified, the crowd's delivered total is at most 1.5 × the alone run's (one
+run shared by all, plus the 8 sessions' pages and 4 uploads served from the same 2 cores; the drawn totals are
+recorded beside it: here 8 browsers draw on the server's own cores, which visitors' browsers do not), the run was computed once, every hostile upload
 was refused with a message, at most 4 workers lived at once, and the p95 slider latency under load is below 1 s.
 Bounded: 14 browser pages, every wait has a timeout, nothing leaves 127.0.0.1.
 
@@ -194,21 +196,42 @@ async def idle(page, settle: float = 0.5) -> None:
     await page.wait_for_selector(f"{APP}[data-test-script-state='notRunning']", timeout=240_000)
 
 
+FINAL = b"certified radius R = "        # in the final decision's metric only (pages/certified_pixels.py)
+
+
+def watch_deliveries(page) -> list[float]:
+    """Monotonic times at which the page's websocket received a message holding the final certificate: when the
+    server has delivered it, however long this machine's browser then takes to draw it."""
+    seen: list[float] = []
+
+    def on_socket(socket) -> None:
+        def on_frame(payload) -> None:
+            if FINAL in (payload if isinstance(payload, bytes) else payload.encode()):
+                seen.append(time.monotonic())
+        socket.on("framereceived", on_frame)
+    page.on("websocket", on_socket)
+    return seen
+
+
 async def open_home(browser, url: str):
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(240_000)
+    page.deliveries = watch_deliveries(page)
     await page.goto(url)
     await idle(page, settle=1.0)
     await page.get_by_text("Three certificates").wait_for()
     return page
 
 
-async def certify(page, began: float) -> float:
-    """Press "Certify a photo" (at `began` on the monotonic clock) and return the seconds to the final certificate."""
+async def certify(page, began: float) -> tuple[float, float]:
+    """Press "Certify a photo" (at `began` on the monotonic clock); the seconds until the final certificate is drawn
+    on the page, and until the server had delivered it to the page (its first websocket message holding it)."""
     await page.get_by_role("button", name="Certify a photo").click()
     await page.get_by_text("certified radius").first.wait_for(timeout=CROWD_TIMEOUT_S * 1000)
-    return time.monotonic() - began
+    drawn = time.monotonic() - began
+    delivered = [t - began for t in page.deliveries if t >= began]
+    return drawn, (min(delivered) if delivered else drawn)
 
 
 async def radius_text(page) -> str:
@@ -274,12 +297,13 @@ async def alone(browser, logs: Path) -> tuple[dict, str]:
     try:
         page = await open_home(browser, server.url)
         cpu, load = cpu_seconds(server.proc.pid), os.getloadavg()[0]
-        seconds = await certify(page, time.monotonic())
+        seconds, delivered = await certify(page, time.monotonic())
         cpu = cpu_seconds(server.proc.pid) - cpu
         await idle(page)
         link = page.url
         await page.context.close()
-        return {"seconds": seconds, "server_cpu_s": cpu, "load_average_1min_before": load}, link
+        return {"seconds": seconds, "delivered_s": delivered, "server_cpu_s": cpu,
+                "load_average_1min_before": load}, link
     finally:
         server.stop()
 
@@ -407,16 +431,21 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def summarise(a: dict, c: dict) -> dict:
     failures = [str(s) for s in c["honest_seconds"] if isinstance(s, BaseException)]
-    honest = [s for s in c["honest_seconds"] if not isinstance(s, BaseException)]
+    honest = [s[0] for s in c["honest_seconds"] if not isinstance(s, BaseException)]
+    delivered = [s[1] for s in c["honest_seconds"] if not isinstance(s, BaseException)]
     uploads = {k: (v if isinstance(v, dict) else {"error": str(v)}) for k, v in c["uploads"].items()}
     lat = c["slider_under_load_s"]
-    alone_s = a["seconds"]
+    alone_s, alone_delivered = a["seconds"], a["delivered_s"]
+    crowd_delivered = max(delivered) if len(delivered) == HONEST else float("inf")
     figures = {
         "alone_s": round(alone_s, 2), "crowd_total_s": round(c["total_s"], 2),
+        "alone_delivered_s": round(alone_delivered, 2), "crowd_delivered_total_s": round(crowd_delivered, 2),
+        "crowd_delivered_over_alone": round(crowd_delivered / alone_delivered, 3),
         "alone_server_cpu_s": round(a["server_cpu_s"], 1), "crowd_server_cpu_s": round(c["server_cpu_s"], 1),
         "load_average_1min_before": {"alone": a["load_average_1min_before"], "crowd": c["load_average_1min_before"]},
         "crowd_total_over_alone": round(c["total_s"] / alone_s, 3),
-        "honest_seconds": [round(s, 2) for s in honest], "honest_failures": failures,
+        "honest_seconds": [round(s, 2) for s in honest], "honest_delivered_seconds": [round(s, 2) for s in delivered],
+        "honest_failures": failures,
         "computations": c["computations"],
         "slider_under_load": {"moves": len(lat), "p50_s": percentile(lat, 50), "p95_s": percentile(lat, 95),
                               "max_s": max(lat) if lat else None, "raw_s": [round(v, 3) for v in lat]},
@@ -427,7 +456,8 @@ def summarise(a: dict, c: dict) -> dict:
     checks = {
         "every_honest_session_certified": len(honest) == HONEST and c["certified_on_every_page"]
         and not c["exceptions_on_honest_pages"],
-        "total_within_1.5x_alone": c["total_s"] <= GOALS["total_over_alone_max"] * alone_s,
+        # delivered: the crowd's browsers stand in for the visitors' machines, each drawing its own page
+        "total_within_1.5x_alone": crowd_delivered <= GOALS["total_over_alone_max"] * alone_delivered,
         "computed_once": c["computations"] == GOALS["computations"],
         "every_hostile_upload_refused_with_a_message": all(u.get("refused_with_message") for u in uploads.values()),
         "live_workers_at_most_4": c["live_workers_max"] <= GOALS["live_workers_max"],

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy.special import betaincc, betaln
+from scipy.special import betaincc, betaln, gammaln
 
 from certlib import stats
 from certlib.errors import CertlibError
@@ -68,17 +68,37 @@ def anytime_pvalue(k: ArrayLike, n: ArrayLike, tau: ArrayLike) -> float | np.nda
 # selection votes for the mode): the floor bounds the loss when the selection votes mislead to a factor 1/floor.
 
 
-def log_evalue_beta(k: ArrayLike, n: ArrayLike, tau: float, a: ArrayLike, b: ArrayLike) -> np.ndarray:
-    """log M_n under the prior Beta(a, b) truncated to (τ, 1] (a = b = 1: log_evalue). Closed form: the integral of
-    (q/τ)^k ((1 − q)/(1 − τ))^(n − k) against the truncated beta density is
-    B(a + k, b + n − k)(1 − I_τ(a + k, b + n − k)) / (B(a, b)(1 − I_τ(a, b)) τ^k (1 − τ)^(n − k)).
-    No checks (internal, called on tables); −inf where the prior has no mass above τ in floating point."""
-    k, n, a, b = (np.asarray(v, dtype=np.float64) for v in (k, n, a, b))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mass = betaln(a, b) + _log_upper_tail(tau, a, b)              # log ∫_τ^1 prior before normalising
-        joint = betaln(a + k, b + n - k) + _log_upper_tail(tau, a + k, b + n - k)
-        out = joint - mass - k * np.log(tau) - (n - k) * np.log1p(-tau)
-    return np.where(np.isfinite(mass) & ~np.isnan(out), out, -np.inf)
+def log_binomial_cdf(trials: int, tau: float) -> np.ndarray:
+    """log P(Bin(trials, τ) ≤ m) for m = 0..trials, from the log pmf summed in log space (no underflow, ~trials·ε
+    relative error). With integers a + b − 1 = trials it is the beta upper tail the e-values need:
+    1 − I_τ(a, b) = P(Bin(a + b − 1, τ) ≤ a − 1). One gammaln pass per table instead of one incomplete beta per entry:
+    the τ slider re-decides a run through a table per look."""
+    m = np.arange(trials + 1, dtype=np.float64)
+    log_pmf = (gammaln(trials + 1.0) - gammaln(m + 1.0) - gammaln(trials - m + 1.0)
+               + m * np.log(tau) + (trials - m) * np.log1p(-tau))
+    return np.minimum(np.logaddexp.accumulate(log_pmf), 0.0)        # a sum of probabilities is at most 1
+
+
+def log_evalue_beta_table(n: int, tau: float, n0: int, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """log M_n under the prior Beta(s + 1, n0 − s + 1) truncated to (τ, 1], for s in `rows` and k in `columns`
+    ([len(rows), len(columns)]). Closed form: the integral of (q/τ)^k ((1 − q)/(1 − τ))^(n − k) against the truncated
+    beta density is B(a + k, b + n − k)(1 − I_τ(a + k, b + n − k)) / (B(a, b)(1 − I_τ(a, b)) τ^k (1 − τ)^(n − k)) with
+    a = s + 1, b = n0 − s + 1; both tails are binomial CDFs (log_binomial_cdf): 1 − I_τ(a + k, b + n − k) =
+    P(Bin(n0 + n + 1, τ) ≤ s + k) and 1 − I_τ(a, b) = P(Bin(n0 + 1, τ) ≤ s)."""
+    s = np.asarray(rows, dtype=np.int64)[:, None]
+    k = np.asarray(columns, dtype=np.int64)[None, :]
+    a, b = s + 1.0, n0 - s + 1.0
+    mass = betaln(a, b) + log_binomial_cdf(n0 + 1, tau)[s]                # log ∫_τ^1 prior before normalising
+    joint = betaln(a + k, b + n - k) + log_binomial_cdf(n0 + n + 1, tau)[s + k]
+    return joint - mass - k * np.log(tau) - (n - k) * np.log1p(-tau)
+
+
+def _log_evalue_uniform_table(n: int, tau: float, columns: np.ndarray) -> np.ndarray:
+    """log_evalue(k, n, τ) for k in `columns` (0 ≤ k ≤ n, n ≥ 1), its beta tail as a binomial CDF:
+    1 − I_τ(k + 1, n − k + 1) = P(Bin(n + 1, τ) ≤ k)."""
+    k = np.asarray(columns, dtype=np.int64)
+    return (betaln(k + 1.0, n - k + 1.0) + log_binomial_cdf(n + 1, tau)[k] - np.log1p(-tau)
+            - k * np.log(tau) - (n - k) * np.log1p(-tau))
 
 
 def check_floor(floor: object) -> float:
@@ -95,11 +115,14 @@ def log_evalue_table(n: int, tau: float, n0: int = 0, floor: float = 1.0, rows: 
     uniform prior, the same row for every s."""
     s = np.arange(n0 + 1) if rows is None else np.asarray(rows)
     k = np.arange(n + 1) if columns is None else np.asarray(columns)
-    uniform = np.asarray(log_evalue(k, n, tau), dtype=np.float64) if n else np.zeros(len(k))
+    if not 0.0 < float(tau) < 1.0:
+        raise CertlibError(f"tau must be in (0, 1), got {tau!r}")
+    if k.size and not (0 <= k.min() and k.max() <= n) or s.size and not (0 <= s.min() and s.max() <= n0):
+        raise CertlibError(f"votes out of range: k in [0, {n}] and s in [0, {n0}] are needed")
+    uniform = _log_evalue_uniform_table(n, tau, k) if n else np.zeros(len(k))
     if check_floor(floor) == 1.0 or n0 == 0 or n == 0:
         return np.broadcast_to(uniform, (len(s), len(k)))
-    s = s.astype(np.float64)[:, None]
-    informed = log_evalue_beta(k.astype(np.float64)[None, :], n, tau, s + 1.0, n0 - s + 1.0)
+    informed = log_evalue_beta_table(n, tau, n0, s, k)
     return np.logaddexp(np.log(floor) + uniform[None, :], np.log1p(-floor) + informed)
 
 

@@ -275,3 +275,56 @@ def test_live_frames_and_the_planned_look_together_stay_below_alpha(null_runs):
     at most (1 − s)α from the live frames plus sα from the one look."""
     low, high = _clopper_pearson(null_runs["split"], MC_REPLICATES)
     assert high <= MC_ALPHA, (null_runs, (low, high))
+
+
+@pytest.mark.parametrize("trials", [1, 9, 265, 4097])
+@pytest.mark.parametrize("tau", [0.5, 0.75, 0.99, 0.999])
+def test_binomial_log_cdf_agrees_with_scipys_incomplete_beta_and_never_underflows(trials, tau):
+    """The tables' tails (a log-space sum of the pmf) against scipy's binom.logcdf (an incomplete beta): the same
+    numbers where scipy's are finite, and finite where scipy's underflow to −inf."""
+    got = anytime.log_binomial_cdf(trials, tau)
+    expected = binom.logcdf(np.arange(trials + 1), trials, tau)
+    finite = np.isfinite(expected) & (expected > -700)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-10, atol=1e-11)
+    assert np.isfinite(got).all() and np.all(np.diff(got) >= -1e-12) and abs(got[-1]) < 1e-11    # log 1
+
+
+@pytest.mark.parametrize("n,n0,tau", [(8, 8, 0.75), (256, 8, 0.75), (256, 32, 0.6), (2048, 8, 0.99), (40, 4, 0.5)])
+def test_table_equals_the_elementwise_beta_tails(n, n0, tau):
+    """log_evalue_table's binomial-CDF route against e-values from scipy's complementary incomplete beta (betaincc),
+    entry by entry. (Not scipy.stats' beta.logsf: below the median it takes log1p(−cdf), which loses digits when the
+    tail is near 1 — see the mpmath point below.)"""
+    from scipy.special import betaincc, betaln
+
+    k = np.arange(n + 1)
+    table = anytime.log_evalue_table(n, tau, n0, 0.5)
+    uniform = np.asarray(anytime.log_evalue(k, n, tau))                      # scipy.special.betaincc inside
+    s = np.arange(n0 + 1)[:, None]
+    a, b = s + 1.0, n0 - s + 1.0
+    joint_tail, mass_tail = betaincc(a + k, b + n - k, tau), betaincc(a, b, tau)
+    with np.errstate(divide="ignore"):
+        informed = (betaln(a + k, b + n - k) + np.log(joint_tail) - betaln(a, b)
+                    - np.log(mass_tail) - k * np.log(tau) - (n - k) * np.log1p(-tau))
+    expected = np.logaddexp(np.log(0.5) + uniform[None, :], np.log(0.5) + informed)
+    # where scipy's tails leave the normal floats (subnormal or 0: few or no digits) the comparison says nothing
+    normal = (joint_tail > 1e-300) & (mass_tail > 1e-300) & (betaincc(k + 1.0, n - k + 1.0, tau) > 1e-300)[None, :]
+    finite = normal & (uniform > -600)[None, :] & (informed > -600)
+    assert finite.sum() >= 50                                                  # not a vacuous comparison
+    np.testing.assert_allclose(table[finite], expected[finite], rtol=1e-9, atol=1e-9)
+    assert np.isfinite(table).all()
+    # k = 0 in closed form: ∫_τ^1 ((1 − q)/(1 − τ))^n dq/(1 − τ) = 1/(n + 1), finite even where scipy's tail underflows
+    assert anytime.log_evalue_table(n, tau)[0, 0] == pytest.approx(-np.log(n + 1), rel=1e-12)
+
+
+def test_table_matches_mpmath_where_scipy_stats_logsf_loses_digits():
+    """n = 2048, τ = 0.99, s = 0 of n0 = 8, k = 1691: scipy.stats.beta.logsf gives −3.66604 for this log e-value;
+    the quadrature gives −3.657757…, as the table does."""
+    n, n0, tau, s, k = 2048, 8, 0.99, 0, 1691
+    with mpmath.workdps(60):
+        t, a, b = mpmath.mpf(tau), s + 1, n0 - s + 1
+        ratio = lambda q: mpmath.exp(k * mpmath.log(q / t) + (n - k) * mpmath.log((1 - q) / (1 - t)))  # noqa: E731
+        density = lambda q: q**(a - 1) * (1 - q)**(b - 1)                                          # noqa: E731
+        cuts = [t + (1 - t) * mpmath.mpf(c) for c in ("0", "0.001", "0.01", "0.1", "0.5", "1")]
+        truth = float(mpmath.log(mpmath.quad(lambda q: ratio(q) * density(q), cuts) / mpmath.quad(density, cuts)))
+    got = anytime.log_evalue_beta_table(n, tau, n0, np.array([s]), np.array([k]))[0, 0]
+    assert got == pytest.approx(truth, rel=1e-11) and abs(truth - (-3.66604)) > 1e-3

@@ -9,8 +9,12 @@ This module holds the figures every page shares (class probabilities, an attribu
 figures are in pixel_viz, uniform_viz and sparse_viz, the dashboard's in metrics_viz."""
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 
 from certlib import palette
 
@@ -84,3 +88,12 @@ def attribution_rgb(attr: np.ndarray) -> np.ndarray:
     grid = np.linspace(0.0, 1.0, len(stops))
     rgb = np.stack([np.interp(t, grid, stops[:, c]) for c in range(3)], axis=-1)
     return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def png_source(rgb: np.ndarray) -> str:
+    """An RGB uint8 image as a PNG data URI for plotly's image trace (`source`): the browser decodes it natively,
+    where an image trace given `z` is painted pixel by pixel onto a canvas (~0.1 s per 224² redraw in chromium)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from certlib import palette
+from certlib import palette, viz
 
 ABSTAIN_RGB = palette.ABSTAIN                     # "no certificate here", never hidden
 LEVEL_RGB = palette.CERTIFIED_IN_SHADES           # certified in the top K: darker blue for a smaller K
@@ -53,8 +53,7 @@ def overlay_figure(overlay_rgb: np.ndarray, top_frequency: np.ndarray, k_percent
     hover = "row %{y}, col %{x}<br>" + "<br>".join(
         f"in the top {k_percents[i]:g}% in %{{customdata[{j}]}}% of noisy copies" for j, i in enumerate(order)) \
         + "<extra></extra>"
-    image = dict(type="image", z=np.ascontiguousarray(overlay_rgb[..., :3], dtype=np.uint8), customdata=custom,
-                 hovertemplate=hover)
+    image = dict(type="image", source=viz.png_source(overlay_rgb[..., :3]), customdata=custom, hovertemplate=hover)
     keys = [(f"certified top {k_percents[i]:g}%", palette.level_colour(r)) for r, i in enumerate(order)]
     keys += [("abstain", palette.ABSTAIN), ("certified not top (clear)", palette.CERTIFIED_OUT)]
     legend = [dict(type="scatter", x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from certlib import palette
+from certlib import palette, viz
 
 CERTIFIED_RGB = palette.CERTIFIED_IN       # blue: provably stays in the top K for every ‖δ‖ ≤ ε
 UNCERTIFIED_RGB = palette.NOT_CERTIFIED    # vermillion: in the estimated top K, no guarantee at this ε
@@ -41,7 +41,7 @@ def topk_overlay_figure(overlay_rgb: np.ndarray, mean: np.ndarray, lower: np.nda
     legend = [dict(type="scatter", x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
                    marker=dict(symbol="square", size=12, color=palette.hex_colour(rgb)))
               for name, rgb in (("certified at ε (per pixel)", CERTIFIED_RGB), ("top K, not certified", UNCERTIFIED_RGB))]
-    return go.Figure([dict(type="image", z=overlay_rgb, customdata=custom, hovertemplate=hover), *legend],
+    return go.Figure([dict(type="image", source=viz.png_source(overlay_rgb), customdata=custom, hovertemplate=hover), *legend],
                      layout=dict(margin=dict(l=0, r=0, t=36, b=0), height=420,
                                  title=dict(text="top-K pixels at ε", x=0.5, xanchor="center"),
                                  xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x",

@@ -149,12 +149,6 @@ class Server:
                                           "(no input gradient)"}, []
         return {"ok": True}, [grad.detach().float().contiguous().numpy()]
 
-    def check(self, header: dict, arrays: list) -> tuple[dict, list]:
-        """The static check of an upload's code, here under the sandbox's limits and never in the app process."""
-        from certlib.sandbox import worker_checks
-
-        return worker_checks.check_upload(arrays[0].tobytes()), []
-
     def _checked(self, out, batch: int):
         if not isinstance(out, self.torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
             shape = list(out.shape) if isinstance(out, self.torch.Tensor) else type(out).__name__
@@ -194,7 +188,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from certlib.sandbox import _ipc
+    from certlib.sandbox import _ipc, worker_checks  # noqa: F401 — loaded while files can be read (Landlock)
 
     # Frames travel on private copies of the pipes; fds 0 and 1 point at /dev/null, so whatever the model prints
     # (prim::Print) can never be mistaken for a reply.
@@ -204,9 +198,6 @@ def main() -> None:
     memory = int(sys.argv[1]) if len(sys.argv) > 1 else 4 << 30
     torch.set_num_threads(1)                 # no compute thread before lock_down (see there); more after it
     _warm_up(torch)
-    from certlib.sandbox import worker_checks          # the static check, exercised while files can still be read
-
-    worker_checks.warm_up()
     if len(sys.argv) > 2 and sys.argv[2] == "pt2":
         from certlib.sandbox import _export_worker     # imported and exercised while files can still be read
 
@@ -225,11 +216,11 @@ def main() -> None:
         except _ipc.ChannelClosed:
             return
         op = getattr(server, str(header.get("op")), None) \
-            if header.get("op") in ("check", "load", "forward", "vjp") else None
+            if header.get("op") in ("load", "forward", "vjp") else None
         try:
             if op is None:
                 raise ValueError(f"unknown request {header.get('op')!r}")
-            if header.get("op") not in ("check", "load") and server.module is None:
+            if header.get("op") != "load" and server.module is None:
                 raise ValueError("no model loaded")
             reply, out = op(header, arrays)
         except MemoryError:

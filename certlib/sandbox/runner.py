@@ -3,6 +3,10 @@
     worker = SandboxWorker(archive_bytes, in_channels, height, width)   # checks, starts, loads, probes
     module = SandboxedModule(worker)                                    # an nn.Module: forward and input gradients
 
+Before any worker starts, the archive's code is parsed and checked against the operator allow-list in a check
+process of its own (certlib.sandbox._check_worker, `check_in_sandbox`): confined like a worker, with no torch, a
+512 MiB cap and CHECK_TIMEOUT_S; a refusal costs ~0.15 s of one core and no place in the worker budget.
+
 What the worker (certlib.sandbox._worker) may do: compute. It gets the model's bytes through a pipe after it has
 restricted itself with Landlock (no file may be opened, read, written or executed; no TCP bind or connect; with
 Landlock ABI ≥ 6 no signal or abstract socket outside itself), a seccomp filter refuses sockets of every family,
@@ -40,13 +44,19 @@ from certlib import resources
 from certlib.sandbox import _ipc, landlock, pool as sandbox_pool, worker_diagnostics
 from certlib.errors import ModelError
 from certlib.sandbox.pool import ServerBusy  # noqa: F401  (raised here, re-exported for callers)
-from certlib.sandbox.torchscript_check import CHECK_TIMEOUT_S, precheck
+from certlib.sandbox.torchscript_check import CHECK_TIMEOUT_S, precheck, torch_operator_names
 from certlib.sandbox.worker_checks import check_finite, reply_array_bytes
 
 TIMEOUT_ENV, MEMORY_ENV, UNSANDBOXED_ENV = ("CERTEXPLORER_SANDBOX_TIMEOUT_S", "CERTEXPLORER_SANDBOX_MEMORY_MB",
                                             "CERTEXPLORER_ALLOW_UNSANDBOXED")
 DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB = 120.0, 4096
 START_TIMEOUT_S = 120.0          # importing torch in a fresh process on a busy 2-core machine
+# The check process's address space above its own (~40 MiB resident): the largest code the size limits admit
+# (1 MiB, checked in ~1.8 s) passes with 128 MiB, so 512 leaves 4x room. Checks at once: each is one core for at
+# most CHECK_TIMEOUT_S, and ~0.15 s for a classifier.
+CHECK_MEMORY_MB = 512
+CHECKS_AT_ONCE = max(2, min(4, os.cpu_count() or 1))
+_CHECKS = threading.BoundedSemaphore(CHECKS_AT_ONCE)
 
 
 class ModelTimeout(ModelError):
@@ -76,6 +86,63 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _spawn_sandboxed(module: str, *args: str) -> subprocess.Popen:
+    """`python -I` running `module`'s main() with `args`, in a session of its own, with a minimal environment,
+    pipes on stdin/stdout/stderr; the module confines itself before it reads anything (Landlock, seccomp, limits)."""
+    if landlock.abi_version() < 1 and os.environ.get(UNSANDBOXED_ENV) != "1":
+        raise SandboxError("this kernel has no Landlock (Linux ≥ 5.13 with 'landlock' among its LSMs), so an "
+                           "uploaded model cannot be isolated from the server's files and is refused; set "
+                           f"{UNSANDBOXED_ENV}=1 to run it anyway (unsafe)")
+    root = str(resources.PACKAGES_ROOT)           # the folder holding certlib/
+    # OPENBLAS_NUM_THREADS=1: numpy's BLAS would otherwise start a thread at import, before Landlock, which
+    # does not restrict threads that already run (the worker sets torch's own thread count after it)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": str(torch.get_num_threads()),
+           "OPENBLAS_NUM_THREADS": "1", "LANG": "C.UTF-8"}
+    cmd = [sys.executable, "-I", "-c", "import sys, importlib; sys.path.insert(0, sys.argv[1]); "
+           "main = importlib.import_module(sys.argv[2]).main; sys.argv = sys.argv[2:]; main()", root, module, *args]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd="/", start_new_session=True, close_fds=True)
+
+
+def check_in_sandbox(archive: bytes) -> dict:
+    """The static check of a TorchScript upload's code (certlib.sandbox.torchscript_check) in a check process of
+    its own (certlib.sandbox._check_worker: no torch, confined like a worker, CHECK_MEMORY_MB, CHECK_TIMEOUT_S).
+    Returns the process's hello (what confines it); raises ModelError naming what is refused, ModelTimeout,
+    SandboxError when the process dies, ServerBusy when CHECKS_AT_ONCE checks already run for UPLOAD_WAIT_S."""
+    if not _CHECKS.acquire(timeout=sandbox_pool.UPLOAD_WAIT_S):
+        raise ServerBusy(f"the server is busy checking {CHECKS_AT_ONCE} other uploads; try again in a minute")
+    proc = None
+    try:
+        proc = _spawn_sandboxed("certlib.sandbox._check_worker", str(CHECK_MEMORY_MB << 20))
+        stderr = worker_diagnostics.StderrTail(proc.stderr)
+        try:
+            hello, _ = _ipc.read_frame(proc.stdout.fileno(), START_TIMEOUT_S)
+            if not hello.get("ok"):
+                raise SandboxError(str(hello.get("error", "the check process did not start")))
+            _ipc.write_frame(proc.stdin.fileno(), {"op": "check", "operators": sorted(torch_operator_names())},
+                             [np.frombuffer(archive, dtype=np.uint8)])
+            reply, _ = _ipc.read_frame(proc.stdout.fileno(), CHECK_TIMEOUT_S)
+        except _ipc.ChannelTimeout:
+            raise ModelTimeout(f"checking the uploaded TorchScript code took longer than {CHECK_TIMEOUT_S:g} s (the "
+                               "code is far larger or more complex than a classifier's); it was stopped") from None
+        except (_ipc.ChannelClosed, BrokenPipeError, OSError, ValueError) as exc:
+            code = _exit_status(proc, wait=isinstance(exc, (_ipc.ChannelClosed, BrokenPipeError)))
+            how = (worker_diagnostics.describe_exit(code, CHECK_MEMORY_MB) if code is not None
+                   else f"sent a malformed reply ({exc})")
+            last = stderr.text(wait_s=1.0)
+            raise SandboxError(f"the process checking the uploaded TorchScript code {how}"
+                               + (f". Its last output:\n{last}" if last else "")) from None
+        if not reply.get("ok"):
+            raise ModelError(str(reply.get("error", "")) or "the TorchScript code did not pass the check")
+        return hello
+    finally:
+        if proc is not None:
+            _kill(proc)
+            for f in (proc.stdin, proc.stdout):
+                f.close()
+        _CHECKS.release()
+
+
 class SandboxWorker:
     """One uploaded model in its own sandboxed process; restarted on demand after a timeout or a crash."""
 
@@ -86,7 +153,8 @@ class SandboxWorker:
         self.load_options = dict(load_options or {})     # JSON-able extras of the load request (certlib.models.export_load)
         self.static_check = static_check and fmt == "torchscript"
         if self.static_check:
-            precheck(archive)            # O(size) only: the code itself is checked in the worker (_check_code)
+            precheck(archive)            # O(size) only, in the app
+            check_in_sandbox(archive)    # the code, in a check process: no worker starts for a refused upload
         self.archive = np.frombuffer(archive, dtype=np.uint8)
         self.shape = (int(in_channels), int(height), int(width))
         self.timeout = timeout if timeout is not None else _env_float(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
@@ -102,21 +170,7 @@ class SandboxWorker:
     # ------------------------------------------------------------------------------------------ process
 
     def _spawn(self) -> subprocess.Popen:
-        abi = landlock.abi_version()
-        if abi < 1 and os.environ.get(UNSANDBOXED_ENV) != "1":
-            raise SandboxError("this kernel has no Landlock (Linux ≥ 5.13 with 'landlock' among its LSMs), so an "
-                               "uploaded model cannot be isolated from the server's files and is refused; set "
-                               f"{UNSANDBOXED_ENV}=1 to run it anyway (unsafe)")
-        root = str(resources.PACKAGES_ROOT)           # the folder holding certlib/
-        # OPENBLAS_NUM_THREADS=1: numpy's BLAS would otherwise start a thread at import, before Landlock, which
-        # does not restrict threads that already run (the worker sets torch's own thread count after it)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": str(torch.get_num_threads()),
-               "OPENBLAS_NUM_THREADS": "1", "LANG": "C.UTF-8"}
-        cmd = [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-               "from certlib.sandbox._worker import main; sys.argv = sys.argv[1:]; main()", root,
-               str(int(self.memory_mb * 2**20)), self.fmt]
-        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=env, cwd="/", start_new_session=True, close_fds=True)
+        return _spawn_sandboxed("certlib.sandbox._worker", str(int(self.memory_mb * 2**20)), self.fmt)
 
     def _start_pooled(self, wait_s: float) -> tuple[int, tuple[str, ...]]:
         """Take a place in the process-wide budget (stopping an idle worker, or ServerBusy after `wait_s`), then
@@ -142,8 +196,6 @@ class SandboxWorker:
         self.network_namespace = bool(hello.get("network_namespace"))
         self.seccomp_rules = int(hello.get("seccomp", 0))     # system calls its seccomp filter refuses
         self.threads_at_lock_down = int(hello.get("threads_at_lock_down", 0))   # 1: Landlock covers every thread
-        if self.static_check:
-            self._check_code()
         c, h, w = self.shape
         reply, _ = self._exchange({"op": "load", "in_channels": c, "height": h, "width": w, "format": self.fmt,
                                    **self.load_options},
@@ -163,20 +215,6 @@ class SandboxWorker:
             raise SandboxError(f"the worker reported {classes!r} classes")
         notes = tuple(str(n)[:300] for n in reply.get("notes", []) if isinstance(n, str))[:4]
         return classes, notes
-
-    def _check_code(self) -> None:
-        """The static check of the TorchScript code (certlib.sandbox.torchscript_check), in the fresh worker before it loads
-        anything: parsing hostile code costs the app process nothing, and a parse past CHECK_TIMEOUT_S is killed."""
-        try:
-            reply, _ = self._exchange({"op": "check"}, [self.archive], CHECK_TIMEOUT_S)
-        except ModelTimeout:
-            raise ModelTimeout(f"checking the uploaded TorchScript code took longer than {CHECK_TIMEOUT_S:g} s (the "
-                               "code is far larger or more complex than a classifier's); it was stopped") from None
-        except SandboxError as exc:
-            raise SandboxError(f"checking the uploaded TorchScript code crashed its worker ({exc})") from None
-        if not reply.get("ok"):
-            self.close()
-            raise ModelError(str(reply.get("error", "")) or "the TorchScript code did not pass the check")
 
     def close(self) -> None:
         if self._proc is not None:
@@ -230,7 +268,7 @@ class SandboxWorker:
             how = (worker_diagnostics.describe_exit(code, self.memory_mb) if code is not None
                    else f"sent a malformed reply ({exc})")
             stderr = self._stderr.text(wait_s=1.0) if self._stderr is not None else ""
-            loading = header.get("op") in (None, "check", "load")          # None: the hello of a new worker
+            loading = header.get("op") in (None, "load")          # None: the hello of a new worker
             raise SandboxError(worker_diagnostics.failure_message(how, stderr, loading)) from None
         return reply, out
 

@@ -13,11 +13,12 @@ its file and line, unless every
   getattr(self, "0")), never of `torch`, and `torch`/`ops` are never used as values.
 
 Parsing hostile source is itself an attack surface (13 MiB of generated code holds the GIL for half a minute; deep
-nesting raises RecursionError or MemoryError in the parser), so this runs only in the sandbox worker, before it loads
-anything (certlib.sandbox._worker: op "check"), under its memory limit and the parent's CHECK_TIMEOUT_S; sizes are
-bounded before parsing, and every failure of the parser is a ModelError with a specific message. The app process
-only calls `precheck` (O(size): the zip directory). The sandbox is the second line: it still runs the model with no
-file access at all, in case a name slips through.
+nesting raises RecursionError or MemoryError in the parser), so this runs only in the sandbox's check process
+(certlib.sandbox._check_worker, started by certlib.sandbox.runner.check_in_sandbox before any worker), under its
+memory cap and the parent's CHECK_TIMEOUT_S; that process has no torch, so the app sends it the operator names of
+its torch build (`torch_operator_names`). Sizes are bounded before parsing, and every failure of the parser is a
+ModelError with a specific message. The app process only calls `precheck` (O(size): the zip directory). The worker
+is the second line: it still runs the model with no file access at all, in case a name slips through.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ MAX_CODE_FILE_BYTES = 512 << 10    # largest code file measured: ~60 KiB (torchv
 # largest admitted code stays well inside CHECK_TIMEOUT_S and the worker's memory).
 MAX_CODE_BYTES = 1 << 20
 MAX_CODE_FILES = 2000
-CHECK_TIMEOUT_S = 30.0             # the parent's limit for the worker's "check" request (parse + walk)
+CHECK_TIMEOUT_S = 30.0             # the parent's limit for the check process's answer (parse + walk)
 
 # Calls by bare name that scripted code emits, beyond functions and classes of the archive.
 BUILTINS = frozenset("annotate unchecked_cast uninitialized isinstance int float bool str len range enumerate zip "
@@ -96,15 +97,18 @@ def _code_infos(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
 
 # ------------------------------------------------------------------------------------------ the worker side
 
-def check_archive(data: bytes) -> None:
+def check_archive(data: bytes, operators: frozenset[str] | None = None) -> None:
     """Raise ModelError when `data` is not a TorchScript archive (a zip with code/ and constants.pkl) within the
     size limits, or its code does not parse, or it names anything off the allow-list (each name with file and
-    line). Runs in the sandbox worker; costs O(code size) time and memory, bounded by MAX_CODE_BYTES."""
+    line). `operators`: every operator name of the torch build that will load the archive (torch_operator_names();
+    read from torch when not given). Runs in the sandbox's check process, which has no torch of its own and is
+    sent the names; costs O(code size) time and memory, bounded by MAX_CODE_BYTES."""
+    operators = torch_operator_names() if operators is None else frozenset(operators)
     trees = {name: _parse(source, name) for name, source in _code_files(data)}
     defs, attrs = _declared_names(trees.values())
-    problems = _shadowed_operators(defs)
+    problems = _shadowed_operators(defs, operators)
     for name, tree in trees.items():
-        problems += _Checker(name, defs, attrs).problems(tree)
+        problems += _Checker(name, defs, attrs, operators).problems(tree)
     problems = list(dict.fromkeys(problems))
     if problems:
         shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
@@ -173,23 +177,24 @@ def _declared_names(trees) -> tuple[frozenset[str], frozenset[str]]:
 
 
 @lru_cache(maxsize=1)
-def _torch_operator_names() -> frozenset[str]:
-    """Every aten/prim operator name of this torch build (the worker has torch loaded already)."""
+def torch_operator_names() -> frozenset[str]:
+    """Every aten/prim operator name of this torch build (without namespace): the names a tensor method call may
+    reach. The app reads them once and sends them to the check process, which never imports torch."""
     import torch
 
     return frozenset(s.name.split("::", 1)[-1] for s in torch._C._jit_get_all_schemas())
 
 
-def _refused_operator(name: str) -> bool:
+def _refused_operator(name: str, operators: frozenset[str]) -> bool:
     """A name that, called on a tensor, would run an operator off the allow-list."""
-    return name in _torch_operator_names() and name not in op_allowlist.TORCHSCRIPT_ALLOWED_OPS
+    return name in operators and name not in op_allowlist.TORCHSCRIPT_ALLOWED_OPS
 
 
-def _shadowed_operators(defs: frozenset[str]) -> list[str]:
+def _shadowed_operators(defs: frozenset[str], operators: frozenset[str]) -> list[str]:
     """A function the archive defines under the name of a refused operator would make `x.as_strided(...)` look
     like a call of the archive's own code: such names are refused (no classifier needs one)."""
     return [f"the archive defines {n!r}, the name of an operator that is not allowed"
-            for n in sorted(defs) if _refused_operator(n) and not _is_dunder(n)]
+            for n in sorted(defs) if _refused_operator(n, operators) and not _is_dunder(n)]
 
 
 def _self_reads(tree: ast.Module) -> set[int]:
@@ -222,8 +227,9 @@ def _is_dunder(name: str) -> bool:
 class _Checker:
     """One file's names against the allow-list; iterative (ast.walk), so deep trees cost no recursion."""
 
-    def __init__(self, filename: str, defs: frozenset[str], attrs: frozenset[str]) -> None:
-        self.filename, self.defs, self.attrs = filename, defs, attrs
+    def __init__(self, filename: str, defs: frozenset[str], attrs: frozenset[str],
+                 operators: frozenset[str]) -> None:
+        self.filename, self.defs, self.attrs, self.operators = filename, defs, attrs, operators
         self.found: list[str] = []
         self.called: set[int] = set()
         self.on_self: set[int] = set()
@@ -315,7 +321,7 @@ class _Checker:
             return True
         if called:
             return False
-        return name in TENSOR_PROPERTIES or (name in self.attrs and (on_self or not _refused_operator(name)))
+        return name in TENSOR_PROPERTIES or (name in self.attrs and (on_self or not _refused_operator(name, self.operators)))
 
     def _call(self, node: ast.Call, assigned: set[str]) -> None:
         if any(k.arg == "out" for k in node.keywords):

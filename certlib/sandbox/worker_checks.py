@@ -1,15 +1,13 @@
 """Checks on both sides of the sandbox pipe that are not the pipe itself (certlib.sandbox._ipc) nor the process
-(certlib.sandbox.runner): the worker's static check of an upload, its loader's failures in words, and the app's checks of
+(certlib.sandbox.runner): the check process's static check of an upload, its loader's failures in words, and the app's checks of
 what a worker answers (reply sizes known before reading, finite logits).
 
-Worker side: `warm_up` is called before Landlock (everything the check imports is loaded while files can still be
-read), `check_upload` answers the "check" request, `load_failure` words what torch.jit.load raised.
+Sandbox side: `check_upload` answers the check process's request (certlib.sandbox._check_worker), `load_failure`
+words what torch.jit.load raised in the worker.
 App side: `reply_array_bytes` bounds a reply before it is read, `nonfinite_message` names a bad batch row.
 """
 from __future__ import annotations
 
-import io
-import zipfile
 
 import numpy as np
 
@@ -18,27 +16,14 @@ from certlib.errors import ModelError
 
 # ------------------------------------------------------------------------------------------- worker side
 
-def warm_up() -> None:
-    """Run the TorchScript check once on a tiny archive: zipfile, zlib, ast and torch's operator table are loaded
-    (and cached) before the worker loses file access."""
-    from certlib.sandbox import torchscript_check
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("w/code/__torch__/m.py", "class M(Module):\n  training : bool\n"
-                                            "  def forward(self, x: Tensor) -> Tensor:\n"
-                                            "    return torch.relu(x)\n")
-        z.writestr("w/constants.pkl", b"")
-    torchscript_check.check_archive(buf.getvalue())
-
-
-def check_upload(data: bytes) -> dict:
-    """The worker's reply to "check": {"ok": True}, or the reason the static check refuses the upload. Every way
-    the check itself can fail on hostile input is named (the parent's time limit covers what never returns)."""
+def check_upload(data: bytes, operators: frozenset[str]) -> dict:
+    """The check process's reply (certlib.sandbox._check_worker): {"ok": True}, or the reason the static check
+    refuses the upload. Every way the check itself can fail on hostile input is named (the parent's time limit
+    covers what never returns). `operators`: the operator names of the app's torch build."""
     from certlib.sandbox import torchscript_check
 
     try:
-        torchscript_check.check_archive(data)
+        torchscript_check.check_archive(data, operators)
     except ModelError as exc:
         return {"ok": False, "error": str(exc)}
     except RecursionError:

@@ -1,5 +1,5 @@
-"""#27 items 1, 2 and 5: the static check of uploaded TorchScript runs in the sandbox worker (the app process stays
-responsive), admits only certlib.sandbox.op_allowlist's operators, and the app bounds and checks what a worker replies.
+"""#27 items 1, 2 and 5: the static check of uploaded TorchScript runs in a sandboxed check process without torch,
+before any worker starts (the app process stays responsive), admits only certlib.sandbox.op_allowlist's operators, and the app bounds and checks what a worker replies.
 
 Hostile archives come from tests/hostile_models.py. Tests that start a worker need Landlock, like
 tests/sandbox/test_runner.py."""
@@ -172,6 +172,60 @@ def test_the_app_keeps_answering_while_hostile_code_is_checked():
               f"{str(error)[:90]}")
         assert isinstance(error, ModelError) and any(e in str(error) for e in expected.split("|")), repr(error)
         assert stall < 1.0, (expected, stall)
+
+
+@needs_landlock
+def test_a_refused_upload_starts_no_worker_and_is_checked_in_a_confined_process_without_torch(monkeypatch):
+    """The check runs in its own process (certlib.sandbox._check_worker): confined like a worker (Landlock, seccomp,
+    a single thread when locked down), with no torch of its own, so a refusal costs no torch start and no place in
+    the worker budget. Refused archives never reach SandboxWorker._spawn; an honest one does, once."""
+    from certlib.sandbox import pool as sandbox_pool, runner
+
+    hello = runner.check_in_sandbox(_scripted(H.Honest()))
+    assert hello["torch_loaded"] is False and hello["landlock_abi"] >= 1 and hello["seccomp"] >= 20
+    assert hello["threads_at_lock_down"] == 1
+    spawned = []
+    real_spawn = SandboxWorker._spawn
+    monkeypatch.setattr(SandboxWorker, "_spawn", lambda self: spawned.append(1) or real_spawn(self))
+    before = sandbox_pool.POOL.live_count()
+    for data, named in ((_scripted(H.ReshapeAlias()), "_reshape_alias"), (H.deeply_nested_code(), "too deeply"),
+                        (H.torchscript_with_code(H.GETATTR_TORCH_CODE), "from_file")):
+        with pytest.raises(ModelError, match=named):
+            SandboxWorker(data, 1, 8, 8)
+    assert spawned == [] and sandbox_pool.POOL.live_count() == before
+    worker = SandboxWorker(_scripted(H.Honest()), 1, 8, 8)
+    try:
+        assert spawned == [1] and worker.live
+    finally:
+        worker.close()
+
+
+@needs_landlock
+def test_a_check_that_runs_out_of_memory_or_dies_is_named(monkeypatch):
+    """The check process has its own memory cap (runner.CHECK_MEMORY_MB): past it the parse fails with a sentence,
+    never a raw MemoryError or "malformed reply"; a killed check process is named by its signal."""
+    from certlib.sandbox import runner
+
+    monkeypatch.setattr(runner, "CHECK_MEMORY_MB", 24)
+    with pytest.raises(ModelError) as info:
+        runner.check_in_sandbox(H.heavy_code_under_limits(files=1))
+    assert "memory" in str(info.value) or "killed" in str(info.value) or "crashed" in str(info.value), \
+        str(info.value)
+    assert "malformed" not in str(info.value)
+
+
+def test_checks_beyond_the_limit_at_once_say_the_server_is_busy(monkeypatch):
+    from certlib.sandbox import pool as sandbox_pool, runner
+    from certlib.sandbox.pool import ServerBusy
+
+    monkeypatch.setattr(runner, "_CHECKS", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(sandbox_pool, "UPLOAD_WAIT_S", 0.2)
+    runner._CHECKS.acquire()                      # another session's upload, being checked
+    try:
+        with pytest.raises(ServerBusy, match="busy checking .* try again in a minute"):
+            runner.check_in_sandbox(_scripted(H.Honest()))
+    finally:
+        runner._CHECKS.release()
 
 
 # ------------------------------------------------------------------------------------------ the replies

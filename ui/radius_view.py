@@ -2,6 +2,9 @@
 shows what holds at ε, and the share certified against ε with R(τ) marked — from the counts on screen, no sampling."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import streamlit as st
 
@@ -12,19 +15,34 @@ from ui.controls import help_for
 
 
 
+# Radii of the runs on screen, shared by every session of the app: the sessions of one run (single-flight) hold the
+# very same counts and trajectory objects, so the room that certified one photo computes its radii once, not once a
+# session (0.1-0.26 s each, serialised on the GIL while the last certificates are delivered; bench/load.py).
+_RADII: OrderedDict[tuple, tuple] = OrderedDict()
+_RADII_LOCK = threading.Lock()
+_RADII_KEPT = 8
+
+
 def radii_for(counts: TopKCounts, levels: tuple[float, ...], trajectory: Trajectory | None,
               alpha: float) -> pixel_radius.PixelRadii:
-    """The radii of the counts on screen at `levels` (the run's trajectory for the anytime test), kept per session
-    while the same counts, levels and α are shown: a slider that changes none of them costs nothing."""
-    held = st.session_state.get("_cp_radii")
-    if held is not None and held[0] is counts and held[1] is trajectory and held[2] == (levels, alpha):
-        return held[3]
-    if trajectory is None:
-        radii = pixel_radius.fixed_n_radii(counts, alpha, levels)
-    else:
-        radii = pixel_radius.trajectory_radii(trajectory, alpha, levels)
-    st.session_state["_cp_radii"] = (counts, trajectory, (levels, alpha), radii)   # held: identities stay unique
-    return radii
+    """The radii of the counts on screen at `levels` (the run's trajectory for the anytime test), kept while the
+    same counts, levels and α are shown in any session: a slider that changes none of them costs nothing."""
+    key = (id(counts), id(trajectory), tuple(levels), float(alpha))
+    # One computation at a time: the sessions of a run reach this view within a second of each other, and the
+    # first computes while the others wait for its result (the work holds the GIL anyway).
+    with _RADII_LOCK:
+        held = _RADII.get(key)
+        if held is not None and held[0] is counts and held[1] is trajectory:   # ids of live objects: unique
+            _RADII.move_to_end(key)
+            return held[2]
+        if trajectory is None:
+            radii = pixel_radius.fixed_n_radii(counts, alpha, levels)
+        else:
+            radii = pixel_radius.trajectory_radii(trajectory, alpha, levels)
+        _RADII[key] = (counts, trajectory, radii)      # held with the radii: their ids cannot be reused meanwhile
+        while len(_RADII) > _RADII_KEPT:
+            _RADII.popitem(last=False)
+        return radii
 
 
 def summary_sentence(radii: pixel_radius.PixelRadii, radius_tau: float) -> str:

@@ -53,9 +53,11 @@ DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB = 120.0, 4096
 START_TIMEOUT_S = 120.0          # importing torch in a fresh process on a busy 2-core machine
 # The check process's address space above its own (~40 MiB resident): the largest code the size limits admit
 # (1 MiB, checked in ~1.8 s) passes with 128 MiB, so 512 leaves 4x room. Checks at once: each is one core for at
-# most CHECK_TIMEOUT_S, and ~0.15 s for a classifier.
+# most CHECK_TIMEOUT_S (at nice 10), and ~0.15 s for a classifier; 4 at once hold at most 2 GiB. An upload waits
+# for a place as long as one check may take (an honest upload behind hostile ones is delayed, not refused).
 CHECK_MEMORY_MB = 512
-CHECKS_AT_ONCE = max(2, min(4, os.cpu_count() or 1))
+CHECKS_AT_ONCE = 4
+CHECK_WAIT_S = CHECK_TIMEOUT_S
 _CHECKS = threading.BoundedSemaphore(CHECKS_AT_ONCE)
 
 
@@ -108,8 +110,8 @@ def check_in_sandbox(archive: bytes) -> dict:
     """The static check of a TorchScript upload's code (certlib.sandbox.torchscript_check) in a check process of
     its own (certlib.sandbox._check_worker: no torch, confined like a worker, CHECK_MEMORY_MB, CHECK_TIMEOUT_S).
     Returns the process's hello (what confines it); raises ModelError naming what is refused, ModelTimeout,
-    SandboxError when the process dies, ServerBusy when CHECKS_AT_ONCE checks already run for UPLOAD_WAIT_S."""
-    if not _CHECKS.acquire(timeout=sandbox_pool.UPLOAD_WAIT_S):
+    SandboxError when the process dies, ServerBusy when CHECKS_AT_ONCE checks already run for CHECK_WAIT_S."""
+    if not _CHECKS.acquire(timeout=CHECK_WAIT_S):
         raise ServerBusy(f"the server is busy checking {CHECKS_AT_ONCE} other uploads; try again in a minute")
     proc = None
     try:

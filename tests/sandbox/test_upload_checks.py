@@ -215,11 +215,11 @@ def test_a_check_that_runs_out_of_memory_or_dies_is_named(monkeypatch):
 
 
 def test_checks_beyond_the_limit_at_once_say_the_server_is_busy(monkeypatch):
-    from certlib.sandbox import pool as sandbox_pool, runner
+    from certlib.sandbox import runner
     from certlib.sandbox.pool import ServerBusy
 
     monkeypatch.setattr(runner, "_CHECKS", threading.BoundedSemaphore(1))
-    monkeypatch.setattr(sandbox_pool, "UPLOAD_WAIT_S", 0.2)
+    monkeypatch.setattr(runner, "CHECK_WAIT_S", 0.2)
     runner._CHECKS.acquire()                      # another session's upload, being checked
     try:
         with pytest.raises(ServerBusy, match="busy checking .* try again in a minute"):

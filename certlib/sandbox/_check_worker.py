@@ -61,7 +61,9 @@ def main() -> None:
     if header.get("op") != "check" or not isinstance(operators, list) or len(arrays) != 1:
         _ipc.write_frame(out_fd, {"ok": False, "error": "the check process expects one check request"})
         return
-    _ipc.write_frame(out_fd, worker_checks.check_upload(arrays[0].tobytes(), frozenset(map(str, operators))))
+    data = arrays[0].tobytes()                # bytes for zipfile; the array goes, so the archive is held once
+    del arrays
+    _ipc.write_frame(out_fd, worker_checks.check_upload(data, frozenset(map(str, operators))))
 
 
 if __name__ == "__main__":

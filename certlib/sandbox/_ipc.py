@@ -67,8 +67,8 @@ def _read_length(fd: int, limit: int, deadline: float | None, what: str) -> int:
 
 
 def _read_array(fd: int, limit: int, deadline: float | None) -> np.ndarray:
-    """One .npy part, its data read straight into the array (one copy in memory, never two), its size checked from
-    the length prefix and its header before the data is read."""
+    """One .npy part, its data read straight into the array (one copy in memory), its size checked from the length
+    prefix and its header before the data is read."""
     size = _read_length(fd, limit + MAX_NPY_HEADER_BYTES, deadline, "an array in the reply")
     head = _read_exact(fd, min(size, MAX_NPY_HEADER_BYTES), deadline)
     buf = io.BytesIO(head)
@@ -85,9 +85,23 @@ def _read_array(fd: int, limit: int, deadline: float | None) -> np.ndarray:
     data = memoryview(array.reshape(-1).view(np.uint8))
     have = head[buf.tell():]
     data[:len(have)] = have
-    if len(have) < array.nbytes:
-        data[len(have):] = _read_exact(fd, array.nbytes - len(have), deadline)
+    _read_into(fd, data[len(have):], deadline)
     return array
+
+
+def _read_into(fd: int, view: memoryview, deadline: float | None) -> None:
+    """Fill `view` from `fd`, straight into its memory: a model archive is the largest part a frame carries, and
+    reading it in chunks that are then joined held three copies at once (past a check process's memory cap)."""
+    got = 0
+    while got < len(view):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise ChannelTimeout(f"no answer within the time limit ({len(view) - got} bytes missing)")
+        n = os.readv(fd, [view[got:got + (1 << 20)]])
+        if not n:
+            raise ChannelClosed("the other side closed the channel")
+        got += n
 
 
 def read_frame(fd: int, timeout: float | None = None,

@@ -5,7 +5,8 @@
 
 Before any worker starts, the archive's code is parsed and checked against the operator allow-list in a check
 process of its own (certlib.sandbox._check_worker, `check_in_sandbox`): confined like a worker, with no torch, a
-512 MiB cap and CHECK_TIMEOUT_S; a refusal costs ~0.15 s of one core and no place in the worker budget.
+cap of 512 MiB plus twice the archive, and CHECK_TIMEOUT_S; a refusal costs ~0.15 s of one core and no place in the
+worker budget.
 
 What the worker (certlib.sandbox._worker) may do: compute. It gets the model's bytes through a pipe after it has
 restricted itself with Landlock (no file may be opened, read, written or executed; no TCP bind or connect; with
@@ -51,9 +52,10 @@ TIMEOUT_ENV, MEMORY_ENV, UNSANDBOXED_ENV = ("CERTEXPLORER_SANDBOX_TIMEOUT_S", "C
                                             "CERTEXPLORER_ALLOW_UNSANDBOXED")
 DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB = 120.0, 4096
 START_TIMEOUT_S = 120.0          # importing torch in a fresh process on a busy 2-core machine
-# The check process's address space above its own (~40 MiB resident): the largest code the size limits admit
-# (1 MiB, checked in ~1.8 s) passes with 128 MiB, so 512 leaves 4x room. Checks at once: each is one core for at
-# most CHECK_TIMEOUT_S (at nice 10), and ~0.15 s for a classifier; 4 at once hold at most 2 GiB. An upload waits
+# The check process's address space above its own (~40 MiB resident) and twice the archive (it holds the whole
+# upload, weights included: ViT-B/16's is 330 MiB): the largest code the size limits admit (1 MiB, checked in
+# ~1.8 s) passes with 128 MiB, so 512 leaves 4x room. Checks at once: each is one core for at
+# most CHECK_TIMEOUT_S (at nice 10), and ~0.15 s for a classifier's code. An upload waits
 # for a place as long as one check may take (an honest upload behind hostile ones is delayed, not refused).
 CHECK_MEMORY_MB = 512
 CHECKS_AT_ONCE = 4
@@ -115,7 +117,9 @@ def check_in_sandbox(archive: bytes) -> dict:
         raise ServerBusy(f"the server is busy checking {CHECKS_AT_ONCE} other uploads; try again in a minute")
     proc = None
     try:
-        proc = _spawn_sandboxed("certlib.sandbox._check_worker", str(CHECK_MEMORY_MB << 20))
+        # the archive arrives whole (weights too) and is held twice while it becomes bytes for zipfile
+        memory_mb = CHECK_MEMORY_MB + 2 * (-(-len(archive) // 2**20))
+        proc = _spawn_sandboxed("certlib.sandbox._check_worker", str(memory_mb << 20))
         stderr = worker_diagnostics.StderrTail(proc.stderr)
         try:
             hello, _ = _ipc.read_frame(proc.stdout.fileno(), START_TIMEOUT_S)
@@ -129,7 +133,7 @@ def check_in_sandbox(archive: bytes) -> dict:
                                "code is far larger or more complex than a classifier's); it was stopped") from None
         except (_ipc.ChannelClosed, BrokenPipeError, OSError, ValueError) as exc:
             code = _exit_status(proc, wait=isinstance(exc, (_ipc.ChannelClosed, BrokenPipeError)))
-            how = (worker_diagnostics.describe_exit(code, CHECK_MEMORY_MB) if code is not None
+            how = (worker_diagnostics.describe_exit(code, memory_mb) if code is not None
                    else f"sent a malformed reply ({exc})")
             last = stderr.text(wait_s=1.0)
             raise SandboxError(f"the process checking the uploaded TorchScript code {how}"

@@ -90,9 +90,18 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _spawn_sandboxed(module: str, *args: str) -> subprocess.Popen:
-    """`python -I` running `module`'s main() with `args`, in a session of its own, with a minimal environment,
-    pipes on stdin/stdout/stderr; the module confines itself before it reads anything (Landlock, seccomp, limits)."""
+# The programs the sandbox's processes run (`python -I -c`; argv: the folder holding certlib/, then their own). The
+# worker's module is named literally: runs.store's code hash follows imports in source strings, and an uploaded
+# model's numbers are computed in the worker. The check process computes none, so editing it keeps stored runs.
+_WORKER_PROGRAM = ("import sys; sys.path.insert(0, sys.argv[1]); from certlib.sandbox._worker import main; "
+                   "sys.argv = sys.argv[1:]; main()")
+_CHECK_PROGRAM = ("import sys, importlib; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:]; "
+                  "importlib.import_module('certlib.sandbox.' + sys.argv[0]).main()")
+
+
+def _spawn_sandboxed(program: str, *args: str) -> subprocess.Popen:
+    """`python -I -c program` with `args`, in a session of its own, with a minimal environment, pipes on
+    stdin/stdout/stderr; the program confines itself before it reads anything (Landlock, seccomp, limits)."""
     if landlock.abi_version() < 1 and os.environ.get(UNSANDBOXED_ENV) != "1":
         raise SandboxError("this kernel has no Landlock (Linux ≥ 5.13 with 'landlock' among its LSMs), so an "
                            "uploaded model cannot be isolated from the server's files and is refused; set "
@@ -102,8 +111,7 @@ def _spawn_sandboxed(module: str, *args: str) -> subprocess.Popen:
     # does not restrict threads that already run (the worker sets torch's own thread count after it)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": str(torch.get_num_threads()),
            "OPENBLAS_NUM_THREADS": "1", "LANG": "C.UTF-8"}
-    cmd = [sys.executable, "-I", "-c", "import sys, importlib; sys.path.insert(0, sys.argv[1]); "
-           "main = importlib.import_module(sys.argv[2]).main; sys.argv = sys.argv[2:]; main()", root, module, *args]
+    cmd = [sys.executable, "-I", "-c", program, root, *args]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, cwd="/", start_new_session=True, close_fds=True)
 
@@ -119,7 +127,7 @@ def check_in_sandbox(archive: bytes) -> dict:
     try:
         # the archive arrives whole (weights too) and is held twice while it becomes bytes for zipfile
         memory_mb = CHECK_MEMORY_MB + 2 * (-(-len(archive) // 2**20))
-        proc = _spawn_sandboxed("certlib.sandbox._check_worker", str(memory_mb << 20))
+        proc = _spawn_sandboxed(_CHECK_PROGRAM, "_check_worker", str(memory_mb << 20))
         stderr = worker_diagnostics.StderrTail(proc.stderr)
         try:
             hello, _ = _ipc.read_frame(proc.stdout.fileno(), START_TIMEOUT_S)
@@ -176,7 +184,7 @@ class SandboxWorker:
     # ------------------------------------------------------------------------------------------ process
 
     def _spawn(self) -> subprocess.Popen:
-        return _spawn_sandboxed("certlib.sandbox._worker", str(int(self.memory_mb * 2**20)), self.fmt)
+        return _spawn_sandboxed(_WORKER_PROGRAM, str(int(self.memory_mb * 2**20)), self.fmt)
 
     def _start_pooled(self, wait_s: float) -> tuple[int, tuple[str, ...]]:
         """Take a place in the process-wide budget (stopping an idle worker, or ServerBusy after `wait_s`), then

@@ -3,7 +3,6 @@ shows what holds at ε, and the share certified against ε with R(τ) marked —
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import numpy as np
 import streamlit as st
@@ -11,6 +10,7 @@ import streamlit as st
 from certlib.pixel import radius as pixel_radius, radius_viz
 from certlib.pixel.progressive import Trajectory
 from certlib.smoothing.sampling import TopKCounts
+from ui.cache import ResultCache
 from ui.controls import help_for
 
 
@@ -18,9 +18,8 @@ from ui.controls import help_for
 # Radii of the runs on screen, shared by every session of the app: the sessions of one run (single-flight) hold the
 # very same counts and trajectory objects, so the room that certified one photo computes its radii once, not once a
 # session (0.1-0.26 s each, serialised on the GIL while the last certificates are delivered; bench/load.py).
-_RADII: OrderedDict[tuple, tuple] = OrderedDict()
-_RADII_LOCK = threading.Lock()
-_RADII_KEPT = 8
+_RADII = ResultCache(max_entries=8)
+_COMPUTING = threading.Lock()
 
 
 def radii_for(counts: TopKCounts, levels: tuple[float, ...], trajectory: Trajectory | None,
@@ -30,18 +29,15 @@ def radii_for(counts: TopKCounts, levels: tuple[float, ...], trajectory: Traject
     key = (id(counts), id(trajectory), tuple(levels), float(alpha))
     # One computation at a time: the sessions of a run reach this view within a second of each other, and the
     # first computes while the others wait for its result (the work holds the GIL anyway).
-    with _RADII_LOCK:
+    with _COMPUTING:
         held = _RADII.get(key)
         if held is not None and held[0] is counts and held[1] is trajectory:   # ids of live objects: unique
-            _RADII.move_to_end(key)
             return held[2]
         if trajectory is None:
             radii = pixel_radius.fixed_n_radii(counts, alpha, levels)
         else:
             radii = pixel_radius.trajectory_radii(trajectory, alpha, levels)
-        _RADII[key] = (counts, trajectory, radii)      # held with the radii: their ids cannot be reused meanwhile
-        while len(_RADII) > _RADII_KEPT:
-            _RADII.popitem(last=False)
+        _RADII.put(key, (counts, trajectory, radii))   # held with the radii: their ids cannot be reused meanwhile
         return radii
 
 

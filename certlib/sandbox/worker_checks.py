@@ -8,13 +8,12 @@ App side: `reply_array_bytes` bounds a reply before it is read, `nonfinite_messa
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from certlib.errors import ModelError
 
 
-# ------------------------------------------------------------------------------------------- worker side
+# ------------------------------------------------------------------------------------------- sandbox side
 
 def check_upload(data: bytes, operators: frozenset[str]) -> dict:
     """The check process's reply (certlib.sandbox._check_worker): {"ok": True}, or the reason the static check
